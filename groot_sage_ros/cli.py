@@ -1,0 +1,109 @@
+"""``groot-sage``: the offline tools (no ROS needed). Each subcommand's --help has an example."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from .tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(args.out, seed=args.seed)
+    print(f"wrote tiny GR00T N1.5 checkpoint to {path}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import FeatureExtractor
+    from .images import read_image
+
+    images = [read_image(path) for path in args.image]
+    extractor = FeatureExtractor.from_pretrained(
+        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer
+    )
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        result = extractor.extract(images, args.instruction)
+        if extractor.device.type == "cuda":
+            torch.cuda.synchronize(extractor.device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    features = result.features[0].float()  # (L, D)
+    norms = features.norm(dim=-1)  # (L,)
+    layout = result.layout
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "device": str(extractor.device),
+        "features_shape": list(result.features.shape),
+        "dtype": str(result.features.dtype).removeprefix("torch."),
+        "finite": bool(torch.isfinite(result.features).all()),
+        "layout": layout.to_dict(),
+        "token_norm": {"mean": norms.mean().item(), "min": norms.min().item(), "max": norms.max().item()},
+        "image_token_norm_mean": [norms[a:b].mean().item() for a, b in layout.image_ranges],
+        "instruction_token_norm_mean": norms[slice(*layout.instruction_range)].mean().item(),
+        "load_s": round(extractor.load_seconds, 3),
+        "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"checkpoint   {report['checkpoint']} on {report['device']}")
+    print(f"features     shape {tuple(report['features_shape'])} {report['dtype']}, finite: {report['finite']}")
+    for k, (a, b) in enumerate(layout.image_ranges):
+        print(f"camera {k}     tokens [{a}, {b}), mean norm {report['image_token_norm_mean'][k]:.3f}")
+    a, b = layout.instruction_range
+    print(f"instruction  tokens [{a}, {b}) of {layout.seq_len}, mean norm {report['instruction_token_norm_mean']:.3f}")
+    print(f"token norm   mean {report['token_norm']['mean']:.3f}, min {report['token_norm']['min']:.3f}, "
+          f"max {report['token_norm']['max']:.3f}")
+    print(f"timing       load {report['load_s']:.2f} s, extract median {report['extract_ms']['median']:.1f} ms "
+          f"over {len(times)} runs (first {times[0]:.1f} ms)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="groot-sage", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tiny = sub.add_parser(
+        "tiny-checkpoint",
+        help="write a small random checkpoint in the real GR00T N1.5 layout",
+        epilog="example: groot-sage tiny-checkpoint --out /tmp/tiny_groot",
+    )
+    tiny.add_argument("--out", required=True, help="output folder")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_checkpoint)
+
+    feats = sub.add_parser(
+        "features",
+        help="backbone features of one frame set: shape, dtype, layout, norms, timing",
+        epilog="example: groot-sage features --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
+        "--image wrist.jpg --instruction 'pick up the cube' --device cuda",
+    )
+    feats.add_argument("--checkpoint", required=True, help="checkpoint folder or cached HF repo id")
+    feats.add_argument("--image", action="append", required=True, help="image file, once per camera, in order")
+    feats.add_argument("--instruction", required=True)
+    feats.add_argument("--device", default="cpu", help="torch device string (default: cpu)")
+    feats.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
+    feats.add_argument("--tokenizer", default=None, help="tokenizer/processor folder (default: built-in)")
+    feats.add_argument("--repeat", type=int, default=3, help="timed runs after loading (default: 3)")
+    feats.add_argument("--json", action="store_true", help="print one JSON object")
+    feats.set_defaults(func=cmd_features)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"groot-sage {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

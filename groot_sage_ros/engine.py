@@ -1,0 +1,136 @@
+"""``FeatureExtractor``: the public Python API that owns device, dtype, warm-up and the hot path.
+
+    from groot_sage_ros import FeatureExtractor
+    extractor = FeatureExtractor.from_pretrained("nvidia/GR00T-N1.5-3B", device="cuda", dtype="float16")
+    result = extractor.extract([front_rgb, wrist_rgb], "pick up the cube")
+    result.features        # (1, L, 2048) torch tensor on the device
+    result.layout          # TokenLayout: image token ranges per camera, instruction range
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_weights, meta_tensors, read_checkpoint_files
+from .config import GrootConfig, parse_dtype
+from .model.groot import GrootN15
+from .processor import ModelInputs, Processor, ProcessorConfig, TokenLayout
+
+
+@dataclass
+class EngineConfig:
+    checkpoint: str = ""
+    device: str = "cuda"
+    dtype: str = "float16"
+    tokenizer: str | None = None  # tokenizer/processor folder; None = built-in Qwen tiktoken
+    instruction_format: str = "list_repr"
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        parse_dtype(self.dtype, "dtype")
+
+
+@dataclass
+class FeatureResult:
+    features: torch.Tensor  # (B, L, D) on the engine's device, engine dtype
+    attention_mask: torch.Tensor  # (B, L), 1 = token of the sample, 0 = right padding
+    layouts: list[TokenLayout]
+    images: torch.Tensor = field(repr=False)  # (B * cameras, 3, 224, 224) uint8 preprocessed frames
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The layout of the first (for ``extract``, the only) sample."""
+        return self.layouts[0]
+
+
+def resolve_device(device: str) -> torch.device:
+    """A torch device from a string; an unavailable CUDA device is an error naming it."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device string ({err})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+class FeatureExtractor:
+    """GR00T N1.5 backbone features for camera images and an instruction."""
+
+    def __init__(self, model: GrootN15, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str):
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.dtype = dtype
+        self.model_id = model_id
+        self.config: GrootConfig = model.cfg
+        self.load_seconds = 0.0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path,
+        device: str = "cuda",
+        dtype: str = "float16",
+        tokenizer: str | None = None,
+        instruction_format: str = "list_repr",
+        warmup: bool = True,
+    ) -> "FeatureExtractor":
+        start = time.perf_counter()
+        torch_dtype = parse_dtype(dtype, "dtype")
+        torch_device = resolve_device(device)
+        files = read_checkpoint_files(checkpoint)
+        with torch.device("meta"):
+            model = GrootN15(files.config)
+        load_weights(model, files, torch_device, torch_dtype)
+        model.backbone.materialize_buffers(torch_device)
+        missing = meta_tensors(model)
+        if missing:
+            raise CheckpointError(f"{files.root}: tensors left without values after loading: {missing}")
+        model.eval().requires_grad_(False)
+        processor = Processor(ProcessorConfig(tokenizer=tokenizer, instruction_format=instruction_format))
+        extractor = cls(model, processor, torch_device, torch_dtype, model_id=str(checkpoint))
+        if warmup:
+            extractor.warmup()
+        extractor.load_seconds = time.perf_counter() - start
+        return extractor
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    def warmup(self, cameras: int = 1) -> None:
+        """One throw-away call so kernels, allocator pools and caches exist before the first frame."""
+        blank = np.zeros((self.processor.config.image_size,) * 2 + (3,), dtype=np.uint8)
+        self.extract([blank] * cameras, "warm up")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def prepare(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> ModelInputs:
+        """Preprocess on the engine's device (crop, resize, normalise as tensors)."""
+        return self.processor(frame_sets, device=self.device)
+
+    @torch.inference_mode()
+    def forward(self, inputs: ModelInputs) -> FeatureResult:
+        """The model call: no host synchronisation; results stay on the device."""
+        out = self.model.backbone(
+            input_ids=inputs.input_ids,
+            pixel_values=inputs.pixel_values.to(self.dtype),
+            attention_mask=inputs.attention_mask,
+        )
+        return FeatureResult(out.features, out.attention_mask, inputs.layouts, inputs.images)
+
+    def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
+        """One frame set: a list of HxWx3 uint8 RGB arrays (one per camera) and an instruction."""
+        return self.forward(self.prepare([(images, instruction)]))
+
+    def extract_batch(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> FeatureResult:
+        """Several frame sets in one call; each sample's features equal its batch-of-one features."""
+        return self.forward(self.prepare(frame_sets))
+

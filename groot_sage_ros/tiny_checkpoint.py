@@ -1,0 +1,153 @@
+"""Write a small random GR00T N1.5 checkpoint in the exact real layout (the demo's and tests' default).
+
+Same files, schema and key names as ``nvidia/GR00T-N1.5-3B``: ``config.json`` (plus the
+``backbone_cfg.eagle_config`` override that carries the tiny SigLIP/Qwen3 dims), two safetensors shards
+with ``model.safetensors.index.json``, and ``experiment_cfg/metadata.json``. The backbone is stored in
+bfloat16 and the action head in float32, as in the real file. The vocabulary keeps its real size
+(151,680) so the real tokenizer's ids are valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .config import BackboneConfig, GrootConfig, n15_3b_config
+from .model.backbone import EagleBackbone
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_TEXT = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+}  # fmt: skip
+TINY_SELECT_LAYER = 2
+
+
+def tiny_config() -> dict:
+    cfg = n15_3b_config()
+    width = TINY_TEXT["hidden_size"]
+    cfg["hidden_size"] = width
+    cfg["backbone_cfg"].update(
+        select_layer=TINY_SELECT_LAYER,
+        eagle_config={"vision_config": dict(TINY_VISION), "text_config": dict(TINY_TEXT)},
+    )
+    head = cfg["action_head_cfg"]
+    head.update(backbone_embedding_dim=width, hidden_size=32, input_embedding_dim=48)
+    head["diffusion_model_cfg"].update(
+        attention_head_dim=24, num_attention_heads=2, num_layers=4, cross_attention_dim=width, output_dim=32
+    )
+    head["vl_self_attention_cfg"].update(attention_head_dim=32, num_attention_heads=2, num_layers=2)
+    return cfg
+
+
+def action_head_shapes(head: dict) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every action-head tensor (architecture doc §5) for an ``action_head_cfg``."""
+    dit, vlsa = head["diffusion_model_cfg"], head["vl_self_attention_cfg"]
+    emb, hid, inner = head["backbone_embedding_dim"], head["hidden_size"], head["input_embedding_dim"]
+    cats, act, state = head.get("max_num_embodiments", 32), head["max_action_dim"], head["max_state_dim"]
+    assert dit["num_attention_heads"] * dit["attention_head_dim"] == inner
+    vl_inner = vlsa["num_attention_heads"] * vlsa["attention_head_dim"]
+    shapes: dict[str, tuple[int, ...]] = {"action_head.vlln.weight": (emb,), "action_head.vlln.bias": (emb,)}
+
+    def linear(name: str, out: int, inp: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (out, inp), (out,)
+
+    def category_linear(name: str, inp: int, out: int) -> None:
+        shapes[f"{name}.W"], shapes[f"{name}.b"] = (cats, inp, out), (cats, out)
+
+    for n in range(vlsa["num_layers"]):
+        block = f"action_head.vl_self_attention.transformer_blocks.{n}"
+        for norm in ("norm1", "norm3"):
+            shapes[f"{block}.{norm}.weight"] = shapes[f"{block}.{norm}.bias"] = (emb,)
+        for proj in ("to_q", "to_k", "to_v"):
+            linear(f"{block}.attn1.{proj}", vl_inner, emb)
+        linear(f"{block}.attn1.to_out.0", emb, vl_inner)
+        linear(f"{block}.ff.net.0.proj", 4 * emb, emb)
+        linear(f"{block}.ff.net.2", emb, 4 * emb)
+    model = "action_head.model"
+    linear(f"{model}.timestep_encoder.timestep_embedder.linear_1", inner, 256)
+    linear(f"{model}.timestep_encoder.timestep_embedder.linear_2", inner, inner)
+    for n in range(dit["num_layers"]):
+        block = f"{model}.transformer_blocks.{n}"
+        context = dit["cross_attention_dim"] if n % 2 == 0 else inner  # even blocks cross-attend
+        linear(f"{block}.norm1.linear", 2 * inner, inner)
+        linear(f"{block}.attn1.to_q", inner, inner)
+        linear(f"{block}.attn1.to_k", inner, context)
+        linear(f"{block}.attn1.to_v", inner, context)
+        linear(f"{block}.attn1.to_out.0", inner, inner)
+        linear(f"{block}.ff.net.0.proj", 4 * inner, inner)
+        linear(f"{block}.ff.net.2", inner, 4 * inner)
+    linear(f"{model}.proj_out_1", 2 * inner, inner)
+    linear(f"{model}.proj_out_2", dit["output_dim"], inner)
+    category_linear("action_head.state_encoder.layer1", state, hid)
+    category_linear("action_head.state_encoder.layer2", hid, inner)
+    category_linear("action_head.action_encoder.W1", act, inner)
+    category_linear("action_head.action_encoder.W2", 2 * inner, inner)
+    category_linear("action_head.action_encoder.W3", inner, inner)
+    category_linear("action_head.action_decoder.layer1", hid, hid)
+    category_linear("action_head.action_decoder.layer2", hid, act)
+    shapes["action_head.future_tokens.weight"] = (head["num_target_vision_tokens"], inner)
+    shapes["action_head.position_embedding.weight"] = (head.get("max_seq_len", 1024), inner)
+    return shapes
+
+
+def tiny_metadata() -> dict:
+    """``experiment_cfg/metadata.json`` for one embodiment, with every statistic kind."""
+    def stats(width: int, low: float, high: float) -> dict:
+        return {
+            "min": [low] * width, "max": [high] * width, "q01": [low * 0.9] * width, "q99": [high * 0.9] * width,
+            "mean": [(low + high) / 2] * width, "std": [(high - low) / 4] * width,
+        }  # fmt: skip
+
+    keys = {"single_arm": 6, "gripper": 1}
+    modality = {k: {"absolute": True, "rotation_type": None, "shape": [w], "continuous": True} for k, w in keys.items()}
+    return {
+        "new_embodiment": {
+            "statistics": {
+                "state": {k: stats(w, -1.5, 1.5) for k, w in keys.items()},
+                "action": {k: stats(w, -1.0, 1.0) for k, w in keys.items()},
+            },
+            "modalities": {
+                "video": {"front": {"resolution": [640, 480], "channels": 3, "fps": 30.0}},
+                "state": modality,
+                "action": modality,
+            },
+            "embodiment_tag": "new_embodiment",
+        }
+    }
+
+
+def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
+    """Write the tiny checkpoint to ``out`` (created if needed) and return its path."""
+    out = Path(out)
+    (out / "experiment_cfg").mkdir(parents=True, exist_ok=True)
+    raw = tiny_config()
+    generator = torch.Generator().manual_seed(seed)
+    backbone_cfg = BackboneConfig.from_dict(raw["backbone_cfg"])
+    backbone_cfg.build_siglip_head = True  # the reference module saves the unused pooling head too
+    torch.manual_seed(seed)
+    backbone = EagleBackbone(backbone_cfg)
+    state = backbone.state_dict()
+    for name, tensor in state.items():
+        if tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):  # norms init to ones: make them informative
+            tensor.add_(0.2 * torch.randn(tensor.shape, generator=generator))
+    shard1 = {f"backbone.{k}": v.to(torch.bfloat16).contiguous() for k, v in state.items()}
+    shard2 = {
+        name: torch.randn(shape, generator=generator) * 0.02
+        for name, shape in action_head_shapes(raw["action_head_cfg"]).items()
+    }
+    GrootConfig.from_dict(raw)  # validates what we are about to write
+    weight_map = {}
+    for k, shard in enumerate((shard1, shard2), start=1):
+        name = f"model-{k:05d}-of-00002.safetensors"
+        save_file(shard, str(out / name), metadata={"format": "pt"})
+        weight_map.update({key: name for key in shard})
+    total = sum(t.numel() * t.element_size() for s in (shard1, shard2) for t in s.values())
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    (out / "experiment_cfg" / "metadata.json").write_text(json.dumps(tiny_metadata(), indent=2))
+    return out

@@ -1,0 +1,53 @@
+"""The installed ``groot-sage`` entry point: tiny-checkpoint and features, output and errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import random_image
+
+GROOT_SAGE = shutil.which("groot-sage") or str(Path(sys.executable).with_name("groot-sage"))
+
+
+def run(*args, timeout=300):
+    return subprocess.run([GROOT_SAGE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_tiny_checkpoint_then_features_json(tmp_path):
+    out = run("tiny-checkpoint", "--out", str(tmp_path / "ckpt"))
+    assert out.returncode == 0, out.stderr
+    Image.fromarray(random_image(120, 160)).save(tmp_path / "front.png")
+    Image.fromarray(np.full((60, 80), 40000, np.uint16)).save(tmp_path / "depthish.png")  # 16-bit gray
+    out = run(
+        "features", "--checkpoint", str(tmp_path / "ckpt"), "--image", str(tmp_path / "front.png"),
+        "--image", str(tmp_path / "depthish.png"), "--instruction", "pick up the cube", "--json",
+        "--dtype", "float32", "--repeat", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["features_shape"] == [1, report["layout"]["seq_len"], 64]
+    assert report["finite"] is True and report["dtype"] == "float32"
+    assert [b - a for a, b in report["layout"]["image_ranges"]] == [256, 256]
+    assert report["extract_ms"]["runs"] == 2
+
+
+def test_features_errors_name_the_input(tmp_path, tiny_checkpoint):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = run("features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "broken.jpg"),
+              "--instruction", "go")  # fmt: skip
+    assert out.returncode == 2 and "broken.jpg: not a readable image" in out.stderr
+    Image.fromarray(random_image(20, 20)).save(tmp_path / "ok.png")
+    out = run("features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "ok.png"),
+              "--instruction", "go", "--dtype", "float64")  # fmt: skip
+    assert out.returncode == 2 and "dtype 'float64' is not supported" in out.stderr
+
+
+def test_every_subcommand_has_an_example_in_help():
+    for command in ("tiny-checkpoint", "features"):
+        out = run(command, "--help")
+        assert out.returncode == 0 and "example: groot-sage " + command in out.stdout

@@ -1,0 +1,84 @@
+"""The full-size N1.5-3B config builds on the meta device with the documented counts and key names."""
+
+import re
+
+import torch
+
+from groot_sage_ros.config import GrootConfig, n15_3b_config
+from groot_sage_ros.model.groot import GrootN15
+from groot_sage_ros.tiny_checkpoint import action_head_shapes
+
+
+def build_full(siglip_head: bool) -> GrootN15:
+    cfg = GrootConfig.from_dict(n15_3b_config())
+    cfg.backbone.build_siglip_head = siglip_head
+    with torch.device("meta"):
+        return GrootN15(cfg)
+
+
+def count(module) -> int:
+    return sum(p.numel() for p in module.parameters())  # shared tensors counted once
+
+
+def test_full_size_backbone_parameter_counts():
+    assert count(build_full(siglip_head=True).backbone) == 1_344_716_736
+    assert count(build_full(siglip_head=False).backbone) == 1_329_478_384
+
+
+def test_full_size_backbone_is_on_meta_and_feature_width_is_2048():
+    model = build_full(siglip_head=False)
+    assert all(p.is_meta for p in model.parameters())
+    assert model.cfg.feature_dim == 2048
+    assert isinstance(model.backbone.eagle_linear, torch.nn.Identity)
+
+
+def test_full_size_key_names_and_shapes_match_architecture_doc():
+    state = build_full(siglip_head=True).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    vit = "backbone.eagle_model.vision_model.vision_model."
+    llm = "backbone.eagle_model.language_model.model."
+    expected = {
+        vit + "embeddings.patch_embedding.weight": (1152, 3, 14, 14),
+        vit + "embeddings.position_embedding.weight": (256, 1152),
+        vit + "encoder.layers.26.self_attn.q_proj.weight": (1152, 1152),
+        vit + "encoder.layers.26.mlp.fc1.weight": (4304, 1152),
+        vit + "post_layernorm.weight": (1152,),
+        vit + "head.probe": (1, 1, 1152),
+        vit + "head.attention.in_proj_weight": (3456, 1152),
+        "backbone.eagle_model.mlp1.0.weight": (2048, 1152),
+        "backbone.eagle_model.mlp1.0.bias": (2048,),
+        llm + "embed_tokens.weight": (151680, 2048),
+        llm + "layers.11.self_attn.k_proj.weight": (1024, 2048),
+        llm + "layers.11.self_attn.q_norm.weight": (128,),
+        llm + "layers.11.mlp.gate_proj.weight": (6144, 2048),
+        llm + "norm.weight": (2048,),
+    }
+    for key, shape in expected.items():
+        assert shapes[key] == shape, key
+    vit_layers = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(vit) + r"encoder\.layers\.(\d+)\.", k))}
+    llm_layers = {int(m.group(1)) for k in shapes if (m := re.match(re.escape(llm) + r"layers\.(\d+)\.", k))}
+    assert vit_layers == set(range(27)) and llm_layers == set(range(12))
+    assert not any("eagle_linear" in k or "lm_head" in k or "rotary" in k for k in shapes)
+    assert len([k for k in shapes if k.startswith(vit + "head.")]) == 11
+    assert len(shapes) == 584  # 899 entries in the file = 584 + lm_head + 314 action-head tensors
+
+
+def test_projection_is_built_only_when_config_asks():
+    raw = n15_3b_config()
+    raw["backbone_cfg"]["project_to_dim"] = 1536
+    cfg = GrootConfig.from_dict(raw)
+    with torch.device("meta"):
+        model = GrootN15(cfg)
+    assert cfg.feature_dim == 1536
+    assert tuple(model.backbone.eagle_linear.weight.shape) == (1536, 2048)
+
+
+def test_action_head_key_spec_matches_documented_counts():
+    shapes = action_head_shapes(n15_3b_config()["action_head_cfg"])
+    numel = {k: torch.Size(s).numel() for k, s in shapes.items()}
+    assert len(shapes) == 314
+    assert sum(numel.values()) == 1_068_806_144
+    assert sum(v for k, v in numel.items() if k.startswith("action_head.model.")) == 550_386_688
+    assert shapes["action_head.model.transformer_blocks.0.attn1.to_k.weight"] == (1536, 2048)
+    assert shapes["action_head.model.transformer_blocks.1.attn1.to_k.weight"] == (1536, 1536)
+    assert shapes["action_head.action_encoder.W2.W"] == (32, 3072, 1536)
