@@ -65,6 +65,26 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    from .config import n15_3b_config
+    from .engine import FeatureExtractor
+
+    if args.full_size_random:
+        extractor = FeatureExtractor.from_random(n15_3b_config(), device=args.device, dtype=args.dtype)
+    elif args.checkpoint:
+        extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
+    else:
+        raise ValueError("bench needs --checkpoint C or --full-size-random")
+    report = run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup)
+    report["command"] = "groot-sage " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groot-sage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--repeat", type=int, default=3, help="timed runs after loading (default: 3)")
     feats.add_argument("--json", action="store_true", help="print one JSON object")
     feats.set_defaults(func=cmd_features)
+
+    bench = sub.add_parser(
+        "bench",
+        help="synchronised backbone timings (median, p95), throughput and peak GPU memory as JSON",
+        epilog="example: groot-sage bench --full-size-random --device cuda --batch 1 --out bench.json",
+    )
+    bench.add_argument("--checkpoint", help="checkpoint folder or cached HF repo id")
+    bench.add_argument("--full-size-random", action="store_true", help="random weights in the N1.5-3B shapes")
+    bench.add_argument("--device", default="cuda")
+    bench.add_argument("--dtype", default="float16")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--cameras", type=int, default=1)
+    bench.add_argument("--iters", type=int, default=50)
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--out", help="also write the JSON here")
+    bench.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -101,6 +101,25 @@ class FeatureExtractor:
         extractor.load_seconds = time.perf_counter() - start
         return extractor
 
+    @classmethod
+    def from_random(
+        cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0, warmup: bool = True
+    ) -> "FeatureExtractor":
+        """Random weights in the shapes of ``raw_config`` (a config.json dict): for benchmarks."""
+        torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
+        config = GrootConfig.from_dict(raw_config)
+        with torch.device("meta"):
+            model = GrootN15(config)
+        model.to_empty(device=torch_device)
+        random_init_(model, seed)
+        model.to(torch_dtype)
+        model.backbone.materialize_buffers(torch_device)
+        model.eval().requires_grad_(False)
+        extractor = cls(model, Processor(), torch_device, torch_dtype, model_id=f"random:{seed}")
+        if warmup:
+            extractor.warmup()
+        return extractor
+
     @property
     def feature_dim(self) -> int:
         return self.config.feature_dim
@@ -134,3 +153,16 @@ class FeatureExtractor:
         """Several frame sets in one call; each sample's features equal its batch-of-one features."""
         return self.forward(self.prepare(frame_sets))
 
+
+
+@torch.no_grad()
+def random_init_(model: torch.nn.Module, seed: int) -> None:
+    """N(0, 0.02) matrices and embeddings, unit norm weights, zero biases (deterministic per seed)."""
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        if param.ndim >= 2:
+            param.normal_(0.0, 0.02, generator=generator)
+        elif name.endswith("bias"):
+            param.zero_()
+        else:
+            param.fill_(1.0)

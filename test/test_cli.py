@@ -48,6 +48,16 @@ def test_features_errors_name_the_input(tmp_path, tiny_checkpoint):
 
 
 def test_every_subcommand_has_an_example_in_help():
-    for command in ("tiny-checkpoint", "features"):
+    for command in ("tiny-checkpoint", "features", "bench"):
         out = run(command, "--help")
         assert out.returncode == 0 and "example: groot-sage " + command in out.stdout
+
+
+def test_bench_reports_timings_as_json(tiny_checkpoint, tmp_path):
+    out = run("bench", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
+              "--batch", "2", "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "bench.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["features_shape"][0] == 2 and report["finite"] is True
+    assert report["backbone_ms_p95"] >= report["backbone_ms_median"] > 0
+    assert report["command"].startswith("groot-sage bench")
