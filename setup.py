@@ -37,7 +37,7 @@ setup(
             "ros-trajectory-msgs",
         ],
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "colcon-common-extensions", "colcon-ros"],
+        "test": ["pytest>=8", "pyyaml", "colcon-common-extensions", "colcon-ros"],
     },
     zip_safe=True,
     maintainer="groot_sage_ros developers",
@@ -47,6 +47,7 @@ setup(
     entry_points={
         "console_scripts": [
             "groot-sage = groot_sage_ros.cli:main",
+            "groot_node = groot_sage_ros.ros.teacher_node:main",
         ],
     },
 )

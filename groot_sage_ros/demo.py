@@ -1,48 +1,147 @@
-"""``make demo``: the tiny checkpoint, a real photo, and GR00T N1.5 backbone features of it.
+"""``make demo``: GR00T N1.5 features over real ROS 2 topics from a played rosbag2 file.
 
-Runs on the CPU with the locally generated tiny checkpoint (same code path as the real 3B model).
+1. writes the tiny checkpoint (real layout, random weights) and a bag of real photos (scikit-image's
+   samples) with two instructions, 10 Hz;
+2. starts ``groot_node`` as its own process (use_sim_time, namespace /demo);
+3. plays the bag with /clock, like ``ros2 bag play --clock``, and prints what arrives on ~/features.
+Runs on the CPU; needs no ROS launch tooling.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image as PILImage
 
-from . import cli
+from .offline.bags import CameraFrame, write_camera_bag
 from .tiny_checkpoint import write_tiny_checkpoint
 
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")
+BAG_START_NS = 1_700_000_000 * 1_000_000_000
+INSTRUCTIONS = ((0.0, "pick up the coffee cup"), (2.45, "point at the rocket"))
 
-def demo_photos(out: Path) -> list[Path]:
-    """Two real photos shipped by scikit-image, written as PNG files (two 'cameras')."""
+
+def photo_frames(count: int, hz: float) -> list[CameraFrame]:
     from skimage import data
 
-    paths = []
-    for name in ("coffee", "chelsea"):
-        path = out / f"{name}.png"
-        if not path.exists():
-            Image.fromarray(getattr(data, name)()).save(path)
-        paths.append(path)
-    return paths
+    photos = [np.asarray(PILImage.fromarray(getattr(data, name)()).convert("RGB")) for name in PHOTOS]
+    return [CameraFrame(BAG_START_NS + int(k * 1e9 / hz), photos[k % len(photos)], "camera_optical")
+            for k in range(count)]  # fmt: skip
+
+
+def write_demo_bag(out: Path, count: int, hz: float) -> Path:
+    shutil.rmtree(out, ignore_errors=True)
+    instructions = [(BAG_START_NS + int(t * 1e9), text) for t, text in INSTRUCTIONS]
+    return write_camera_bag(out, photo_frames(count, hz), instructions, camera_topic="/demo/camera/image_raw",
+                            instruction_topic="/demo/instruction")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="working folder (default: demo_out)")
+    parser.add_argument("--frames", type=int, default=48, help="camera frames in the bag (default: 48)")
+    parser.add_argument("--hz", type=float, default=10.0, help="camera rate in the bag (default: 10)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "tiny_checkpoint"
-    write_tiny_checkpoint(checkpoint)  # a few seconds; rewritten so it always matches this code
-    print(f"wrote the tiny checkpoint to {checkpoint}")
-    photos = demo_photos(out)
-    print(f"$ groot-sage features --checkpoint {checkpoint} --image {photos[0]} --image {photos[1]} "
-          "--instruction 'pick up the coffee cup' --device cpu --dtype float32")
-    return cli.main([
-        "features", "--checkpoint", str(checkpoint), "--image", str(photos[0]), "--image", str(photos[1]),
-        "--instruction", "pick up the coffee cup", "--device", "cpu", "--dtype", "float32",
-    ])  # fmt: skip
+    checkpoint = write_tiny_checkpoint(out / "tiny_checkpoint")
+    bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
+    print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
+    node = subprocess.Popen(
+        [sys.executable, "-m", "groot_sage_ros.ros.teacher_node", "--ros-args", "-r", "__ns:=/demo",
+         "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32",
+         "-p", "use_sim_time:=true", "-p", "diagnostics_period_s:=0.5"],
+    )  # fmt: skip
+    try:
+        return watch(bag, args.frames)
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=30)
+
+
+def watch(bag: Path, expected: int) -> int:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from .ros.bag_player import BagPlayer
+    from .ros.conversions import stamp_ns
+    from .ros.teacher_node import LATCHED
+
+    rclpy.init()
+    probe = rclpy.create_node("demo_probe")
+    sent: dict[int, float] = {}  # camera stamp -> wall time it was published
+    rows, layout, diagnostics = [], {}, {}
+
+    def on_features(msg: Image) -> None:
+        stamp = stamp_ns(msg.header.stamp)
+        latency = (time.monotonic() - sent[stamp]) * 1000.0 if stamp in sent else float("nan")
+        rows.append((time.monotonic(), stamp, latency))
+        print(f"features #{len(rows):2d}  ({msg.height} tokens x {msg.width}) {msg.encoding}  "
+              f"stamp {stamp / 1e9:.2f} {'matches a played frame' if stamp in sent else 'UNKNOWN STAMP'}  "
+              f"latency {latency:6.1f} ms  instruction {layout.get('instruction', '?')!r}")  # fmt: skip
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith("/demo/groot_node"):
+                diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    probe.create_subscription(Image, "/demo/groot_node/features", on_features, 10)
+    probe.create_subscription(String, "/demo/groot_node/features/layout",
+                              lambda m: layout.update(json.loads(m.data)), LATCHED)  # fmt: skip
+    probe.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while diagnostics.get("state") != "active":
+            if time.monotonic() > deadline:
+                print("groot_node did not become active", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        print(f"groot_node active (model {diagnostics.get('model_id')}, feature dim {diagnostics.get('feature_dim')});"
+              f" playing {bag} with /clock")  # fmt: skip
+
+        def record(topic, msg):
+            if topic.endswith("image_raw"):
+                sent[stamp_ns(msg.header.stamp)] = time.monotonic()
+
+        played = BagPlayer(probe, bag).play(on_message=record)
+        time.sleep(1.5)  # the last features, and diagnostics after them
+        summarize(rows, played, expected, diagnostics)
+        return 0 if rows and all(stamp in sent for _, stamp, _ in rows) else 1
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+
+
+def summarize(rows, played: int, expected: int, diagnostics: dict) -> None:
+    latencies = sorted(latency for _, _, latency in rows)
+    span = rows[-1][0] - rows[0][0] if len(rows) > 1 else float("nan")
+    print(f"\nplayed {played} messages ({expected} camera frames); received {len(rows)} feature messages, "
+          f"all stamps matching played frames: {all(np.isfinite(l) for l in latencies)}")  # noqa: E741
+    if latencies:
+        print(f"output rate {(len(rows) - 1) / span:.1f} Hz, latency image->features median "
+              f"{statistics.median(latencies):.1f} ms, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms")
+    keys = ("frames_received", "published", "dropped_superseded", "dropped_stale", "latency_ms_p50[model]")
+    print("node diagnostics: " + ", ".join(f"{k}={diagnostics.get(k, 0)}" for k in keys))
 
 
 if __name__ == "__main__":

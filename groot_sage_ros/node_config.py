@@ -1,0 +1,62 @@
+"""The teacher node's configuration: one dataclass, every ROS parameter one-to-one with a field.
+
+Defaults, descriptions, ranges and read-only flags live here only; ``ros/params.py`` declares the ROS
+parameters from these fields, and ``config/groot.yaml`` lists them for launches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def param(default, description: str, read_only: bool = False, range: tuple | None = None, choices=None,
+          ros_name: str | None = None):
+    meta = {"description": description, "read_only": read_only, "range": range, "choices": choices,
+            "ros_name": ros_name}  # ros_name: the ROS parameter name where it is not the field name
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TeacherNodeConfig:
+    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
+    device: str = param("cuda", "torch device string, e.g. cuda, cuda:1, cpu", True)
+    dtype: str = param("float16", "model dtype", True, choices=("float16", "bfloat16", "float32"))
+    tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
+    instruction_format: str = param(
+        "list_repr", "how the instruction is rendered in the prompt", True, choices=("list_repr", "plain")
+    )
+    camera_topics: list[str] = param(
+        ["camera/image_raw"],
+        "camera topics in prompt order; a topic ending in /compressed is read as sensor_msgs/CompressedImage",
+        True,
+    )
+    instruction_topic: str = param("instruction", "std_msgs/String topic (reliable, transient-local)", True)
+    default_instruction: str = param("Perform the default behavior.", "instruction used until one arrives")
+    sync_slop_s: float = param(0.05, "max stamp difference between cameras of one frame set", range=(0.0, 10.0))
+    max_frame_age_s: float = param(
+        1.0, "frame sets older than this (node clock minus stamp) are never used; 0 disables", range=(0.0, 3600.0)
+    )
+    sync_queue_size: int = param(8, "frames kept per camera while waiting for a match", True, range=(1, 1000))
+    feature_dtype: str = param("float32", "feature message encoding: float32 (32FC1) or float16 (16FC1)",
+                               choices=("float32", "float16"))  # fmt: skip
+    diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
+    warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
+    action_head_enabled: bool = param(
+        False, "also run the flow-matching action head and publish ~/action_chunk", True, ros_name="action_head.enabled"
+    )
+    autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"parameter '{f.name}': {value!r} is not one of {list(choices)}")
+        if not self.camera_topics or not all(self.camera_topics):
+            raise ValueError(f"parameter 'camera_topics': expected at least one topic name, got {self.camera_topics}")
+
+
+def ros_name(f) -> str:
+    """The ROS parameter name of a config field."""
+    return f.metadata.get("ros_name") or f.name

@@ -1,0 +1,107 @@
+"""rosbag2 reading and writing with ``rosbags`` (pure Python, MCAP or sqlite3; no ROS needed).
+
+Messages are serialised to CDR with rosbags' typestore, so bags written here play with ``ros2 bag play``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image as PILImage
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+STRING = "std_msgs/msg/String"
+STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+def typestore():
+    return get_typestore(Stores.ROS2_JAZZY)  # same sensor_msgs/std_msgs definitions as Kilted
+
+
+def qos(durability: QosDurability, reliability: QosReliability) -> Qos:
+    never = QosTime(sec=0, nsec=0)
+    return Qos(QosHistory.KEEP_LAST, 1, reliability, durability, never, never, QosLiveliness.AUTOMATIC, never, False)
+
+
+SENSOR_QOS = qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT)
+LATCHED_QOS = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE)
+
+
+@dataclass
+class CameraFrame:
+    stamp_ns: int
+    rgb: np.ndarray  # (H, W, 3) uint8
+    frame_id: str = "camera"
+
+
+def _header(store, stamp_ns: int, frame_id: str):
+    types = store.types
+    stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+def image_message(store, frame: CameraFrame, compressed: bool):
+    header = _header(store, frame.stamp_ns, frame.frame_id)
+    if compressed:
+        buffer = io.BytesIO()
+        PILImage.fromarray(frame.rgb).save(buffer, format="JPEG", quality=90)
+        data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+        return store.types[COMPRESSED](header=header, format="rgb8; jpeg compressed bgr8", data=data)
+    height, width = frame.rgb.shape[:2]
+    data = np.ascontiguousarray(frame.rgb, dtype=np.uint8).reshape(-1)
+    return store.types[IMAGE](header=header, height=height, width=width, encoding="rgb8", is_bigendian=0,
+                              step=width * 3, data=data)  # fmt: skip
+
+
+def write_camera_bag(
+    out: str | Path,
+    frames: Iterable[CameraFrame],
+    instructions: Iterable[tuple[int, str]] = (),
+    camera_topic: str = "/camera/image_raw",
+    instruction_topic: str = "/instruction",
+    compressed: bool = False,
+    storage: str = "mcap",
+) -> Path:
+    """A bag with one camera topic (raw, or JPEG on ``<topic>/compressed``) and an instruction topic."""
+    store = typestore()
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another path or remove it")
+    if compressed and not camera_topic.endswith("/compressed"):
+        camera_topic += "/compressed"
+    writer = Writer(out, version=9, storage_plugin=STORAGE[storage])
+    with writer:
+        camera = writer.add_connection(camera_topic, COMPRESSED if compressed else IMAGE, typestore=store,
+                                       offered_qos_profiles=[SENSOR_QOS])  # fmt: skip
+        text = writer.add_connection(instruction_topic, STRING, typestore=store, offered_qos_profiles=[LATCHED_QOS])
+        for stamp_ns, instruction in instructions:
+            writer.write(text, stamp_ns, store.serialize_cdr(store.types[STRING](data=instruction), STRING))
+        for frame in frames:
+            msg = image_message(store, frame, compressed)
+            writer.write(camera, frame.stamp_ns, store.serialize_cdr(msg, camera.msgtype))
+    return out
+
+
+@dataclass
+class RawMessage:
+    topic: str
+    msgtype: str
+    timestamp_ns: int  # receive/record time in the bag
+    data: bytes  # CDR
+
+
+def read_raw(bag: str | Path, topics: Iterable[str] | None = None) -> Iterator[RawMessage]:
+    """Messages of ``topics`` (all if None) in time order, one at a time (never the whole bag)."""
+    with Reader(Path(bag)) as reader:
+        wanted = set(topics) if topics is not None else None
+        connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        for connection, timestamp, data in reader.messages(connections=connections):
+            yield RawMessage(connection.topic, connection.msgtype, timestamp, bytes(data))

@@ -1,0 +1,362 @@
+"""``groot_node``: GR00T N1.5 backbone features on ROS 2 topics (rclpy lifecycle node).
+
+Subscribes to ``camera_topics`` (sensor-data QoS) and ``instruction`` (reliable, transient-local);
+publishes ``~/features`` (sensor_msgs/Image, tokens x feature dim), ``~/features/layout`` (JSON,
+transient-local) and ``/diagnostics``. One inference worker thread: the freshest complete frame set wins,
+superseded and stale sets are dropped and counted, and executor callbacks never wait on the GPU.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import fields
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from ..checkpoint import CheckpointError
+from ..engine import FeatureExtractor, resolve_device
+from ..frames import FrameSetSync, LatestSlot
+from ..node_config import TeacherNodeConfig, ros_name
+from ..stats import Counters, LatencyStats, RateMeter
+from .conversions import BadImage, features_to_image_msg, layout_json, message_to_array, stamp_ns
+from .params import declare_parameters, read_config
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+FEATURES_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class TeacherNode(LifecycleNode):
+    def __init__(self, node_name: str = "groot_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self, TeacherNodeConfig)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.config: TeacherNodeConfig | None = None
+        self.extractor: FeatureExtractor | None = None
+        self.counters = Counters()
+        self.latency = LatencyStats()
+        self.output_rate = RateMeter()
+        self.input_rates: list[RateMeter] = []
+        self._slot = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._input_subs: list = []
+        self._sync: FrameSetSync | None = None
+        self._instruction: str | None = None
+        self._sent_layout: dict | None = None
+        self._warn_last: dict[str, float] = {}
+        self._warnings: dict[str, str] = {}
+        self._warn_lock = threading.Lock()
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self.start_seconds: float | None = None
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        start = time.perf_counter()
+        try:
+            self.config = read_config(self, TeacherNodeConfig)
+            self.extractor = self._load_model(self.config)
+        except ValueError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            self.config = None
+            return TransitionCallbackReturn.FAILURE
+        self.start_seconds = time.perf_counter() - start
+        self._features_pub = self.create_lifecycle_publisher(Image, "~/features", FEATURES_QOS)
+        self._layout_pub = self.create_lifecycle_publisher(String, "~/features/layout", LATCHED)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Steady clock: diagnostics keep coming while a bag is paused or before /clock starts (use_sim_time).
+        self._diag_timer = self.create_timer(
+            self.config.diagnostics_period_s, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+        self.get_logger().info(
+            f"loaded {self.config.checkpoint} on {self.config.device} ({self.config.dtype}), "
+            f"feature dim {self.extractor.feature_dim}, in {self.start_seconds:.1f} s"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.extractor is None:  # released by deactivate
+            try:
+                self.extractor = self._load_model(self.config)
+            except ValueError as err:
+                self.get_logger().error(f"activate failed: {err}")
+                return TransitionCallbackReturn.FAILURE
+        cfg = self.config
+        self._sync = FrameSetSync(len(cfg.camera_topics), int(cfg.sync_slop_s * 1e9), cfg.sync_queue_size)
+        self.input_rates = [RateMeter() for _ in cfg.camera_topics]
+        for camera, topic in enumerate(cfg.camera_topics):
+            msg_type = CompressedImage if topic.endswith("/compressed") else Image
+            callback = lambda msg, camera=camera: self._on_image(camera, msg)  # noqa: E731
+            self._input_subs.append(self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data))
+        self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
+        self._slot = LatestSlot()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="groot_inference", daemon=True)
+        self._worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for sub in self._input_subs:
+            self.destroy_subscription(sub)
+        self._input_subs.clear()
+        self._release_model()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        for pub in (self._features_pub, self._layout_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self._sent_layout = None
+        self.config = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_model(self, cfg: TeacherNodeConfig) -> FeatureExtractor:
+        """The extractor, or ValueError naming the parameter at fault."""
+        if cfg.action_head_enabled:
+            raise ValueError("parameter 'action_head.enabled': the action head is not available in this version")
+        if not cfg.checkpoint:
+            raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
+        try:
+            resolve_device(cfg.device)
+        except ValueError as err:
+            raise ValueError(f"parameter 'device': {err}") from None
+        try:
+            return FeatureExtractor.from_pretrained(
+                cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
+                instruction_format=cfg.instruction_format,
+            )  # fmt: skip
+        except (CheckpointError, FileNotFoundError) as err:
+            raise ValueError(f"parameter 'checkpoint': {err}") from None
+
+    def _release_model(self) -> None:
+        """Drop the model and return its GPU memory to the driver."""
+        if self.extractor is None:
+            return
+        device = self.extractor.device
+        self.extractor = None
+        gc.collect()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        if self.config is None:
+            return SetParametersResult(successful=True)
+        names = {ros_name(f): f.name for f in fields(TeacherNodeConfig)}
+        updates = {names.get(p.name, p.name): p.value for p in params}
+        try:
+            candidate = TeacherNodeConfig(**{**self.config.__dict__, **updates})
+        except (TypeError, ValueError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        self.config = candidate
+        if self._sync is not None:
+            self._sync.slop_ns = int(candidate.sync_slop_s * 1e9)
+        return SetParametersResult(successful=True)
+
+    # -- inputs (executor thread) ------------------------------------------------------------------
+
+    def _on_image(self, camera: int, msg) -> None:
+        from ..frames import Frame
+
+        self.input_rates[camera].tick()
+        self.counters.add("frames_received")
+        unmatched_before = self._sync.unmatched
+        frame_set = self._sync.add(Frame(camera, stamp_ns(msg.header.stamp), msg, time.monotonic_ns()))
+        if self._sync.unmatched > unmatched_before:
+            self.counters.add("dropped_unsynchronised", self._sync.unmatched - unmatched_before)
+            if frame_set is None:
+                self._warn("unsynchronised", f"camera frames do not pair within sync_slop_s={self.config.sync_slop_s}"
+                           f" across {self.config.camera_topics}")  # fmt: skip
+        if frame_set is None:
+            return
+        if self._too_old(frame_set.stamp_ns):
+            self.counters.add("dropped_stale")
+            self._warn("stale", f"frame set older than max_frame_age_s={self.config.max_frame_age_s} dropped")
+        elif self._slot.put(frame_set):
+            self.counters.add("dropped_superseded")
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data
+        try:
+            self.extractor.processor.prompt(1, text)  # validates: non-empty, no special tokens
+        except (ValueError, AttributeError) as err:
+            self.counters.add("rejected_instruction")
+            self._warn("instruction", f"instruction {text!r} ignored, keeping {self._instruction!r}: {err}")
+            return
+        self._instruction = text  # applies from the next frame set the worker takes
+
+    def _too_old(self, stamp: int) -> bool:
+        limit = self.config.max_frame_age_s
+        return limit > 0 and self.get_clock().now().nanoseconds - stamp > limit * 1e9
+
+    # -- inference worker ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frame_set = self._slot.take(timeout=0.2)
+            if frame_set is None:
+                continue
+            try:
+                self._process(frame_set)
+            except Exception as err:  # noqa: BLE001 -- one bad frame set must never stop the worker
+                self.counters.add("rejected_internal_error")
+                self._warn("internal", f"frame set skipped after an unexpected error: {err!r}")
+
+    def _process(self, frame_set) -> None:
+        cfg, extractor = self.config, self.extractor
+        if extractor is None:
+            return
+        if self._too_old(frame_set.stamp_ns):
+            self.counters.add("dropped_stale")
+            return
+        instruction = self._instruction or cfg.default_instruction
+        t0 = time.perf_counter()
+        try:
+            images = [message_to_array(frame.payload) for frame in frame_set.frames]
+        except BadImage as err:
+            self.counters.add(f"rejected_{err.reason}")
+            self._warn(err.reason, f"frame set skipped: {err}")
+            return
+        t1 = time.perf_counter()
+        try:
+            inputs = extractor.prepare([(images, instruction)])
+        except ValueError as err:
+            self.counters.add("rejected_bad_image")
+            self._warn("bad_image", f"frame set skipped: {err}")
+            return
+        t2 = time.perf_counter()
+        result = extractor.forward(inputs)
+        features = result.features[0].float().cpu().numpy()  # (L, D); the one host sync per frame set
+        t3 = time.perf_counter()
+        if not np.isfinite(features).all():
+            self.counters.add("rejected_nonfinite")
+            self._warn("nonfinite", "frame set skipped: the model produced NaN or Inf features")
+            return
+        layout = self._layout(result.layout, instruction)
+        if layout != self._sent_layout:  # before the features it describes
+            self._layout_pub.publish(String(data=layout_json(layout)))
+            self._sent_layout = layout
+        newest = frame_set.newest.payload
+        self._features_pub.publish(features_to_image_msg(features, newest.header, cfg.feature_dtype))
+        t4 = time.perf_counter()
+        for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
+            self.latency.add(stage, (b - a) * 1000.0)
+        self.latency.add("total", (time.monotonic_ns() - frame_set.newest.received_ns) / 1e6)
+        self.output_rate.tick()
+        self.counters.add("published")
+
+    def _layout(self, layout, instruction: str) -> dict:
+        cfg = self.config
+        return {
+            "model_id": cfg.checkpoint,
+            "feature_dim": self.extractor.feature_dim,
+            "feature_dtype": cfg.feature_dtype,
+            "encoding": "16FC1" if cfg.feature_dtype == "float16" else "32FC1",
+            "model_dtype": cfg.dtype,
+            "camera_topics": list(cfg.camera_topics),
+            "instruction": instruction,
+            **layout.to_dict(),
+        }
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def _warn(self, kind: str, text: str) -> None:
+        now = time.monotonic()
+        with self._warn_lock:
+            self._warnings[kind] = text
+            throttle = self.config.warn_throttle_s if self.config else 5.0
+            if now - self._warn_last.get(kind, -1e18) < throttle:
+                return
+            self._warn_last[kind] = now
+        self.get_logger().warning(text)
+
+    def _publish_diagnostics(self) -> None:
+        cfg = self.config
+        if cfg is None or self._diag_pub is None:
+            return
+        with self._warn_lock:
+            warnings, self._warnings = self._warnings, {}
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: features", hardware_id=cfg.checkpoint)
+        status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
+        status.message = "; ".join(warnings.values()) if warnings else "ok"
+        values = {
+            "state": "active" if self._worker is not None else "inactive",
+            "model_id": cfg.checkpoint,
+            "device": cfg.device,
+            "dtype": cfg.dtype,
+            "feature_dim": self.extractor.feature_dim if self.extractor else "",
+            "output_rate_hz": f"{self.output_rate.rate():.2f}",
+            "start_s": f"{self.start_seconds:.2f}" if self.start_seconds is not None else "",
+            "gpu_memory_mb": self._gpu_memory_mb(),
+        }
+        for topic, meter in zip(cfg.camera_topics, self.input_rates):
+            values[f"input_rate_hz[{topic}]"] = f"{meter.rate():.2f}"
+        for stage, (p50, p95) in self.latency.percentiles().items():
+            values[f"latency_ms_p50[{stage}]"] = f"{p50:.2f}"
+            values[f"latency_ms_p95[{stage}]"] = f"{p95:.2f}"
+        for name, count in self.counters.snapshot().items():
+            values[name] = str(count)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def _gpu_memory_mb(self) -> str:
+        if self.extractor is None or self.extractor.device.type != "cuda":
+            return "n/a"
+        import torch
+
+        return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = TeacherNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node._release_model()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""A real rclpy harness: the node under test plus a probe node, spun by one executor thread over DDS."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from groot_sage_ros.ros.conversions import array_to_image
+from groot_sage_ros.ros.teacher_node import LATCHED, TeacherNode
+
+
+def isolate_dds() -> None:
+    """A domain of its own so parallel runs on one machine never see each other's topics."""
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def wait_for(predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
+
+
+class TeacherHarness:
+    def __init__(self, namespace: str, checkpoint, cameras=("camera/image_raw",), **params):
+        overrides = {"checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32",
+                     "camera_topics": list(cameras), "warn_throttle_s": 0.0, **params}  # fmt: skip
+        self.namespace = namespace
+        self.node = TeacherNode(
+            namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+        )
+        self.probe = rclpy.create_node("probe", namespace=namespace)
+        self.features: list[Image] = []
+        self.layouts: list[String] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.subscribe_features()
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.camera_pubs = [
+            self.probe.create_publisher(CompressedImage if t.endswith("/compressed") else Image, t, qos_profile_sensor_data)
+            for t in cameras
+        ]
+        self.instruction_pub = self.probe.create_publisher(String, "instruction", LATCHED)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def subscribe_features(self):
+        self.probe.create_subscription(Image, "groot_node/features", self.features.append, 10)
+        self.probe.create_subscription(String, "groot_node/features/layout", self.layouts.append, LATCHED)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        if any(s.name.startswith(f"/{self.namespace}/groot_node") for s in msg.status):
+            self.diagnostics.append(msg)
+
+    def stamp(self, offset_s: float = 0.0):
+        return (self.probe.get_clock().now() + rclpy.duration.Duration(seconds=offset_s)).to_msg()
+
+    def publish_rgb(self, rgb: np.ndarray, camera: int = 0, frame_id: str = "cam", stamp=None) -> Image:
+        msg = array_to_image(rgb)
+        msg.header.frame_id, msg.header.stamp = frame_id, stamp or self.stamp()
+        self.camera_pubs[camera].publish(msg)
+        return msg
+
+    def publish(self, msg, camera: int = 0):
+        if not msg.header.stamp.sec:
+            msg.header.stamp = self.stamp()
+        self.camera_pubs[camera].publish(msg)
+        return msg
+
+    def diag_values(self) -> dict[str, str]:
+        if not self.diagnostics:
+            return {}
+        status = self.diagnostics[-1].status[0]
+        return {kv.key: kv.value for kv in status.values}
+
+    def counter(self, name: str) -> int:
+        return max((int({kv.key: kv.value for kv in d.status[0].values}.get(name, 0)) for d in self.diagnostics), default=0)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
+        self.node._stop_worker()
+        self.node._release_model()
+        self.node.destroy_node()
+        self.probe.destroy_node()

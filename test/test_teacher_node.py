@@ -1,0 +1,256 @@
+"""groot_node over real DDS with the tiny checkpoint: contract, scheduling, bad input, lifecycle."""
+
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticStatus
+from PIL import Image as PILImage
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from safetensors.torch import load_file, save_file
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from groot_sage_ros.ros.conversions import image_msg_to_features
+from groot_sage_ros.ros.teacher_node import TeacherNode
+
+from conftest import random_image
+from ros_harness import TeacherHarness, isolate_dds, wait_for
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros():
+    isolate_dds()
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def harness_factory(tiny_checkpoint):
+    made = []
+
+    def make(**params):
+        harness = TeacherHarness(f"t{next(_names)}", tiny_checkpoint, **params)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def test_features_carry_header_layout_and_extractor_values(harness_factory, tiny_extractor):
+    h = harness_factory(cameras=("front/image_raw", "wrist/image_raw"))
+    h.instruction_pub.publish(String(data="pick up the cube"))
+    assert wait_for(lambda: h.node._instruction == "pick up the cube")
+    front, wrist = random_image(120, 160, 1), random_image(90, 120, 2)
+    stamp = h.stamp()
+    h.publish_rgb(front, 0, "front_link", stamp)
+    sent = h.publish_rgb(wrist, 1, "wrist_link", stamp)
+    assert wait_for(lambda: h.features)
+    msg = h.features[0]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
+    assert msg.header.frame_id in ("front_link", "wrist_link") and msg.encoding == "32FC1"
+    assert wait_for(lambda: h.layouts)
+    layout = json.loads(h.layouts[-1].data)
+    assert msg.height == layout["seq_len"] and msg.width == layout["feature_dim"] == 64
+    assert [b - a for a, b in layout["image_ranges"]] == [256, 256]
+    assert layout["instruction"] == "pick up the cube"
+    expected = tiny_extractor.extract([front, wrist], "pick up the cube").features[0].numpy()
+    np.testing.assert_allclose(image_msg_to_features(msg), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_float16_features_and_bgr_input(harness_factory, tiny_extractor):
+    h = harness_factory(feature_dtype="float16")
+    rgb = random_image(64, 64, 3)
+    msg = Image(height=64, width=64, encoding="bgr8", step=64 * 3, data=rgb[:, :, ::-1].tobytes())
+    h.publish(msg)
+    assert wait_for(lambda: h.features)
+    assert h.features[0].encoding == "16FC1" and h.features[0].step == 64 * 2
+    expected = tiny_extractor.extract([rgb], "Perform the default behavior.").features[0].numpy()
+    np.testing.assert_allclose(image_msg_to_features(h.features[0]), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_late_subscriber_gets_layout_and_new_instruction_applies(harness_factory):
+    h = harness_factory()
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.layouts)
+    assert json.loads(h.layouts[-1].data)["instruction"] == "Perform the default behavior."
+    h.instruction_pub.publish(String(data="open the drawer"))
+    assert wait_for(lambda: h.node._instruction == "open the drawer")
+    late = rclpy.create_node("late", namespace=h.namespace)
+    late_layouts = []
+    from ros_harness import LATCHED
+
+    late.create_subscription(String, "groot_node/features/layout", late_layouts.append, LATCHED)
+    h.executor.add_node(late)
+    assert wait_for(lambda: late_layouts)  # transient-local: the layout already sent
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: json.loads(late_layouts[-1].data)["instruction"] == "open the drawer")
+    h.executor.remove_node(late)
+    late.destroy_node()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_flooding_keeps_the_newest_frames_counts_drops_and_holds_memory(harness_factory):
+    h = harness_factory()
+    images = [random_image(240, 320, k) for k in range(4)]
+
+    def burst(n):
+        for k in range(n):
+            h.publish_rgb(images[k % 4], frame_id=f"f{k}")
+
+    burst(100)
+    assert wait_for(lambda: h.features and h.features[-1].header.frame_id == "f99")
+    before = rss_mb()
+    burst(600)
+    assert wait_for(lambda: h.features[-1].header.frame_id == "f599")  # the newest frame set is served
+    growth = rss_mb() - before
+    assert len(h.features) < 700  # far fewer outputs than inputs: superseded frame sets were dropped
+    assert wait_for(lambda: h.counter("dropped_superseded") > 0, timeout=5)
+    values = h.diag_values()
+    for key in ("input_rate_hz[camera/image_raw]", "output_rate_hz", "latency_ms_p50[model]", "latency_ms_p95[decode]",
+                "latency_ms_p95[preprocess]", "latency_ms_p95[publish]", "model_id", "feature_dim", "gpu_memory_mb"):
+        assert key in values, key
+    assert growth < 50, f"RSS grew {growth:.0f} MB while flooding"
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (Image(height=8, width=8, encoding="yuv422_weird", step=16, data=bytes(128)), "rejected_unknown_encoding"),
+        (Image(height=0, width=0, encoding="rgb8", step=0, data=b""), "rejected_zero_size"),
+        (Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(100)), "rejected_size_mismatch"),
+        (Image(height=1, width=8, encoding="rgb8", step=24, data=bytes(24)), "rejected_bad_image"),  # too small
+    ],
+)
+def test_bad_raw_images_are_skipped_and_counted(harness_factory, bad, reason):
+    h = harness_factory(diagnostics_period_s=0.2)
+    h.publish(bad)
+    assert wait_for(lambda: h.counter(reason) == 1)
+    assert wait_for(lambda: any(d.status[0].level == DiagnosticStatus.WARN for d in h.diagnostics))
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.features)  # the node keeps serving
+
+
+def test_corrupt_jpeg_is_skipped_and_good_jpeg_is_served(harness_factory):
+    h = harness_factory(cameras=("camera/image_raw/compressed",), diagnostics_period_s=0.2)
+    h.publish(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 truncated"))
+    assert wait_for(lambda: h.counter("rejected_corrupt_compressed") == 1)
+    buffer = io.BytesIO()
+    PILImage.fromarray(random_image(48, 64)).save(buffer, format="JPEG")
+    h.publish(CompressedImage(format="jpeg", data=buffer.getvalue()))
+    assert wait_for(lambda: h.features)
+
+
+def test_cameras_that_never_synchronise_are_counted(harness_factory):
+    h = harness_factory(cameras=("a/image_raw", "b/image_raw"), sync_slop_s=0.01, sync_queue_size=2,
+                        diagnostics_period_s=0.2)  # fmt: skip
+    for k in range(6):
+        h.publish_rgb(random_image(32, 32), 0, stamp=h.stamp(0.0))
+        h.publish_rgb(random_image(32, 32), 1, stamp=h.stamp(-0.5))
+    assert wait_for(lambda: h.counter("dropped_unsynchronised") >= 4)
+    assert not h.features
+    assert any("sync_slop_s" in d.status[0].message for d in h.diagnostics)
+    stamp = h.stamp()
+    h.publish_rgb(random_image(32, 32), 0, stamp=stamp)
+    h.publish_rgb(random_image(32, 32), 1, stamp=stamp)
+    assert wait_for(lambda: h.features)
+
+
+def test_stale_frames_are_never_used(harness_factory):
+    h = harness_factory(max_frame_age_s=0.5, diagnostics_period_s=0.2)
+    h.publish_rgb(random_image(32, 32), stamp=h.stamp(-5.0))
+    assert wait_for(lambda: h.counter("dropped_stale") == 1)
+    assert not h.features
+
+
+def test_empty_instruction_is_rejected_and_the_last_one_kept(harness_factory):
+    h = harness_factory(diagnostics_period_s=0.2)
+    h.instruction_pub.publish(String(data="wave"))
+    assert wait_for(lambda: h.node._instruction == "wave")
+    h.instruction_pub.publish(String(data="   "))
+    assert wait_for(lambda: h.counter("rejected_instruction") == 1)
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: h.layouts and json.loads(h.layouts[-1].data)["instruction"] == "wave")
+
+
+def test_nan_features_are_skipped(tiny_checkpoint, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tiny_checkpoint, tmp_path / "nan_checkpoint")
+    shard = root / "model-00001-of-00002.safetensors"
+    tensors = load_file(str(shard))
+    key = "backbone.eagle_model.language_model.model.norm.weight"
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    h = TeacherHarness("nan", root, diagnostics_period_s=0.2)
+    try:
+        for _ in range(2):
+            h.publish_rgb(random_image(32, 32))
+            wait_for(lambda: False, timeout=0.3)
+        assert wait_for(lambda: h.counter("rejected_nonfinite") >= 1)
+        assert not h.features
+        assert h.node._worker.is_alive()
+    finally:
+        h.close()
+
+
+def test_lifecycle_both_ways_releases_the_model(harness_factory):
+    h = harness_factory()
+    node = h.node
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: h.features)
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.extractor is None and node._worker is None
+    count = len(h.features)
+    h.publish_rgb(random_image(32, 32))
+    assert not wait_for(lambda: len(h.features) > count, timeout=1.0)  # inactive: nothing served
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.extractor is not None
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: len(h.features) > count)
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.extractor is None and node.config is None
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: len(h.features) > count + 1)
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"checkpoint": "/nonexistent/checkpoint"}, "parameter 'checkpoint'"),
+        ({"device": "cuda"}, "parameter 'device'"),
+        ({"dtype": "float8"}, "parameter 'dtype'"),
+        ({"camera_topics": [""]}, "parameter 'camera_topics'"),
+    ],
+)
+def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, params, expected, caplog):
+    if params.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    base = {"checkpoint": str(tiny_checkpoint), "device": "cpu", "dtype": "float32", "autostart": False}
+    node = TeacherNode(namespace=f"m{next(_names)}",
+                       parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()])  # fmt: skip
+    messages = []
+    node.get_logger().error = lambda text, **kw: messages.append(text)  # capture the one error line
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert len(messages) == 1 and expected in messages[0], messages
+        assert node.extractor is None
+    finally:
+        node.destroy_node()
