@@ -9,10 +9,14 @@ import time
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from .tiny_checkpoint import write_tiny_checkpoint
+    from .config import n15_3b_config
+    from .tiny_checkpoint import write_random_checkpoint, write_tiny_checkpoint
 
-    path = write_tiny_checkpoint(args.out, seed=args.seed)
-    print(f"wrote tiny GR00T N1.5 checkpoint to {path}")
+    if args.full_size:
+        path = write_random_checkpoint(args.out, n15_3b_config(), seed=args.seed)
+    else:
+        path = write_tiny_checkpoint(args.out, seed=args.seed)
+    print(f"wrote {'full-size' if args.full_size else 'tiny'} random GR00T N1.5 checkpoint to {path}")
     return 0
 
 
@@ -96,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("--out", required=True, help="output folder")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--full-size", action="store_true", help="the real N1.5-3B dims instead (~7 GB, benchmarks)")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
 
     feats = sub.add_parser(

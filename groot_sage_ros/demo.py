@@ -1,7 +1,7 @@
 """``make demo``: GR00T N1.5 features over real ROS 2 topics from a played rosbag2 file.
 
 1. writes the tiny checkpoint (real layout, random weights) and a bag of real photos (scikit-image's
-   samples) with two instructions, 10 Hz;
+   samples, JPEG-compressed) with two instructions, 10 Hz;
 2. starts ``groot_node`` as its own process (use_sim_time, namespace /demo);
 3. plays the bag with /clock, like ``ros2 bag play --clock``, and prints what arrives on ~/features.
 Runs on the CPU; needs no ROS launch tooling.
@@ -43,8 +43,9 @@ def photo_frames(count: int, hz: float) -> list[CameraFrame]:
 def write_demo_bag(out: Path, count: int, hz: float) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     instructions = [(BAG_START_NS + int(t * 1e9), text) for t, text in INSTRUCTIONS]
+    # JPEG, as robots usually record: ~50 kB a frame instead of ~800 kB raw
     return write_camera_bag(out, photo_frames(count, hz), instructions, camera_topic="/demo/camera/image_raw",
-                            instruction_topic="/demo/instruction")  # fmt: skip
+                            instruction_topic="/demo/instruction", compressed=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
     print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # Camera frames are ~1 MB: Fast DDS's default UDP/small-SHM transports drop most of them between
+    # processes; its LARGE_DATA builtin transports (SHM + TCP) carry them (see README, "Large images").
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
     node = subprocess.Popen(
         [sys.executable, "-m", "groot_sage_ros.ros.teacher_node", "--ros-args", "-r", "__ns:=/demo",
          "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32",
-         "-p", "use_sim_time:=true", "-p", "diagnostics_period_s:=0.5"],
+         "-p", "use_sim_time:=true", "-p", "diagnostics_period_s:=0.5",
+         "-p", "camera_topics:=['camera/image_raw/compressed']"],
     )  # fmt: skip
     try:
         return watch(bag, args.frames)
@@ -119,7 +124,7 @@ def watch(bag: Path, expected: int) -> int:
               f" playing {bag} with /clock")  # fmt: skip
 
         def record(topic, msg):
-            if topic.endswith("image_raw"):
+            if "image_raw" in topic:
                 sent[stamp_ns(msg.header.stamp)] = time.monotonic()
 
         played = BagPlayer(probe, bag).play(on_message=record)

@@ -24,19 +24,6 @@ from .processor import ModelInputs, Processor, ProcessorConfig, TokenLayout
 
 
 @dataclass
-class EngineConfig:
-    checkpoint: str = ""
-    device: str = "cuda"
-    dtype: str = "float16"
-    tokenizer: str | None = None  # tokenizer/processor folder; None = built-in Qwen tiktoken
-    instruction_format: str = "list_repr"
-    warmup: bool = True
-
-    def __post_init__(self) -> None:
-        parse_dtype(self.dtype, "dtype")
-
-
-@dataclass
 class FeatureResult:
     features: torch.Tensor  # (B, L, D) on the engine's device, engine dtype
     attention_mask: torch.Tensor  # (B, L), 1 = token of the sample, 0 = right padding

@@ -1,4 +1,4 @@
-"""Write a small random GR00T N1.5 checkpoint in the exact real layout (the demo's and tests' default).
+"""Write random GR00T N1.5 checkpoints in the exact real layout: tiny (demo, tests) or full size (benchmarks).
 
 Same files, schema and key names as ``nvidia/GR00T-N1.5-3B``: ``config.json`` (plus the
 ``backbone_cfg.eagle_config`` override that carries the tiny SigLIP/Qwen3 dims), two safetensors shards
@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .config import BackboneConfig, GrootConfig, n15_3b_config
+from .config import GrootConfig, n15_3b_config
+from .engine import random_init_
 from .model.backbone import EagleBackbone
 
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -122,31 +123,38 @@ def tiny_metadata() -> dict:
 
 def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
     """Write the tiny checkpoint to ``out`` (created if needed) and return its path."""
+    return write_random_checkpoint(out, tiny_config(), seed=seed, norm_noise=0.2)
+
+
+def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0) -> Path:
+    """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB)."""
     out = Path(out)
     (out / "experiment_cfg").mkdir(parents=True, exist_ok=True)
-    raw = tiny_config()
+    config = GrootConfig.from_dict(raw)  # validates what we are about to write
+    config.backbone.build_siglip_head = True  # the reference module saves the unused pooling head too
     generator = torch.Generator().manual_seed(seed)
-    backbone_cfg = BackboneConfig.from_dict(raw["backbone_cfg"])
-    backbone_cfg.build_siglip_head = True  # the reference module saves the unused pooling head too
-    torch.manual_seed(seed)
-    backbone = EagleBackbone(backbone_cfg)
+    with torch.device("meta"):
+        backbone = EagleBackbone(config.backbone)
+    backbone.to_empty(device="cpu")
+    random_init_(backbone, seed)
     state = backbone.state_dict()
     for name, tensor in state.items():
-        if tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):  # norms init to ones: make them informative
-            tensor.add_(0.2 * torch.randn(tensor.shape, generator=generator))
+        if norm_noise and tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):
+            tensor.add_(norm_noise * torch.randn(tensor.shape, generator=generator))  # informative norms
     shard1 = {f"backbone.{k}": v.to(torch.bfloat16).contiguous() for k, v in state.items()}
+    del backbone, state
+    save_file(shard1, str(out / "model-00001-of-00002.safetensors"), metadata={"format": "pt"})
+    sizes = {k: t.numel() * t.element_size() for k, t in shard1.items()}
+    weight_map = dict.fromkeys(shard1, "model-00001-of-00002.safetensors")
+    del shard1
     shard2 = {
         name: torch.randn(shape, generator=generator) * 0.02
         for name, shape in action_head_shapes(raw["action_head_cfg"]).items()
-    }
-    GrootConfig.from_dict(raw)  # validates what we are about to write
-    weight_map = {}
-    for k, shard in enumerate((shard1, shard2), start=1):
-        name = f"model-{k:05d}-of-00002.safetensors"
-        save_file(shard, str(out / name), metadata={"format": "pt"})
-        weight_map.update({key: name for key in shard})
-    total = sum(t.numel() * t.element_size() for s in (shard1, shard2) for t in s.values())
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    }  # float32, as the real action head
+    save_file(shard2, str(out / "model-00002-of-00002.safetensors"), metadata={"format": "pt"})
+    sizes.update({k: t.numel() * t.element_size() for k, t in shard2.items()})
+    weight_map.update(dict.fromkeys(shard2, "model-00002-of-00002.safetensors"))
+    index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": dict(sorted(weight_map.items()))}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     (out / "experiment_cfg" / "metadata.json").write_text(json.dumps(tiny_metadata(), indent=2))

@@ -60,3 +60,17 @@ def test_features_round_trip(dtype, encoding):
 def test_array_to_image_round_trip():
     for encoding in ("rgb8", "bgr8"):
         assert np.array_equal(image_to_array(array_to_image(RGB, encoding=encoding)), RGB)
+
+
+def test_header_stamp_is_read_from_cdr_bytes():
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+
+    from groot_sage_ros.ros.conversions import cdr_header_stamp_ns
+
+    for msg in (array_to_image(RGB), CompressedImage(format="jpeg", data=b"123")):
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_123, 456_789
+        msg.header.frame_id = "some_frame"
+        assert cdr_header_stamp_ns(serialize_message(msg)) == 1_700_000_123_000_456_789
+    with pytest.raises(BadImage, match="too short"):
+        cdr_header_stamp_ns(b"\x00\x01\x00")

@@ -1,7 +1,6 @@
 """Package metadata agrees with itself, and colcon builds the package with the ROS 2 wheels."""
 
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -104,7 +103,6 @@ def test_launch_description_builds():
 def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkpoint):
     import os
     import signal
-    import time
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray

@@ -254,3 +254,22 @@ def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, 
         assert node.extractor is None
     finally:
         node.destroy_node()
+
+
+def test_bag_played_with_clock_under_sim_time(harness_factory, tmp_path):
+    from groot_sage_ros.offline.bags import CameraFrame, write_camera_bag
+    from groot_sage_ros.ros.bag_player import BagPlayer
+    from groot_sage_ros.ros.conversions import stamp_ns
+
+    start = 1_600_000_000 * 10**9  # years in the past: only sim time makes these frames fresh
+    frames = [CameraFrame(start + k * 100_000_000, random_image(40, 60, k), "bag_cam") for k in range(5)]
+    h = harness_factory(cameras=("camera/image_raw/compressed",), use_sim_time=True, max_frame_age_s=1.0)
+    bag = write_camera_bag(tmp_path / "bag", frames, [(start, "stack the cups")], compressed=True,
+                           camera_topic=f"/{h.namespace}/camera/image_raw",
+                           instruction_topic=f"/{h.namespace}/instruction")  # fmt: skip
+    played = BagPlayer(h.probe, bag, rate=2.0).play()
+    assert played == 6
+    assert wait_for(lambda: len(h.features) == 5)
+    assert [stamp_ns(m.header.stamp) for m in h.features] == [f.stamp_ns for f in frames]
+    assert {m.header.frame_id for m in h.features} == {"bag_cam"}
+    assert json.loads(h.layouts[-1].data)["instruction"] == "stack the cups"

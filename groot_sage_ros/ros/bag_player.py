@@ -8,6 +8,7 @@ from pathlib import Path
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -30,8 +31,22 @@ class BagPlayer:
         self.clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=10))
         self.publishers: dict[str, object] = {}
 
+    def prepare(self, wait_for_subscribers_s: float = 5.0) -> None:
+        """Create a publisher per known topic of the bag and wait (bounded) until each has a subscriber,
+        so the first messages are not published into the void before DDS has matched."""
+        with Reader(self.bag) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections if c.msgtype in MESSAGE_TYPES}
+        for topic, msgtype in topics.items():
+            msg_type, qos = MESSAGE_TYPES[msgtype]
+            self.publishers[topic] = self.node.create_publisher(msg_type, topic, qos)
+        deadline = time.monotonic() + wait_for_subscribers_s
+        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in self.publishers.values()):
+            time.sleep(0.05)
+
     def play(self, on_message=None) -> int:
         """Publish every message of a known type; ``on_message(topic, msg)`` sees each one. Returns the count."""
+        if not self.publishers:
+            self.prepare()
         start_wall, start_bag, count = time.monotonic(), None, 0
         for raw in read_raw(self.bag):
             if raw.msgtype not in MESSAGE_TYPES:

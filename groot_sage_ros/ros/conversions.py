@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 from PIL import Image as PILImage
@@ -38,6 +39,16 @@ class BadImage(ValueError):
 
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def cdr_header_stamp_ns(data: bytes) -> int:
+    """The header stamp of a serialised message whose first field is a std_msgs/Header (Image,
+    CompressedImage), read from the CDR bytes without deserialising the rest: 4 bytes of encapsulation
+    (byte 1 = 1 for little endian), then stamp.sec (int32) and stamp.nanosec (uint32)."""
+    if len(data) < 12:
+        raise BadImage("size_mismatch", f"serialised message of {len(data)} bytes is too short for a header")
+    sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def image_to_array(msg: Image) -> np.ndarray:

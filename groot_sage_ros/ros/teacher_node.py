@@ -9,9 +9,9 @@ superseded and stale sets are dropped and counted, and executor callbacks never 
 from __future__ import annotations
 
 import gc
-from dataclasses import fields
 import threading
 import time
+from dataclasses import fields
 
 import numpy as np
 import rclpy
@@ -20,15 +20,16 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..checkpoint import CheckpointError
 from ..engine import FeatureExtractor, resolve_device
-from ..frames import FrameSetSync, LatestSlot
+from ..frames import Frame, FrameSetSync, LatestSlot
 from ..node_config import TeacherNodeConfig, ros_name
 from ..stats import Counters, LatencyStats, RateMeter
-from .conversions import BadImage, features_to_image_msg, layout_json, message_to_array, stamp_ns
+from .conversions import BadImage, cdr_header_stamp_ns, features_to_image_msg, layout_json, message_to_array
 from .params import declare_parameters, read_config
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -51,6 +52,7 @@ class TeacherNode(LifecycleNode):
         self._stop = threading.Event()
         self._input_subs: list = []
         self._sync: FrameSetSync | None = None
+        self._camera_types: list[type] = []
         self._instruction: str | None = None
         self._sent_layout: dict | None = None
         self._warn_last: dict[str, float] = {}
@@ -97,10 +99,12 @@ class TeacherNode(LifecycleNode):
         cfg = self.config
         self._sync = FrameSetSync(len(cfg.camera_topics), int(cfg.sync_slop_s * 1e9), cfg.sync_queue_size)
         self.input_rates = [RateMeter() for _ in cfg.camera_topics]
-        for camera, topic in enumerate(cfg.camera_topics):
-            msg_type = CompressedImage if topic.endswith("/compressed") else Image
-            callback = lambda msg, camera=camera: self._on_image(camera, msg)  # noqa: E731
-            self._input_subs.append(self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data))
+        self._camera_types = [CompressedImage if t.endswith("/compressed") else Image for t in cfg.camera_topics]
+        for camera, (topic, msg_type) in enumerate(zip(cfg.camera_topics, self._camera_types)):
+            callback = lambda data, camera=camera: self._on_image(camera, data)  # noqa: E731
+            # raw=True: the callback gets the CDR bytes; only frame sets the worker uses are deserialised
+            sub = self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data, raw=True)
+            self._input_subs.append(sub)
         self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
         self._slot = LatestSlot()
         self._stop.clear()
@@ -190,13 +194,17 @@ class TeacherNode(LifecycleNode):
 
     # -- inputs (executor thread) ------------------------------------------------------------------
 
-    def _on_image(self, camera: int, msg) -> None:
-        from ..frames import Frame
-
+    def _on_image(self, camera: int, data: bytes) -> None:
         self.input_rates[camera].tick()
         self.counters.add("frames_received")
+        try:
+            stamp = cdr_header_stamp_ns(data)
+        except BadImage as err:
+            self.counters.add(f"rejected_{err.reason}")
+            self._warn(err.reason, f"camera {self.config.camera_topics[camera]}: {err}")
+            return
         unmatched_before = self._sync.unmatched
-        frame_set = self._sync.add(Frame(camera, stamp_ns(msg.header.stamp), msg, time.monotonic_ns()))
+        frame_set = self._sync.add(Frame(camera, stamp, data, time.monotonic_ns()))
         if self._sync.unmatched > unmatched_before:
             self.counters.add("dropped_unsynchronised", self._sync.unmatched - unmatched_before)
             if frame_set is None:
@@ -247,7 +255,8 @@ class TeacherNode(LifecycleNode):
         instruction = self._instruction or cfg.default_instruction
         t0 = time.perf_counter()
         try:
-            images = [message_to_array(frame.payload) for frame in frame_set.frames]
+            messages = [deserialize_message(f.payload, self._camera_types[f.camera]) for f in frame_set.frames]
+            images = [message_to_array(msg) for msg in messages]
         except BadImage as err:
             self.counters.add(f"rejected_{err.reason}")
             self._warn(err.reason, f"frame set skipped: {err}")
@@ -271,7 +280,7 @@ class TeacherNode(LifecycleNode):
         if layout != self._sent_layout:  # before the features it describes
             self._layout_pub.publish(String(data=layout_json(layout)))
             self._sent_layout = layout
-        newest = frame_set.newest.payload
+        newest = messages[frame_set.frames.index(frame_set.newest)]
         self._features_pub.publish(features_to_image_msg(features, newest.header, cfg.feature_dtype))
         t4 = time.perf_counter()
         for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
