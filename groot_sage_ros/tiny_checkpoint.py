@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from .config import GrootConfig, n15_3b_config
 from .engine import random_init_
+from .model.action_head import FlowMatchingActionHead
 from .model.backbone import EagleBackbone
 
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -44,57 +45,6 @@ def tiny_config() -> dict:
     return cfg
 
 
-def action_head_shapes(head: dict) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of every action-head tensor (architecture doc §5) for an ``action_head_cfg``."""
-    dit, vlsa = head["diffusion_model_cfg"], head["vl_self_attention_cfg"]
-    emb, hid, inner = head["backbone_embedding_dim"], head["hidden_size"], head["input_embedding_dim"]
-    cats, act, state = head.get("max_num_embodiments", 32), head["max_action_dim"], head["max_state_dim"]
-    assert dit["num_attention_heads"] * dit["attention_head_dim"] == inner
-    vl_inner = vlsa["num_attention_heads"] * vlsa["attention_head_dim"]
-    shapes: dict[str, tuple[int, ...]] = {"action_head.vlln.weight": (emb,), "action_head.vlln.bias": (emb,)}
-
-    def linear(name: str, out: int, inp: int) -> None:
-        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (out, inp), (out,)
-
-    def category_linear(name: str, inp: int, out: int) -> None:
-        shapes[f"{name}.W"], shapes[f"{name}.b"] = (cats, inp, out), (cats, out)
-
-    for n in range(vlsa["num_layers"]):
-        block = f"action_head.vl_self_attention.transformer_blocks.{n}"
-        for norm in ("norm1", "norm3"):
-            shapes[f"{block}.{norm}.weight"] = shapes[f"{block}.{norm}.bias"] = (emb,)
-        for proj in ("to_q", "to_k", "to_v"):
-            linear(f"{block}.attn1.{proj}", vl_inner, emb)
-        linear(f"{block}.attn1.to_out.0", emb, vl_inner)
-        linear(f"{block}.ff.net.0.proj", 4 * emb, emb)
-        linear(f"{block}.ff.net.2", emb, 4 * emb)
-    model = "action_head.model"
-    linear(f"{model}.timestep_encoder.timestep_embedder.linear_1", inner, 256)
-    linear(f"{model}.timestep_encoder.timestep_embedder.linear_2", inner, inner)
-    for n in range(dit["num_layers"]):
-        block = f"{model}.transformer_blocks.{n}"
-        context = dit["cross_attention_dim"] if n % 2 == 0 else inner  # even blocks cross-attend
-        linear(f"{block}.norm1.linear", 2 * inner, inner)
-        linear(f"{block}.attn1.to_q", inner, inner)
-        linear(f"{block}.attn1.to_k", inner, context)
-        linear(f"{block}.attn1.to_v", inner, context)
-        linear(f"{block}.attn1.to_out.0", inner, inner)
-        linear(f"{block}.ff.net.0.proj", 4 * inner, inner)
-        linear(f"{block}.ff.net.2", inner, 4 * inner)
-    linear(f"{model}.proj_out_1", 2 * inner, inner)
-    linear(f"{model}.proj_out_2", dit["output_dim"], inner)
-    category_linear("action_head.state_encoder.layer1", state, hid)
-    category_linear("action_head.state_encoder.layer2", hid, inner)
-    category_linear("action_head.action_encoder.W1", act, inner)
-    category_linear("action_head.action_encoder.W2", 2 * inner, inner)
-    category_linear("action_head.action_encoder.W3", inner, inner)
-    category_linear("action_head.action_decoder.layer1", hid, hid)
-    category_linear("action_head.action_decoder.layer2", hid, act)
-    shapes["action_head.future_tokens.weight"] = (head["num_target_vision_tokens"], inner)
-    shapes["action_head.position_embedding.weight"] = (head.get("max_seq_len", 1024), inner)
-    return shapes
-
-
 def tiny_metadata() -> dict:
     """``experiment_cfg/metadata.json`` for one embodiment, with every statistic kind."""
     def stats(width: int, low: float, high: float) -> dict:
@@ -103,7 +53,7 @@ def tiny_metadata() -> dict:
             "mean": [(low + high) / 2] * width, "std": [(high - low) / 4] * width,
         }  # fmt: skip
 
-    keys = {"single_arm": 6, "gripper": 1}
+    keys = {"single_arm": 5, "gripper": 1}  # an SO-100 arm: 5 joints and a gripper
     modality = {k: {"absolute": True, "rotation_type": None, "shape": [w], "continuous": True} for k, w in keys.items()}
     return {
         "new_embodiment": {
@@ -147,10 +97,12 @@ def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_nois
     sizes = {k: t.numel() * t.element_size() for k, t in shard1.items()}
     weight_map = dict.fromkeys(shard1, "model-00001-of-00002.safetensors")
     del shard1
-    shard2 = {
-        name: torch.randn(shape, generator=generator) * 0.02
-        for name, shape in action_head_shapes(raw["action_head_cfg"]).items()
-    }  # float32, as the real action head
+    with torch.device("meta"):
+        head = FlowMatchingActionHead(config.action_head)
+    head.to_empty(device="cpu")
+    random_init_(head, seed + 1)
+    shard2 = {f"action_head.{k}": v.float().contiguous() for k, v in head.state_dict().items()}  # fp32, as real
+    del head
     save_file(shard2, str(out / "model-00002-of-00002.safetensors"), metadata={"format": "pt"})
     sizes.update({k: t.numel() * t.element_size() for k, t in shard2.items()})
     weight_map.update(dict.fromkeys(shard2, "model-00002-of-00002.safetensors"))

@@ -6,7 +6,6 @@ import torch
 
 from groot_sage_ros.config import GrootConfig, n15_3b_config
 from groot_sage_ros.model.groot import GrootN15
-from groot_sage_ros.tiny_checkpoint import action_head_shapes
 
 
 def build_full(siglip_head: bool) -> GrootN15:
@@ -73,12 +72,33 @@ def test_projection_is_built_only_when_config_asks():
     assert tuple(model.backbone.eagle_linear.weight.shape) == (1536, 2048)
 
 
-def test_action_head_key_spec_matches_documented_counts():
-    shapes = action_head_shapes(n15_3b_config()["action_head_cfg"])
-    numel = {k: torch.Size(s).numel() for k, s in shapes.items()}
-    assert len(shapes) == 314
-    assert sum(numel.values()) == 1_068_806_144
-    assert sum(v for k, v in numel.items() if k.startswith("action_head.model.")) == 550_386_688
-    assert shapes["action_head.model.transformer_blocks.0.attn1.to_k.weight"] == (1536, 2048)
-    assert shapes["action_head.model.transformer_blocks.1.attn1.to_k.weight"] == (1536, 1536)
-    assert shapes["action_head.action_encoder.W2.W"] == (32, 3072, 1536)
+def test_full_size_action_head_counts_and_key_names():
+    cfg = GrootConfig.from_dict(n15_3b_config())
+    with torch.device("meta"):
+        model = GrootN15(cfg, with_action_head=True)
+    head = model.action_head
+    assert count(head) == 1_068_806_144
+    assert count(head.model) == 550_386_688  # the DiT
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("action_head.")}
+    assert len(shapes) == 314  # 899 entries in the file = 584 backbone + lm_head + 314
+    expected = {
+        "action_head.vlln.weight": (2048,),
+        "action_head.vl_self_attention.transformer_blocks.3.attn1.to_out.0.weight": (2048, 2048),
+        "action_head.vl_self_attention.transformer_blocks.3.ff.net.0.proj.weight": (8192, 2048),
+        "action_head.model.timestep_encoder.timestep_embedder.linear_1.weight": (1536, 256),
+        "action_head.model.transformer_blocks.0.norm1.linear.weight": (3072, 1536),
+        "action_head.model.transformer_blocks.0.attn1.to_k.weight": (1536, 2048),  # even: cross-attention
+        "action_head.model.transformer_blocks.1.attn1.to_k.weight": (1536, 1536),  # odd: self-attention
+        "action_head.model.transformer_blocks.15.ff.net.2.weight": (1536, 6144),
+        "action_head.model.proj_out_1.weight": (3072, 1536),
+        "action_head.model.proj_out_2.weight": (1024, 1536),
+        "action_head.state_encoder.layer1.W": (32, 64, 1024),
+        "action_head.state_encoder.layer2.b": (32, 1536),
+        "action_head.action_encoder.W2.W": (32, 3072, 1536),
+        "action_head.action_decoder.layer2.W": (32, 1024, 32),
+        "action_head.future_tokens.weight": (32, 1536),
+        "action_head.position_embedding.weight": (1024, 1536),
+    }
+    for key, shape in expected.items():
+        assert shapes[key] == shape, key
+    assert not any("norm3" in k or "norm_out" in k or "norm1.norm" in k for k in shapes if ".model." in k)
