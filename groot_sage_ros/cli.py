@@ -103,12 +103,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .engine import FeatureExtractor
 
     if args.full_size_random:
-        extractor = FeatureExtractor.from_random(n15_3b_config(), device=args.device, dtype=args.dtype)
+        extractor = FeatureExtractor.from_random(
+            n15_3b_config(), device=args.device, dtype=args.dtype, action_head=args.actions
+        )
     elif args.checkpoint:
-        extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
+        extractor = FeatureExtractor.from_pretrained(
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions
+        )
     else:
         raise ValueError("bench needs --checkpoint C or --full-size-random")
-    report = run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup)
+    report = run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
+                       actions=args.actions)  # fmt: skip
     report["command"] = "groot-sage " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     print(json.dumps(report, indent=2))
     if args.out:
@@ -164,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cameras", type=int, default=1)
     bench.add_argument("--iters", type=int, default=50)
     bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--actions", action="store_true", help="also time the action head and the full model")
     bench.add_argument("--out", help="also write the JSON here")
     bench.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     bench.set_defaults(func=cmd_bench)

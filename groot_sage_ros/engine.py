@@ -95,13 +95,14 @@ class FeatureExtractor:
 
     @classmethod
     def from_random(
-        cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0, warmup: bool = True
+        cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0, warmup: bool = True,
+        action_head: bool = False,
     ) -> "FeatureExtractor":
         """Random weights in the shapes of ``raw_config`` (a config.json dict): for benchmarks."""
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
         config = GrootConfig.from_dict(raw_config)
         with torch.device("meta"):
-            model = GrootN15(config)
+            model = GrootN15(config, with_action_head=action_head)
         model.to_empty(device=torch_device)
         random_init_(model, seed)
         model.to(torch_dtype)

@@ -44,8 +44,29 @@ class TeacherNodeConfig:
     diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
     action_head_enabled: bool = param(
-        False, "also run the flow-matching action head and publish ~/action_chunk", True, ros_name="action_head.enabled"
+        False, "also run the flow-matching action head and publish action chunks", True, ros_name="action_head.enabled"
     )
+    action_head_embodiment_config: str = param(
+        "", "embodiment YAML: joint names per state/action key, normalisation, limits (config/embodiments/)",
+        True, ros_name="action_head.embodiment_config",
+    )
+    action_head_dry_run: bool = param(
+        True, "publish chunks on ~/action_chunk/dry_run instead of ~/action_chunk, so nothing moves by accident",
+        True, ros_name="action_head.dry_run",
+    )
+    action_head_max_state_age_s: float = param(
+        0.5, "no chunk unless the last joint state is at most this old (node clock minus its stamp)",
+        range=(0.0, 3600.0), ros_name="action_head.max_state_age_s",
+    )
+    action_head_control_rate_hz: float = param(
+        30.0, "rate of the chunk's points: point k is at (k + 1) / rate", range=(0.1, 10000.0),
+        ros_name="action_head.control_rate_hz",
+    )
+    action_head_seed: int = param(
+        -1, "noise seed for reproducible chunks; -1 draws fresh noise each time", range=(-1, 2**31 - 1),
+        ros_name="action_head.seed",
+    )
+    joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
     autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
 
     def __post_init__(self) -> None:

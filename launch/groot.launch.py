@@ -21,12 +21,13 @@ ARGUMENTS = {
     "instruction": ("Perform the default behavior.", "default instruction until one arrives on the topic"),
     "namespace": ("", "namespace of the node and its topics"),
     "use_sim_time": ("false", "use /clock (ros2 bag play --clock)"),
-    "action_head": ("false", "run the flow-matching action head too (action head issue)"),
+    "action_head": ("false", "also run the flow-matching action head (chunks on ~/action_chunk/dry_run)"),
 }
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("groot_sage_ros"), "config", "groot.yaml")
+    share = get_package_share_directory("groot_sage_ros")
+    default_params = os.path.join(share, "config", "groot.yaml")
     arg = LaunchConfiguration
     overrides = {
         "checkpoint": arg("checkpoint"),
@@ -36,6 +37,7 @@ def generate_launch_description() -> LaunchDescription:
         "default_instruction": arg("instruction"),
         "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
         "action_head.enabled": ParameterValue(arg("action_head"), value_type=bool),
+        "action_head.embodiment_config": arg("embodiment_config"),
     }
     node = Node(
         package="groot_sage_ros",
@@ -48,4 +50,7 @@ def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, default_value=value, description=text)
                 for name, (value, text) in ARGUMENTS.items()]  # fmt: skip
     declared.append(DeclareLaunchArgument("params_file", default_value=default_params, description="parameter file"))
+    declared.append(DeclareLaunchArgument(
+        "embodiment_config", default_value=os.path.join(share, "config", "embodiments", "so100.yaml"),
+        description="embodiment YAML for the action head"))  # fmt: skip
     return LaunchDescription([*declared, node])

@@ -6,14 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 from safetensors.torch import load_file, save_file
 
 from groot_sage_ros.checkpoint import CheckpointError
 from groot_sage_ros.engine import FeatureExtractor
 from groot_sage_ros.model.action_head import flow_matching_loss
 from groot_sage_ros.normalization import EMBODIMENT_IDS, EmbodimentNormalizer, KeyStats
-
-from conftest import random_image
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +122,6 @@ def test_head_is_loaded_strictly(tiny_copy):
 
 def test_cli_prints_an_unnormalised_chunk(tiny_checkpoint, tmp_path):
     from PIL import Image
-
     from test_cli import GROOT_SAGE
 
     Image.fromarray(random_image(60, 80)).save(tmp_path / "cam.png")

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import random_image
+from PIL import Image
 
 GROOT_SAGE = shutil.which("groot-sage") or str(Path(sys.executable).with_name("groot-sage"))
 
@@ -55,9 +54,11 @@ def test_every_subcommand_has_an_example_in_help():
 
 def test_bench_reports_timings_as_json(tiny_checkpoint, tmp_path):
     out = run("bench", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
-              "--batch", "2", "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "bench.json"))  # fmt: skip
+              "--batch", "2", "--iters", "3", "--warmup", "1", "--actions", "--out", str(tmp_path / "bench.json"))  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["features_shape"][0] == 2 and report["finite"] is True
     assert report["backbone_ms_p95"] >= report["backbone_ms_median"] > 0
     assert report["command"].startswith("groot-sage bench")
+    assert report["action_steps"] == 4 and report["actions_finite"] is True
+    assert report["full_ms_median"] > report["action_head_ms_median"] > 0

@@ -5,7 +5,11 @@ import pytest
 from sensor_msgs.msg import Image
 
 from groot_sage_ros.ros.conversions import (
-    BadImage, array_to_image, features_to_image_msg, image_msg_to_features, image_to_array,
+    BadImage,
+    array_to_image,
+    features_to_image_msg,
+    image_msg_to_features,
+    image_to_array,
 )  # fmt: skip
 
 RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)

@@ -1,7 +1,6 @@
 """FeatureExtractor on the tiny checkpoint: shapes, layout, batching, dtypes."""
 
 import torch
-
 from conftest import random_image
 
 

@@ -106,7 +106,6 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-
     from ros_harness import isolate_dds, wait_for
 
     isolate_dds()

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 
 from groot_sage_ros.processor import Processor, ProcessorConfig, crop_and_resize, to_rgb_uint8
 from groot_sage_ros.tokenizer import SPECIAL_TOKENS
-
-from conftest import random_image
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,25 @@
 import io
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
 import torch
+from conftest import random_image
 from diagnostic_msgs.msg import DiagnosticStatus
 from PIL import Image as PILImage
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from ros_harness import TeacherHarness, isolate_dds, wait_for
 from safetensors.torch import load_file, save_file
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
 
 from groot_sage_ros.ros.conversions import image_msg_to_features
 from groot_sage_ros.ros.teacher_node import TeacherNode
-
-from conftest import random_image
-from ros_harness import TeacherHarness, isolate_dds, wait_for
 
 _names = itertools.count()
 
@@ -273,3 +274,89 @@ def test_bag_played_with_clock_under_sim_time(harness_factory, tmp_path):
     assert [stamp_ns(m.header.stamp) for m in h.features] == [f.stamp_ns for f in frames]
     assert {m.header.frame_id for m in h.features} == {"bag_cam"}
     assert json.loads(h.layouts[-1].data)["instruction"] == "stack the cups"
+
+
+EMBODIMENT = str(Path(__file__).resolve().parents[1] / "config" / "embodiments" / "so100.yaml")
+SO100_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+
+
+def action_harness(harness_factory, **params):
+    h = harness_factory(**{"action_head.enabled": True, "action_head.embodiment_config": EMBODIMENT,
+                           "diagnostics_period_s": 0.2, **params})  # fmt: skip
+    h.chunks, h.live_chunks = [], []
+    h.probe.create_subscription(JointTrajectory, "groot_node/action_chunk/dry_run", h.chunks.append, 10)
+    h.probe.create_subscription(JointTrajectory, "groot_node/action_chunk", h.live_chunks.append, 10)
+    h.joint_pub = h.probe.create_publisher(JointState, "joint_states", 10)
+    return h
+
+
+def publish_joints(h, names=SO100_JOINTS, offset_s=0.0):
+    msg = JointState(name=names, position=[0.1 * k for k in range(len(names))])
+    msg.header.stamp = h.stamp(offset_s)
+    h.joint_pub.publish(msg)
+    assert wait_for(lambda: h.node._joint_state is not None and list(h.node._joint_state.name) == names)
+
+
+def test_joint_state_and_images_give_a_dry_run_chunk(harness_factory):
+    h = action_harness(harness_factory, **{"action_head.seed": 3})
+    publish_joints(h)
+    sent = h.publish_rgb(random_image(64, 64), frame_id="cam")
+    assert wait_for(lambda: h.chunks)
+    chunk = h.chunks[0]
+    assert chunk.joint_names == SO100_JOINTS and len(chunk.points) == 16
+    assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
+    times = [p.time_from_start.sec + p.time_from_start.nanosec / 1e9 for p in chunk.points]
+    assert all(b > a for a, b in zip(times, times[1:])) and times[0] == pytest.approx(1 / 30)
+    assert all(len(p.positions) == 6 and all(np.isfinite(p.positions)) for p in chunk.points)
+    assert not h.live_chunks  # dry run: nothing on the live topic
+    # The same seed and input give the same chunk.
+    h.publish_rgb(random_image(64, 64), frame_id="cam")
+    assert wait_for(lambda: len(h.chunks) == 2)
+    assert [list(p.positions) for p in h.chunks[1].points] == [list(p.positions) for p in chunk.points]
+
+
+def test_live_topic_and_clipping_are_counted(harness_factory, tmp_path):
+    import yaml
+
+    config = yaml.safe_load(open(EMBODIMENT))
+    config["limits"] = {joint: [-0.001, 0.001] for joint in SO100_JOINTS}  # tighter than any chunk
+    (tmp_path / "tight.yaml").write_text(yaml.safe_dump(config))
+    h = action_harness(harness_factory, **{"action_head.dry_run": False,
+                                           "action_head.embodiment_config": str(tmp_path / "tight.yaml")})  # fmt: skip
+    publish_joints(h)
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.live_chunks)
+    assert all(abs(v) <= 0.001 for p in h.live_chunks[0].points for v in p.positions)
+    assert wait_for(lambda: h.counter("action_values_clipped") > 0)
+    assert not h.chunks
+
+
+def test_stale_or_incomplete_joint_state_gives_no_chunk(harness_factory):
+    h = action_harness(harness_factory, **{"action_head.max_state_age_s": 0.5})
+    h.publish_rgb(random_image(64, 64))  # no joint state at all
+    assert wait_for(lambda: h.counter("action_skipped_stale_state") == 1)
+    publish_joints(h, offset_s=-5.0)  # stale
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.counter("action_skipped_stale_state") == 2)
+    assert wait_for(lambda: any("max_state_age_s" in d.status[0].message for d in h.diagnostics))
+    publish_joints(h, names=SO100_JOINTS[:-1])  # fresh, but no gripper
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.counter("action_skipped_bad_state") == 1)
+    assert not h.chunks
+    assert len(h.features) == 3  # features keep flowing
+    publish_joints(h)
+    h.publish_rgb(random_image(64, 64))
+    assert wait_for(lambda: h.chunks)
+
+
+def test_action_head_without_embodiment_config_fails_configure(tiny_checkpoint):
+    node = TeacherNode(namespace=f"m{next(_names)}", parameter_overrides=[
+        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
+        Parameter("autostart", value=False), Parameter("action_head.enabled", value=True)])  # fmt: skip
+    messages = []
+    node.get_logger().error = lambda text, **kw: messages.append(text)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert len(messages) == 1 and "parameter 'action_head.embodiment_config'" in messages[0]
+    finally:
+        node.destroy_node()

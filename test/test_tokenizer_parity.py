@@ -1,11 +1,10 @@
 """The built-in tiktoken tokenizer and a tokenizer folder read by AutoTokenizer give the same ids."""
 
 import pytest
+from tokenizer_folder import write_tokenizer_folder
 
 from groot_sage_ros.processor import Processor, ProcessorConfig
 from groot_sage_ros.tokenizer import FolderTokenizer, QwenTiktokenTokenizer
-
-from tokenizer_folder import write_tokenizer_folder
 
 INSTRUCTIONS = [
     "pick up the cube",

@@ -13,6 +13,7 @@ timestep-conditioned LayerNorm. Written from architecture doc §4; no diffusers 
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn

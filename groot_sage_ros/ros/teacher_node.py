@@ -15,21 +15,32 @@ from dataclasses import fields
 
 import numpy as np
 import rclpy
+import torch
+from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..checkpoint import CheckpointError
+from ..embodiment import EmbodimentConfig
 from ..engine import FeatureExtractor, resolve_device
 from ..frames import Frame, FrameSetSync, LatestSlot
 from ..node_config import TeacherNodeConfig, ros_name
 from ..stats import Counters, LatencyStats, RateMeter
-from .conversions import BadImage, cdr_header_stamp_ns, features_to_image_msg, layout_json, message_to_array
+from .conversions import (
+    BadImage,
+    cdr_header_stamp_ns,
+    features_to_image_msg,
+    layout_json,
+    message_to_array,
+    stamp_ns,
+)  # fmt: skip
 from .params import declare_parameters, read_config
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -58,7 +69,10 @@ class TeacherNode(LifecycleNode):
         self._warn_last: dict[str, float] = {}
         self._warnings: dict[str, str] = {}
         self._warn_lock = threading.Lock()
-        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = self._chunk_pub = None
+        self._joint_state: JointState | None = None
+        self._embodiment: EmbodimentConfig | None = None
+        self._normalizer = None
         self.start_seconds: float | None = None
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -78,6 +92,9 @@ class TeacherNode(LifecycleNode):
         self.start_seconds = time.perf_counter() - start
         self._features_pub = self.create_lifecycle_publisher(Image, "~/features", FEATURES_QOS)
         self._layout_pub = self.create_lifecycle_publisher(String, "~/features/layout", LATCHED)
+        if self.config.action_head_enabled:
+            topic = "~/action_chunk/dry_run" if self.config.action_head_dry_run else "~/action_chunk"
+            self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, topic, FEATURES_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady clock: diagnostics keep coming while a bag is paused or before /clock starts (use_sim_time).
         self._diag_timer = self.create_timer(
@@ -106,6 +123,10 @@ class TeacherNode(LifecycleNode):
             sub = self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data, raw=True)
             self._input_subs.append(sub)
         self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
+        if cfg.action_head_enabled:
+            self._input_subs.append(
+                self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state, qos_profile_sensor_data)
+            )
         self._slot = LatestSlot()
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="groot_inference", daemon=True)
@@ -122,14 +143,14 @@ class TeacherNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
-        for pub in (self._features_pub, self._layout_pub):
+        for pub in (self._features_pub, self._layout_pub, self._chunk_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
-        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = self._chunk_pub = None
         self._sent_layout = None
         self.config = None
         return TransitionCallbackReturn.SUCCESS
@@ -141,8 +162,9 @@ class TeacherNode(LifecycleNode):
 
     def _load_model(self, cfg: TeacherNodeConfig) -> FeatureExtractor:
         """The extractor, or ValueError naming the parameter at fault."""
-        if cfg.action_head_enabled:
-            raise ValueError("parameter 'action_head.enabled': the action head is not available in this version")
+        if cfg.action_head_enabled and not cfg.action_head_embodiment_config:
+            raise ValueError("parameter 'action_head.embodiment_config': empty; expected an embodiment YAML "
+                             "such as config/embodiments/so100.yaml")  # fmt: skip
         if not cfg.checkpoint:
             raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
         try:
@@ -150,12 +172,19 @@ class TeacherNode(LifecycleNode):
         except ValueError as err:
             raise ValueError(f"parameter 'device': {err}") from None
         try:
-            return FeatureExtractor.from_pretrained(
+            extractor = FeatureExtractor.from_pretrained(
                 cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
-                instruction_format=cfg.instruction_format,
+                instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled,
             )  # fmt: skip
         except (CheckpointError, FileNotFoundError) as err:
             raise ValueError(f"parameter 'checkpoint': {err}") from None
+        if cfg.action_head_enabled:
+            try:
+                self._embodiment = EmbodimentConfig.from_yaml(cfg.action_head_embodiment_config)
+                self._normalizer = extractor.normalizer(self._embodiment.embodiment_tag, self._embodiment.normalization)
+            except ValueError as err:
+                raise ValueError(f"parameter 'action_head.embodiment_config': {err}") from None
+        return extractor
 
     def _release_model(self) -> None:
         """Drop the model and return its GPU memory to the driver."""
@@ -165,8 +194,6 @@ class TeacherNode(LifecycleNode):
         self.extractor = None
         gc.collect()
         if device.type == "cuda":
-            import torch
-
             torch.cuda.empty_cache()
 
     def _stop_worker(self) -> None:
@@ -228,8 +255,11 @@ class TeacherNode(LifecycleNode):
             return
         self._instruction = text  # applies from the next frame set the worker takes
 
-    def _too_old(self, stamp: int) -> bool:
-        limit = self.config.max_frame_age_s
+    def _on_joint_state(self, msg: JointState) -> None:
+        self._joint_state = msg  # the worker reads the latest one when a chunk is due
+
+    def _too_old(self, stamp: int, limit: float | None = None) -> bool:
+        limit = self.config.max_frame_age_s if limit is None else limit
         return limit > 0 and self.get_clock().now().nanoseconds - stamp > limit * 1e9
 
     # -- inference worker ------------------------------------------------------------------------
@@ -285,9 +315,42 @@ class TeacherNode(LifecycleNode):
         t4 = time.perf_counter()
         for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
             self.latency.add(stage, (b - a) * 1000.0)
+        if cfg.action_head_enabled:
+            self._publish_chunk(result, newest.header)
+            self.latency.add("action", (time.perf_counter() - t4) * 1000.0)
         self.latency.add("total", (time.monotonic_ns() - frame_set.newest.received_ns) / 1e6)
         self.output_rate.tick()
         self.counters.add("published")
+
+    def _publish_chunk(self, result, header) -> None:
+        """Run the action head on this frame set's features and publish a JointTrajectory, or skip (counted)."""
+        cfg, joint_state = self.config, self._joint_state
+        if joint_state is None or self._too_old(stamp_ns(joint_state.header.stamp), cfg.action_head_max_state_age_s):
+            self.counters.add("action_skipped_stale_state")
+            self._warn("stale_state", f"no action chunk: no joint state on {cfg.joint_states_topic} newer than "
+                       f"action_head.max_state_age_s={cfg.action_head_max_state_age_s}")  # fmt: skip
+            return
+        try:
+            state = self._embodiment.state_from_joints(list(joint_state.name), list(joint_state.position))
+            vector = self._normalizer.state_vector(state, self.extractor.config.action_head.max_state_dim)
+        except ValueError as err:
+            self.counters.add("action_skipped_bad_state")
+            self._warn("bad_state", f"no action chunk: {err}")
+            return
+        seed = cfg.action_head_seed if cfg.action_head_seed >= 0 else None
+        chunk = self.extractor.predict_actions(result, torch.from_numpy(vector)[None], self._normalizer.embodiment_id, seed)
+        actions = self._normalizer.split_actions(chunk[0].float().cpu().numpy())  # key -> (H, width)
+        positions, clipped = self._embodiment.joint_positions(actions)  # (H, J)
+        if clipped:
+            self.counters.add("action_values_clipped", clipped)
+            self._warn("clipped", f"{clipped} action values clipped to the embodiment's joint limits")
+        trajectory = JointTrajectory(header=header, joint_names=self._embodiment.action_joints)
+        for k, row in enumerate(positions):
+            seconds = (k + 1) / cfg.action_head_control_rate_hz
+            trajectory.points.append(JointTrajectoryPoint(
+                positions=row.tolist(), time_from_start=Duration(sec=int(seconds), nanosec=int(seconds % 1 * 1e9))))  # fmt: skip
+        self._chunk_pub.publish(trajectory)
+        self.counters.add("action_chunks")
 
     def _layout(self, layout, instruction: str) -> dict:
         cfg = self.config
@@ -348,8 +411,6 @@ class TeacherNode(LifecycleNode):
     def _gpu_memory_mb(self) -> str:
         if self.extractor is None or self.extractor.device.type != "cuda":
             return "n/a"
-        import torch
-
         return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
 
 
