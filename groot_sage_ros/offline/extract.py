@@ -1,0 +1,220 @@
+"""``groot-sage extract``: bags in, teacher features out (a dataset, optionally a bag with a features topic).
+
+Frame sets are numbered in stream order; shard k holds numbers [k*S, (k+1)*S). Under ``torchrun`` rank r
+computes the shards with k % world_size == r (every rank reads the stream, only its own frames are
+decoded), so the shard files are the same whatever the number of processes; rank 0 writes the manifest
+once all ranks are done. A shard file is renamed into place only when complete, so a run that stops
+resumes by skipping the shards that exist. The manifest is written last: a folder without one is unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import content_hash, read_checkpoint_files
+from ..decoding import BadImage
+from ..engine import FeatureExtractor
+from .dataset import MANIFEST, SCHEMA_VERSION, Sample, read_shard_info, shard_name, write_shard
+from .frame_sets import RecordedFrameSet, read_frame_sets
+
+log = logging.getLogger(__name__)
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment, with a process group when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+class Progress:
+    """Frame sets per second and ETA on stderr, at most every ``period`` seconds."""
+
+    def __init__(self, total: int | None, period: float = 2.0):
+        self.total, self.period, self.start, self.last, self.done = total, period, time.monotonic(), 0.0, 0
+
+    def update(self, n: int, final: bool = False) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not final and now - self.last < self.period:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = f", ETA {(self.total - self.done) / rate:.0f} s" if self.total and rate > 0 else ""
+        of = f"/{self.total}" if self.total else ""
+        print(f"extract: {self.done}{of} frame sets computed, {rate:.1f} frame sets/s{eta}", file=sys.stderr)
+
+
+def camera_message_count(bags: list[str], topic: str) -> int | None:
+    """Messages on ``topic`` per the bags' metadata (for the ETA); None if unknown."""
+    from rosbags.rosbag2 import Reader
+
+    total = 0
+    try:
+        for bag in bags:
+            with Reader(Path(bag)) as reader:
+                total += sum(c.msgcount for c in reader.connections if c.topic == topic)
+    except Exception:  # noqa: BLE001 -- only an estimate; broken bags are reported by the real pass
+        return None
+    return total
+
+
+def prepare_output(out: Path, overwrite: bool, rank: int, world: int) -> None:
+    if rank == 0:
+        if (out / MANIFEST).exists() and not overwrite:
+            raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob("*.tmp"):  # half-written shards of an interrupted run
+            stale.unlink()
+    barrier(world)
+
+
+def run_extract(args) -> dict:
+    rank, world, local_rank = distributed()
+    out = Path(args.out)
+    prepare_output(out, args.overwrite, rank, world)
+    device = args.device
+    if device.startswith("cuda") and world > 1 and ":" not in device:
+        device = f"cuda:{local_rank}"
+    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
+                                                 tokenizer=args.tokenizer)  # fmt: skip
+    size = args.shard_size
+    counts: Counter = Counter()
+    current_shard, samples, shard_skips = -1, [], Counter()
+    batch: list[RecordedFrameSet] = []
+    owned_done: list[int] = []
+    progress = Progress(camera_message_count(args.bags, args.camera_topics[0]) if rank == 0 else None)
+
+    def flush_batch():
+        computed = compute(extractor, batch, shard_skips)
+        samples.extend(computed)
+        progress.update(len(batch))
+        batch.clear()
+
+    def finish_shard():
+        if current_shard >= 0:
+            flush_batch()
+            write_shard(out / shard_name(current_shard), samples, shard_skips, extractor.feature_dim)
+            owned_done.append(current_shard)
+            samples.clear()
+            shard_skips.clear()
+
+    stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
+                             instruction=args.instruction, sync_slop_s=args.sync_slop_s)  # fmt: skip
+    for frame_set in stream:
+        shard = frame_set.index // size
+        if shard % world != rank or (out / shard_name(shard)).exists():
+            continue  # another rank's shard, or finished by an earlier run
+        if shard != current_shard:
+            finish_shard()
+            current_shard = shard
+        batch.append(frame_set)
+        if len(batch) >= args.batch_size:
+            flush_batch()
+    finish_shard()
+    progress.update(0, final=True)
+    barrier(world)
+    if rank != 0:
+        return {}
+    manifest = write_manifest(out, args, extractor, counts)
+    if args.out_bag:
+        from .feature_bag import write_feature_bag
+
+        write_feature_bag(out, args.out_bag, args.bags, args.camera_topics, args.instruction_topic)
+        manifest["out_bag"] = str(args.out_bag)
+    return manifest
+
+
+def compute(extractor: FeatureExtractor, frame_sets: list[RecordedFrameSet], skipped: Counter) -> list[Sample]:
+    """Decode, preprocess and run the teacher on a batch; bad frames are skipped and counted."""
+    processor, device = extractor.processor, extractor.device
+    encoded, frames, kept = [], [], []
+    for frame_set in frame_sets:
+        try:
+            images = frame_set.decode()
+            prompt = processor.encode(len(images), frame_set.instruction)
+            frames.append(processor.preprocess_images(images, device))  # (C, 3, 224, 224) uint8
+        except BadImage as err:
+            skipped[err.reason] += 1
+            continue
+        except ValueError as err:  # an image the processor refuses, or an unusable instruction
+            skipped["bad_input"] += 1
+            log.warning("frame set %d skipped: %s", frame_set.index, err)
+            continue
+        encoded.append(prompt)
+        kept.append(frame_set)
+    if not kept:
+        return []
+    result = extractor.forward(processor.collate(encoded, torch.cat(frames), device))
+    features = result.features.to(torch.float16).cpu()  # (B, L, D)
+    finite = torch.isfinite(features).flatten(1).all(dim=1)  # (B,)
+    images = result.images.cpu().view(len(kept), -1, *result.images.shape[1:])  # (B, C, 3, 224, 224)
+    samples = []
+    for row, (frame_set, (ids, layout)) in enumerate(zip(kept, encoded)):
+        if not finite[row]:
+            skipped["nonfinite_features"] += 1
+            continue
+        source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
+                  "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
+        samples.append(Sample(frame_set.index, images[row], list(ids), layout, features[row, : layout.seq_len],
+                              frame_set.stamp_ns, source))  # fmt: skip
+    return samples
+
+
+def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter) -> dict:
+    files = read_checkpoint_files(args.checkpoint)
+    shards, skipped, total = [], Counter({k: v for k, v in counts.items() if v}), 0
+    for path in sorted(out.glob("shard-*.safetensors")):
+        count, shard_skips = read_shard_info(path)
+        skipped.update(shard_skips)
+        shards.append({"file": path.name, "num_samples": count})
+        total += count
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "num_samples": total,
+        "skipped": dict(sorted(skipped.items())),
+        "teacher": {
+            "checkpoint": str(args.checkpoint),
+            "content_hash": content_hash(files),
+            "feature_dim": extractor.feature_dim,
+            "features_dtype": "float16",
+            "model_dtype": args.dtype,
+            "tokenizer": args.tokenizer or "qwen-tiktoken",
+            "instruction_format": extractor.processor.config.instruction_format,
+        },
+        "image_size": extractor.processor.config.image_size,
+        "tokens_per_image": extractor.processor.config.tokens_per_image,
+        "camera_topics": list(args.camera_topics),
+        "instruction_topic": args.instruction_topic,
+        "instruction_override": args.instruction,
+        "source_bags": [str(b) for b in args.bags],
+        "shard_size": args.shard_size,
+        "shards": shards,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)
+    return manifest

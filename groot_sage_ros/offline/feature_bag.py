@@ -1,0 +1,201 @@
+"""Teacher features as ROS topics in a bag, and back.
+
+``write_feature_bag``: the source bags' camera and instruction messages plus ``/groot_node/features``
+(sensor_msgs/Image, 16FC1, header = the frame set's newest camera header) and
+``/groot_node/features/layout`` (JSON, on change), so ``ros2 bag play`` can feed a student node offline.
+
+``dataset_from_bag``: the reverse, for a bag recorded while ``groot_node`` ran live on a replayed bag:
+pairs each features message with the camera frame set of the same stamp and writes a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from rosbags.rosbag2 import Reader, Writer
+
+from ..processor import Processor, ProcessorConfig, TokenLayout
+from .bags import LATCHED_QOS, STORAGE, STRING, typestore
+from .dataset import MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, shard_name, write_shard
+from .frame_sets import read_frame_sets
+
+log = logging.getLogger(__name__)
+FEATURES_TOPIC = "/groot_node/features"
+IMAGE = "sensor_msgs/msg/Image"
+
+
+def write_feature_bag(dataset_dir, out_bag, bags, camera_topics, instruction_topic,
+                      features_topic: str = FEATURES_TOPIC, storage: str = "mcap") -> Path:  # fmt: skip
+    dataset = FeatureDataset(dataset_dir)
+    by_stamp = {key: i for i, key in enumerate(dataset.keys())}  # (bag, newest camera stamp) -> row
+    store = typestore()
+    types = store.types
+    out_bag = Path(out_bag)
+    if out_bag.exists():
+        raise ValueError(f"--out-bag {out_bag} exists; remove it or choose another path")
+    teacher = dataset.manifest["teacher"]
+    with Writer(out_bag, version=9, storage_plugin=STORAGE[storage]) as writer:
+        connections = {}
+        feature_conn = writer.add_connection(features_topic, IMAGE, typestore=store)
+        layout_conn = writer.add_connection(features_topic + "/layout", STRING, typestore=store,
+                                            offered_qos_profiles=[LATCHED_QOS])  # fmt: skip
+        last_layout = None
+        for bag in bags:
+            with Reader(Path(bag)) as reader:
+                wanted = [c for c in reader.connections if c.topic in camera_topics or c.topic == instruction_topic]
+                for connection, timestamp, data in reader.messages(connections=wanted):
+                    if connection.topic not in connections:
+                        connections[connection.topic] = writer.add_connection(
+                            connection.topic, connection.msgtype, typestore=store,
+                            offered_qos_profiles=connection.ext.offered_qos_profiles)  # fmt: skip
+                    writer.write(connections[connection.topic], timestamp, bytes(data))
+                    if connection.topic not in camera_topics:
+                        continue
+                    msg = store.deserialize_cdr(bytes(data), connection.msgtype)
+                    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                    row = by_stamp.pop((str(bag), stamp), None)
+                    if row is None:
+                        continue
+                    sample = dataset[row]
+                    layout = {"model_id": teacher["checkpoint"], "feature_dim": teacher["feature_dim"],
+                              "feature_dtype": "float16", "encoding": "16FC1", "model_dtype": teacher["model_dtype"],
+                              "camera_topics": list(camera_topics), "instruction": sample["source"]["instruction"],
+                              **sample["layout"].to_dict()}  # fmt: skip
+                    if layout != last_layout:
+                        text = json.dumps(layout, sort_keys=True)
+                        writer.write(layout_conn, timestamp, store.serialize_cdr(types[STRING](data=text), STRING))
+                        last_layout = layout
+                    features = sample["features"].numpy()  # (L, D) float16
+                    image = types[IMAGE](header=msg.header, height=features.shape[0], width=features.shape[1],
+                                         encoding="16FC1", is_bigendian=0, step=features.shape[1] * 2,
+                                         data=np.frombuffer(features.tobytes(), dtype=np.uint8))  # fmt: skip
+                    writer.write(feature_conn, timestamp, store.serialize_cdr(image, IMAGE))
+    return out_bag
+
+
+def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, overwrite=False,
+                     shard_size: int = 256, sync_slop_s: float = 0.05) -> dict:  # fmt: skip
+    """Pair recorded ``features_topic`` messages with their camera frame sets into a dataset at ``out``."""
+    out = Path(out)
+    if (out / MANIFEST).exists() and not overwrite:
+        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    layouts = read_layouts(bags, features_topic + "/layout")
+    if not layouts:
+        raise ValueError(f"no {features_topic}/layout messages in {list(map(str, bags))}: was groot_node recorded?")
+    first = layouts[0][1]
+    processor = Processor(ProcessorConfig(tokenizer=tokenizer))
+    counts, shard_counts = Counter(), Counter()
+    recent: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set awaiting its features
+    samples, shards, index, shard = [], [], 0, 0
+    for bag in bags:
+        # The instruction comes from the recorded layout of each features message, not from a topic.
+        frame_sets = read_frame_sets([bag], camera_topics, None, counts, instruction="(see layout)",
+                                     sync_slop_s=sync_slop_s)  # fmt: skip
+        features_msgs = iter_topic(bag, features_topic)
+        pending = next(features_msgs, None)
+        for frame_set in frame_sets:
+            recent[frame_set.stamp_ns] = frame_set
+            while len(recent) > 256:
+                recent.popitem(last=False)
+                counts["frames_without_features"] += 1
+            while pending is not None and stamp_of(pending) in recent:
+                matched = recent.pop(stamp_of(pending))
+                layout_info = layout_at(layouts, stamp_of(pending))
+                sample = pair(processor, matched, pending, layout_info, index, shard_counts)
+                if sample is not None:
+                    samples.append(sample)
+                    index += 1
+                pending = next(features_msgs, None)
+                if len(samples) == shard_size:
+                    write_shard(out / shard_name(shard), samples, shard_counts, first["feature_dim"])
+                    shards.append({"file": shard_name(shard), "num_samples": len(samples)})
+                    samples, shard, shard_counts = [], shard + 1, Counter()
+        counts["features_without_frames"] += len(list(features_msgs)) + (pending is not None)
+    if samples or not shards:
+        write_shard(out / shard_name(shard), samples, shard_counts, first["feature_dim"])
+        shards.append({"file": shard_name(shard), "num_samples": len(samples)})
+    counts.update(shard_counts)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "skipped": dict(sorted((k, v) for k, v in counts.items() if v)),
+        "teacher": {"checkpoint": first["model_id"], "content_hash": None, "feature_dim": first["feature_dim"],
+                    "features_dtype": "float16", "model_dtype": first.get("model_dtype"),
+                    "tokenizer": tokenizer or "qwen-tiktoken", "instruction_format": "list_repr"},
+        "image_size": processor.config.image_size,
+        "tokens_per_image": processor.config.tokens_per_image,
+        "camera_topics": list(camera_topics),
+        "instruction_topic": None,
+        "instruction_override": None,
+        "source_bags": [str(b) for b in bags],
+        "recorded_features_topic": features_topic,
+        "shard_size": shard_size,
+        "shards": shards,
+    }  # fmt: skip
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def iter_topic(bag, topic):
+    store = typestore()
+    with Reader(Path(bag)) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        for connection, _, data in reader.messages(connections=connections):
+            yield store.deserialize_cdr(bytes(data), connection.msgtype)
+
+
+def read_layouts(bags, topic) -> list[tuple[int, dict]]:
+    """(bag time, layout) of every layout message, in order (small: one per change)."""
+    layouts = []
+    store = typestore()
+    for bag in bags:
+        with Reader(Path(bag)) as reader:
+            connections = [c for c in reader.connections if c.topic == topic]
+            for connection, timestamp, data in reader.messages(connections=connections):
+                layouts.append((timestamp, json.loads(store.deserialize_cdr(bytes(data), STRING).data)))
+    return layouts
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def layout_at(layouts, stamp: int) -> dict:
+    """The last layout sent at or before ``stamp`` (layouts precede the features they describe)."""
+    current = layouts[0][1]
+    for time_ns, layout in layouts:
+        if time_ns > stamp:
+            break
+        current = layout
+    return current
+
+
+def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: Counter) -> Sample | None:
+    from ..decoding import BadImage
+
+    dtype = {"32FC1": np.float32, "16FC1": np.float16}.get(features_msg.encoding)
+    if dtype is None:
+        skipped["unknown_feature_encoding"] += 1
+        return None
+    features = np.frombuffer(features_msg.data.tobytes(), dtype=dtype).reshape(features_msg.height, features_msg.width)
+    try:
+        images = frame_set.decode()
+        ids, token_layout = processor.encode(len(images), layout["instruction"])
+        frames = processor.preprocess_images(images)
+    except (BadImage, ValueError) as err:
+        skipped[getattr(err, "reason", "bad_input")] += 1
+        return None
+    if token_layout.seq_len != features.shape[0] or token_layout != TokenLayout.from_dict(layout):
+        skipped["layout_mismatch"] += 1
+        return None
+    source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames], "frame_id": frame_set.frame_id(),
+              "instruction": layout["instruction"]}  # fmt: skip
+    return Sample(index, frames, list(ids), token_layout, torch.from_numpy(features.astype(np.float16)),
+                  frame_set.stamp_ns, source)  # fmt: skip
+

@@ -1,0 +1,237 @@
+"""Offline distillation data: make-bag, extract (MCAP and sqlite3), resume, torchrun, feature bags, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image as PILImage
+from rosbags.rosbag2 import Writer
+
+from groot_sage_ros.cli import build_parser
+from groot_sage_ros.offline.bags import STORAGE, CameraFrame, typestore, write_camera_bag
+from groot_sage_ros.offline.dataset import FeatureDataset
+from groot_sage_ros.offline.extract import run_extract
+from groot_sage_ros.offline.frame_sets import read_frame_sets
+
+CAMERA = "/camera/image_raw"
+
+
+def cli_args(*argv):
+    return build_parser().parse_args([str(a) for a in argv])
+
+
+def make_arc_bag(path, storage="mcap", limit=2):
+    from groot_sage_ros.offline.make_bag import make_bag
+
+    return make_bag(cli_args("make-bag", "--out", path, "--arc", "--limit", limit, "--storage", storage))
+
+
+def extract(tiny_checkpoint, bags, out, *extra):
+    argv = ["extract", *bags, "--checkpoint", tiny_checkpoint, "--camera-topics", CAMERA, "--out", out,
+            "--dtype", "float32", "--batch-size", "3", "--shard-size", "4", *extra]  # fmt: skip
+    return run_extract(cli_args(*argv))
+
+
+def rows(dataset):
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def assert_same_samples(a, b, ignore=()):
+    assert len(a) == len(b)
+    for x, y in zip(rows(a), rows(b)):
+        assert {k: v for k, v in x["source"].items() if k not in ignore} == {
+            k: v for k, v in y["source"].items() if k not in ignore}
+        assert x["layout"] == y["layout"]
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["input_ids"], y["input_ids"])
+        torch.testing.assert_close(x["features"], y["features"], atol=2e-3, rtol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def arc_bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arc") / "bag"
+    summary = make_arc_bag(path)
+    assert summary["frames"] == 7 and summary["instructions"] == 2
+    return path
+
+
+@pytest.fixture(scope="module")
+def arc_dataset(arc_bag, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "dataset"
+    manifest = extract(tiny_checkpoint, [arc_bag], out)
+    assert manifest["num_samples"] == 7
+    return out
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_extracted_features_equal_the_extractor(storage, tiny_checkpoint, tiny_extractor, tmp_path):
+    bag = tmp_path / "bag"
+    make_arc_bag(bag, storage)
+    manifest = extract(tiny_checkpoint, [bag], tmp_path / "dataset")
+    dataset = FeatureDataset(tmp_path / "dataset")
+    assert len(dataset) == manifest["num_samples"] == 7 and manifest["skipped"] == {}
+    assert manifest["teacher"]["feature_dim"] == 64 and len(manifest["teacher"]["content_hash"]) == 64
+    assert [s["num_samples"] for s in manifest["shards"]] == [4, 3]
+    frame_sets = list(read_frame_sets([bag], [CAMERA], "/instruction", Counter()))
+    for sample, frame_set in zip(rows(dataset), frame_sets):
+        expected = tiny_extractor.extract(frame_set.decode(), frame_set.instruction)
+        assert sample["layout"] == expected.layout
+        assert sample["features"].dtype == torch.float16
+        torch.testing.assert_close(sample["features"].float(), expected.features[0], atol=2e-2, rtol=1e-2)
+        assert torch.equal(sample["images"], expected.images)
+        assert sample["source"]["frame_id"].startswith("arc/")
+
+
+def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from groot_sage_ros.offline.bags import read_raw
+    from groot_sage_ros.offline.feature_bag import dataset_from_bag, write_feature_bag
+    from groot_sage_ros.ros.conversions import image_msg_to_features, stamp_ns
+
+    out_bag = write_feature_bag(arc_dataset, tmp_path / "features_bag", [arc_bag], [CAMERA], "/instruction")
+    messages = list(read_raw(out_bag))
+    assert {m.topic for m in messages} == {CAMERA, "/instruction", "/groot_node/features", "/groot_node/features/layout"}
+    camera_stamps = [stamp_ns(deserialize_message(m.data, Image).header.stamp) for m in messages if m.topic == CAMERA]
+    features = [deserialize_message(m.data, Image) for m in messages if m.topic == "/groot_node/features"]
+    layout = json.loads(deserialize_message(next(m for m in messages if m.topic.endswith("layout")).data, String).data)
+    dataset = FeatureDataset(arc_dataset)
+    assert [stamp_ns(f.header.stamp) for f in features] == camera_stamps
+    for msg, sample in zip(features, rows(dataset)):
+        assert msg.encoding == "16FC1" and msg.width == layout["feature_dim"] == 64
+        assert msg.height == sample["layout"].seq_len and msg.header.frame_id == sample["source"]["frame_id"]
+        np.testing.assert_array_equal(image_msg_to_features(msg), sample["features"].float().numpy())
+    dataset_from_bag([out_bag], [CAMERA], "/groot_node/features", tmp_path / "again")
+    assert_same_samples(FeatureDataset(tmp_path / "again"), dataset, ignore=("bag",))  # read from the new bag
+
+
+def test_interrupted_extract_resumes_to_the_same_result(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+    partial = Path(shutil.copytree(arc_dataset, tmp_path / "partial"))
+    (partial / "manifest.json").unlink()  # a run that died before finishing
+    (partial / "shard-00001.safetensors").rename(partial / "shard-00001.tmp")  # half-written shard
+    with pytest.raises(ValueError, match="no manifest.json"):
+        FeatureDataset(partial)
+    kept = (partial / "shard-00000.safetensors").stat().st_mtime_ns
+    extract(tiny_checkpoint, [arc_bag], partial)
+    assert (partial / "shard-00000.safetensors").stat().st_mtime_ns == kept  # finished shard not redone
+    assert not list(partial.glob("*.tmp"))
+    assert_same_samples(FeatureDataset(partial), FeatureDataset(arc_dataset))
+
+
+def test_finished_dataset_is_not_overwritten(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+    out = Path(shutil.copytree(arc_dataset, tmp_path / "done"))
+    with pytest.raises(ValueError, match="pass --overwrite"):
+        extract(tiny_checkpoint, [arc_bag], out)
+    assert extract(tiny_checkpoint, [arc_bag], out, "--overwrite")["num_samples"] == 7
+
+
+def test_two_processes_under_torchrun_give_the_same_samples(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "groot_sage_ros.cli", "extract", str(arc_bag), "--checkpoint", str(tiny_checkpoint), "--camera-topics",
+         CAMERA, "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size", "4"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "wrote" in run.stdout
+    assert_same_samples(FeatureDataset(out), FeatureDataset(arc_dataset))
+
+
+def write_bag(path, messages, storage="mcap"):
+    """messages: (topic, msgtype, stamp_ns, message object) in time order."""
+    store = typestore()
+    with Writer(path, version=9, storage_plugin=STORAGE[storage]) as writer:
+        connections = {}
+        for topic, msgtype, stamp, msg in messages:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], stamp, store.serialize_cdr(msg, msgtype))
+    return path
+
+
+def image_msg(store, stamp, rgb=None, encoding="rgb8", compressed_data=None):
+    types = store.types
+    header = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+    if compressed_data is not None:
+        return types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
+                                                        data=np.frombuffer(compressed_data, np.uint8))  # fmt: skip
+    rgb = random_image(32, 32) if rgb is None else rgb
+    return types["sensor_msgs/msg/Image"](header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                                          is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.reshape(-1))  # fmt: skip
+
+
+def test_bad_messages_are_skipped_and_counted(tiny_checkpoint, tmp_path):
+    store = typestore()
+    t0, dt = 1_700_000_000 * 10**9, 10**8
+    text = store.types["std_msgs/msg/String"]
+    raw, jpeg = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+    buffer = __import__("io").BytesIO()
+    PILImage.fromarray(random_image(32, 32)).save(buffer, format="JPEG")
+    bag = write_bag(tmp_path / "bad", [
+        ("/cam", raw, t0, image_msg(store, t0)),  # before any instruction
+        ("/instruction", "std_msgs/msg/String", t0 + dt, text(data="pick")),
+        ("/cam", raw, t0 + 2 * dt, image_msg(store, t0 + 2 * dt)),  # good
+        ("/cam", raw, t0 + 3 * dt, image_msg(store, t0 + 3 * dt, encoding="yuv422")),  # unknown encoding
+        ("/cam", raw, t0 + 4 * dt, image_msg(store, t0 + 4 * dt)),  # good
+    ])  # fmt: skip
+    jpeg_bag = write_bag(tmp_path / "jpeg", [
+        ("/instruction", "std_msgs/msg/String", t0, text(data="pick")),
+        ("/cam", jpeg, t0 + dt, image_msg(store, t0 + dt, compressed_data=b"\xff\xd8\xff\xe0 broken")),
+        ("/cam", jpeg, t0 + 2 * dt, image_msg(store, t0 + 2 * dt, compressed_data=buffer.getvalue())),
+    ])  # fmt: skip
+    other = write_camera_bag(tmp_path / "other_topic", [CameraFrame(t0, random_image(8, 8))], camera_topic="/other")
+    truncated = Path(shutil.copytree(jpeg_bag, tmp_path / "truncated"))
+    mcap = next(truncated.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    not_a_bag = tmp_path / "not_a_bag"
+    not_a_bag.mkdir()
+    (not_a_bag / "metadata.yaml").write_text("this: is not rosbag2 metadata\n")
+    argv = ["extract", bag, jpeg_bag, other, truncated, not_a_bag, "--checkpoint", tiny_checkpoint,
+            "--camera-topics", "/cam", "--out", tmp_path / "ds", "--dtype", "float32"]  # fmt: skip
+    manifest = run_extract(cli_args(*argv))
+    assert manifest["num_samples"] == 3  # two good raw frames and one good JPEG
+    skipped = manifest["skipped"]
+    assert skipped["no_instruction"] == 1 and skipped["unknown_encoding"] == 1
+    assert skipped["corrupt_compressed"] == 1 and skipped["bag_without_camera_topics"] == 1
+    assert skipped.get("truncated_bag", 0) + skipped.get("unreadable_bag", 0) == 2
+    with pytest.raises(ValueError, match="no input bag has all camera topics"):
+        run_extract(cli_args("extract", other, "--checkpoint", tiny_checkpoint, "--camera-topics", "/cam",
+                             "--out", tmp_path / "none"))  # fmt: skip
+
+
+def test_instruction_override_and_image_folder_bag(tiny_checkpoint, tmp_path):
+    from groot_sage_ros.offline.make_bag import make_bag
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        PILImage.fromarray(random_image(60 + k, 80, k)).save(photos / f"{k}.png")
+    (photos / "notes.txt").write_text("not an image")
+    summary = make_bag(cli_args("make-bag", "--out", tmp_path / "bag", "--images", photos, "--compressed",
+                                "--storage", "sqlite3"))  # fmt: skip
+    assert summary["frames"] == 3 and summary["camera_topic"] == CAMERA + "/compressed"
+    argv = ["extract", tmp_path / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", CAMERA + "/compressed",
+            "--instruction", "stack the cups", "--out", tmp_path / "ds", "--dtype", "float32"]  # fmt: skip
+    run_extract(cli_args(*argv))
+    dataset = FeatureDataset(tmp_path / "ds")
+    assert len(dataset) == 3 and {dataset[i]["source"]["instruction"] for i in range(3)} == {"stack the cups"}
+    assert dataset[0]["source"]["frame_id"] == "photo/0.png"
+
+
+def test_dataset_with_a_manifest_that_does_not_match_is_refused(arc_dataset, tmp_path):
+    broken = Path(shutil.copytree(arc_dataset, tmp_path / "broken"))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["shards"][0]["num_samples"] += 1
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="holds 4 samples, the manifest says 5"):
+        FeatureDataset(broken)
