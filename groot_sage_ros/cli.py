@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--shard-size", type=int, default=256, help="samples per shard file (default: 256)")
     ext.add_argument("--sync-slop-s", type=float, default=0.05, help="camera pairing window, as the node's")
     ext.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
+    ext.add_argument("--workers", type=int, default=0, help="decode/preprocess threads (default: min(8, CPUs))")
     ext.set_defaults(func=cmd_extract)
 
     from_bag = sub.add_parser(

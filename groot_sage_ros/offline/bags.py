@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -22,6 +23,7 @@ STRING = "std_msgs/msg/String"
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
+@lru_cache(maxsize=1)
 def typestore():
     return get_typestore(Stores.ROS2_JAZZY)  # same sensor_msgs/std_msgs definitions as Kilted
 

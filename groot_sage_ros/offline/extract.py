@@ -15,8 +15,11 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -104,42 +107,67 @@ def run_extract(args) -> dict:
     size = args.shard_size
     counts: Counter = Counter()
     current_shard, samples, shard_skips = -1, [], Counter()
-    batch: list[RecordedFrameSet] = []
+    batch: list[Prepared] = []
     owned_done: list[int] = []
     progress = Progress(camera_message_count(args.bags, args.camera_topics[0]) if rank == 0 else None)
 
+    phases = Counter()  # seconds spent waiting for inputs, in the model step, waiting for shard writes
+
     def flush_batch():
-        computed = compute(extractor, batch, shard_skips)
+        tick = time.perf_counter()
+        computed = compute(extractor, batch, shard_skips)  # counts skips into the current shard
+        phases["model_s"] += time.perf_counter() - tick
         samples.extend(computed)
         progress.update(len(batch))
         batch.clear()
 
+    writer = ThreadPoolExecutor(max_workers=1)  # shard files are written while the next batches compute
+    writes = []
+
     def finish_shard():
+        nonlocal samples, shard_skips
         if current_shard >= 0:
             flush_batch()
-            write_shard(out / shard_name(current_shard), samples, shard_skips, extractor.feature_dim)
+            path = out / shard_name(current_shard)
+            writes.append(writer.submit(write_shard, path, samples, shard_skips, extractor.feature_dim))
             owned_done.append(current_shard)
-            samples.clear()
-            shard_skips.clear()
+            samples, shard_skips = [], Counter()
 
+    start = time.perf_counter()
     stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
                              instruction=args.instruction, sync_slop_s=args.sync_slop_s)  # fmt: skip
-    for frame_set in stream:
-        shard = frame_set.index // size
-        if shard % world != rank or (out / shard_name(shard)).exists():
-            continue  # another rank's shard, or finished by an earlier run
+    mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
+            if (fs.index // size) % world == rank and not (out / shard_name(fs.index // size)).exists())  # fmt: skip
+    workers = args.workers or min(8, os.cpu_count() or 1)
+    if extractor.device.type == "cuda":
+        # Parallelism comes from the worker threads; one intra-op thread each keeps OpenMP teams from
+        # oversubscribing the cores and starving the thread that launches the GPU work.
+        torch.set_num_threads(1)
+    tick = time.perf_counter()
+    for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
+        phases["inputs_s"] += time.perf_counter() - tick
+        shard = item.frame_set.index // size
         if shard != current_shard:
             finish_shard()
             current_shard = shard
-        batch.append(frame_set)
+        batch.append(item)
         if len(batch) >= args.batch_size:
             flush_batch()
+        tick = time.perf_counter()
     finish_shard()
+    tick = time.perf_counter()
+    for write in writes:
+        write.result()  # raises if a shard could not be written
+    phases["write_wait_s"] += time.perf_counter() - tick
+    writer.shutdown()
     progress.update(0, final=True)
     barrier(world)
+    seconds = time.perf_counter() - start  # reading, decoding, preprocessing, model, writing; not loading
     if rank != 0:
         return {}
     manifest = write_manifest(out, args, extractor, counts)
+    manifest["timing"] = {"seconds": seconds, "frame_sets_per_s": progress.done / seconds if seconds else 0.0,
+                          **{k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
@@ -148,38 +176,64 @@ def run_extract(args) -> dict:
     return manifest
 
 
-def compute(extractor: FeatureExtractor, frame_sets: list[RecordedFrameSet], skipped: Counter) -> list[Sample]:
-    """Decode, preprocess and run the teacher on a batch; bad frames are skipped and counted."""
-    processor, device = extractor.processor, extractor.device
-    encoded, frames, kept = [], [], []
-    for frame_set in frame_sets:
-        try:
-            images = frame_set.decode()
-            prompt = processor.encode(len(images), frame_set.instruction)
-            frames.append(processor.preprocess_images(images, device))  # (C, 3, 224, 224) uint8
-        except BadImage as err:
-            skipped[err.reason] += 1
-            continue
-        except ValueError as err:  # an image the processor refuses, or an unusable instruction
-            skipped["bad_input"] += 1
-            log.warning("frame set %d skipped: %s", frame_set.index, err)
-            continue
-        encoded.append(prompt)
-        kept.append(frame_set)
+@dataclass
+class Prepared:
+    frame_set: RecordedFrameSet
+    prompt: tuple | None = None  # (ids, layout)
+    images: torch.Tensor | None = None  # (C, 3, 224, 224) uint8 on the CPU
+    skip_reason: str | None = None
+
+
+def prepare(processor, frame_set: RecordedFrameSet) -> Prepared:
+    """Decode and preprocess one frame set on the CPU (runs in a worker thread; torch ops release the GIL)."""
+    try:
+        images = frame_set.decode()
+        prompt = processor.encode(len(images), frame_set.instruction)
+        return Prepared(frame_set, prompt, processor.preprocess_images(images, "cpu"))
+    except BadImage as err:
+        return Prepared(frame_set, skip_reason=err.reason)
+    except ValueError as err:  # an image the processor refuses, or an unusable instruction
+        log.warning("frame set %d skipped: %s", frame_set.index, err)
+        return Prepared(frame_set, skip_reason="bad_input")
+
+
+def prefetch(fn, items: Iterator, workers: int, depth: int) -> Iterator:
+    """``fn(item)`` for each item, computed by a thread pool up to ``depth`` items ahead, in input order."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def compute(extractor: FeatureExtractor, prepared: list[Prepared], skipped: Counter) -> list[Sample]:
+    """Run the teacher on a batch of prepared frame sets; bad ones are skipped and counted."""
+    for item in prepared:
+        if item.skip_reason:
+            skipped[item.skip_reason] += 1
+    kept = [item for item in prepared if not item.skip_reason]
     if not kept:
         return []
-    result = extractor.forward(processor.collate(encoded, torch.cat(frames), device))
+    device = extractor.device
+    images = torch.cat([item.images for item in kept])  # (B*C, 3, 224, 224) uint8
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+    result = extractor.forward(extractor.processor.collate([item.prompt for item in kept], images, device))
+    finite = torch.isfinite(result.features).flatten(1).all(dim=1).cpu()  # (B,), checked on the device
     features = result.features.to(torch.float16).cpu()  # (B, L, D)
-    finite = torch.isfinite(features).flatten(1).all(dim=1)  # (B,)
-    images = result.images.cpu().view(len(kept), -1, *result.images.shape[1:])  # (B, C, 3, 224, 224)
+    frames = torch.cat([item.images for item in kept]).view(len(kept), -1, *kept[0].images.shape[1:])
     samples = []
-    for row, (frame_set, (ids, layout)) in enumerate(zip(kept, encoded)):
+    for row, item in enumerate(kept):
         if not finite[row]:
             skipped["nonfinite_features"] += 1
             continue
+        frame_set, (ids, layout) = item.frame_set, item.prompt
         source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
                   "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
-        samples.append(Sample(frame_set.index, images[row], list(ids), layout, features[row, : layout.seq_len],
+        samples.append(Sample(frame_set.index, frames[row], list(ids), layout, features[row, : layout.seq_len],
                               frame_set.stamp_ns, source))  # fmt: skip
     return samples
 
