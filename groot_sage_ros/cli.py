@@ -155,6 +155,30 @@ def cmd_dataset_from_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .offline.distill import run_distill
+
+    metrics = run_distill(args)
+    if metrics:
+        held = f", held-out cosine {metrics['eval_cosine']:.4f}" if "eval_cosine" in metrics else ""
+        print(f"wrote {args.out}/student.pt after {metrics['step']} steps: loss {metrics['loss']:.4f}{held}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .offline.evaluate import run_evaluate
+
+    report = run_evaluate(args)
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        r = report[name]
+        print(f"{name:22s} token cosine {r['token_cosine_mean']:.4f} (median {r['token_cosine_median']:.4f}), "
+              f"token MSE {r['token_mse_mean']:.4f}, pooled cosine {r['pooled_cosine_mean']:.4f}")  # fmt: skip
+    for name in ("student", "teacher"):
+        if name in report:
+            print(f"{name:22s} {report[name]['parameters']:,} parameters, batch-1 {report[name]['batch1_ms_median']:.2f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groot-sage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +269,49 @@ def build_parser() -> argparse.ArgumentParser:
     from_bag.add_argument("--tokenizer", default=None)
     from_bag.add_argument("--overwrite", action="store_true")
     from_bag.set_defaults(func=cmd_dataset_from_bag)
+
+    dist = sub.add_parser(
+        "distill",
+        help="train the SAGE student on a teacher-feature dataset",
+        epilog="example: groot-sage distill arc_features --out student --max-steps 2000 --device cuda",
+    )
+    dist.add_argument("dataset")
+    dist.add_argument("--out", required=True, help="run folder: student.pt, last.pt, metrics.jsonl, plots")
+    dist.add_argument("--max-steps", type=int, default=1000)
+    dist.add_argument("--device", default="cpu")
+    dist.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    dist.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
+    dist.add_argument("--batch-size", type=int, default=8, help="global batch (split across torchrun ranks)")
+    dist.add_argument("--lr", type=float, default=3e-4)
+    dist.add_argument("--weight-decay", type=float, default=0.05)
+    dist.add_argument("--warmup-steps", type=int, default=50)
+    dist.add_argument("--grad-clip", type=float, default=1.0)
+    dist.add_argument("--mse-weight", type=float, default=1.0)
+    dist.add_argument("--cosine-weight", type=float, default=1.0)
+    dist.add_argument("--eval-fraction", type=float, default=0.2, help="share of ARC tasks / bags held out")
+    dist.add_argument("--eval-every", type=int, default=50)
+    dist.add_argument("--save-every", type=int, default=100)
+    dist.add_argument("--log-every", type=int, default=10)
+    dist.add_argument("--seed", type=int, default=0)
+    dist.add_argument("--width", type=int, default=512)
+    dist.add_argument("--layers", type=int, default=8)
+    dist.add_argument("--heads", type=int, default=8)
+    dist.set_defaults(func=cmd_distill)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="held-out fidelity of a student against two baselines; latency and memory",
+        epilog="example: groot-sage evaluate --student student/student.pt --dataset arc_features --json eval.json",
+    )
+    ev.add_argument("--student", required=True, help="student.pt (or its run folder)")
+    ev.add_argument("--dataset", required=True)
+    ev.add_argument("--teacher", default=None, help="teacher checkpoint, to time it on the same device")
+    ev.add_argument("--teacher-dtype", default="float16")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--json", default=None, help="also write the results here")
+    ev.add_argument("--report-dir", default=None, help="report.md and plots (default: <student dir>/evaluation)")
+    ev.add_argument("--seed", type=int, default=1234, help="seed of the untrained baseline")
+    ev.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser(
         "bench",

@@ -165,6 +165,31 @@ class ActionHeadConfig:
 
 
 @dataclass
+class StudentConfig:
+    """The SAGE student's shape; stored in its checkpoint with the vocabulary and feature statistics."""
+
+    teacher_dim: int
+    vocab: list[int]  # teacher token ids the data uses (sorted); anything else maps to one unknown row
+    width: int = 512
+    layers: int = 8
+    heads: int = 8
+    mlp_ratio: int = 4
+    patch_size: int = 14  # 224 / 14 = 16 x 16 = 256 tokens, one per teacher image token
+    image_size: int = 224
+    max_len: int = 2048
+    teacher_checkpoint: str = ""
+    teacher_content_hash: str | None = None
+    tokenizer: str = "qwen-tiktoken"
+
+    def __post_init__(self) -> None:
+        if self.image_size // self.patch_size != 16:
+            raise ValueError(f"student patch grid must be 16x16 to match the teacher's 256 image tokens, got "
+                             f"image_size={self.image_size}, patch_size={self.patch_size}")  # fmt: skip
+        if self.width % self.heads:
+            raise ValueError(f"student width {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclass
 class GrootConfig:
     """A GR00T N1.5 checkpoint's ``config.json``: the backbone config parsed, the rest kept as written."""
 

@@ -1,4 +1,4 @@
-"""The teacher node's configuration: one dataclass, every ROS parameter one-to-one with a field.
+"""The nodes' configuration: one dataclass per node, every ROS parameter one-to-one with a field.
 
 Defaults, descriptions, ranges and read-only flags live here only; ``ros/params.py`` declares the ROS
 parameters from these fields, and ``config/groot.yaml`` lists them for launches.
@@ -19,14 +19,11 @@ def param(default, description: str, read_only: bool = False, range: tuple | Non
 
 
 @dataclass
-class TeacherNodeConfig:
-    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
+class FeatureNodeConfig:
+    """What every feature node (teacher or student) takes: inputs, scheduling, outputs, diagnostics."""
+
     device: str = param("cuda", "torch device string, e.g. cuda, cuda:1, cpu", True)
     dtype: str = param("float16", "model dtype", True, choices=("float16", "bfloat16", "float32"))
-    tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
-    instruction_format: str = param(
-        "list_repr", "how the instruction is rendered in the prompt", True, choices=("list_repr", "plain")
-    )
     camera_topics: list[str] = param(
         ["camera/image_raw"],
         "camera topics in prompt order; a topic ending in /compressed is read as sensor_msgs/CompressedImage",
@@ -43,6 +40,29 @@ class TeacherNodeConfig:
                                choices=("float32", "float16"))  # fmt: skip
     diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
+    autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
+
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"parameter '{f.name}': {value!r} is not one of {list(choices)}")
+        if not self.camera_topics or not all(self.camera_topics):
+            raise ValueError(f"parameter 'camera_topics': expected at least one topic name, got {self.camera_topics}")
+
+
+
+
+@dataclass
+class TeacherNodeConfig(FeatureNodeConfig):
+    """groot_node: the GR00T N1.5 checkpoint and, optionally, its action head."""
+
+    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
+    tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
+    instruction_format: str = param(
+        "list_repr", "how the instruction is rendered in the prompt", True, choices=("list_repr", "plain")
+    )
     action_head_enabled: bool = param(
         False, "also run the flow-matching action head and publish action chunks", True, ros_name="action_head.enabled"
     )
@@ -67,15 +87,16 @@ class TeacherNodeConfig:
         ros_name="action_head.seed",
     )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
-    autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            choices, value = f.metadata.get("choices"), getattr(self, f.name)
-            if choices and value not in choices:
-                raise ValueError(f"parameter '{f.name}': {value!r} is not one of {list(choices)}")
-        if not self.camera_topics or not all(self.camera_topics):
-            raise ValueError(f"parameter 'camera_topics': expected at least one topic name, got {self.camera_topics}")
+
+@dataclass
+class StudentNodeConfig(FeatureNodeConfig):
+    """sage_node: a distilled student behind the same topics."""
+
+    student: str = param("", "student checkpoint (student.pt from groot-sage distill)", True)
+    teacher_features_topic: str = param(
+        "", "teacher ~/features topic to pair with by stamp for live cosine fidelity; empty = off", True
+    )
 
 
 def ros_name(f) -> str:

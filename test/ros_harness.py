@@ -36,13 +36,17 @@ def wait_for(predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
 
 
 class TeacherHarness:
-    def __init__(self, namespace: str, checkpoint, cameras=("camera/image_raw",), **params):
-        overrides = {"checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32",
+    """groot_node (or, with ``node_cls``, sage_node) plus a probe node publishing and recording."""
+
+    def __init__(self, namespace: str, checkpoint, cameras=("camera/image_raw",), node_cls=TeacherNode,
+                 model_param: str = "checkpoint", **params):  # fmt: skip
+        overrides = {model_param: str(checkpoint), "device": "cpu", "dtype": "float32",
                      "camera_topics": list(cameras), "warn_throttle_s": 0.0, **params}  # fmt: skip
         self.namespace = namespace
-        self.node = TeacherNode(
+        self.node = node_cls(
             namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
         )
+        self.node_name = self.node.get_name()
         self.probe = rclpy.create_node("probe", namespace=namespace)
         self.features: list[Image] = []
         self.layouts: list[String] = []
@@ -61,11 +65,11 @@ class TeacherHarness:
         self.thread.start()
 
     def subscribe_features(self):
-        self.probe.create_subscription(Image, "groot_node/features", self.features.append, 10)
-        self.probe.create_subscription(String, "groot_node/features/layout", self.layouts.append, LATCHED)
+        self.probe.create_subscription(Image, f"{self.node_name}/features", self.features.append, 10)
+        self.probe.create_subscription(String, f"{self.node_name}/features/layout", self.layouts.append, LATCHED)
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
-        if any(s.name.startswith(f"/{self.namespace}/groot_node") for s in msg.status):
+        if any(s.name.startswith(f"/{self.namespace}/{self.node_name}") for s in msg.status):
             self.diagnostics.append(msg)
 
     def stamp(self, offset_s: float = 0.0):

@@ -66,17 +66,22 @@ def test_entry_points_launch_files_and_config_agree():
     from groot_sage_ros.node_config import TeacherNodeConfig, ros_name
 
     scripts = console_scripts()
-    assert {"groot-sage", "groot_node"} <= set(scripts)
+    assert {"groot-sage", "groot_node", "sage_node"} <= set(scripts)
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), target
     for launch_file in (ROOT / "launch").glob("*.launch.py"):
         executables = set(re.findall(r'executable="([\w-]+)"', launch_file.read_text()))
         assert executables and executables <= set(scripts), launch_file.name
+    from groot_sage_ros.node_config import StudentNodeConfig
+
+    for config_file, config_cls in (("groot.yaml", TeacherNodeConfig), ("sage.yaml", StudentNodeConfig)):
+        declared = {ros_name(f) for f in fields(config_cls)}
+        params = yaml.safe_load((ROOT / "config" / config_file).read_text())["/**"]["ros__parameters"]
+        flat = {f"{k}.{sub}" if isinstance(v, dict) else k
+                for k, v in params.items() for sub in (v if isinstance(v, dict) else [None])}  # fmt: skip
+        assert flat == declared, config_file
     declared = {ros_name(f) for f in fields(TeacherNodeConfig)}
-    params = yaml.safe_load((ROOT / "config" / "groot.yaml").read_text())["/**"]["ros__parameters"]
-    flat = {f"{k}.{sub}" if isinstance(v, dict) else k for k, v in params.items() for sub in (v if isinstance(v, dict) else [None])}
-    assert flat == declared
     launch_text = (ROOT / "launch" / "groot.launch.py").read_text()
     for name in re.findall(r'^\s+"([\w.]+)": (?:arg|ParameterValue)\(', launch_text, re.M):
         assert name in declared | {"use_sim_time"}, name
@@ -88,13 +93,18 @@ def test_launch_description_builds():
 
     from launch import LaunchDescription
 
-    spec = importlib.util.spec_from_file_location("groot_launch", ROOT / "launch" / "groot.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    assert isinstance(description, LaunchDescription)
-    nodes = [e for e in description.entities if isinstance(e, launch_ros.actions.Node)]
-    assert len(nodes) == 1 and nodes[0].node_executable == "groot_node"
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / "launch" / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        description = module.generate_launch_description()
+        assert isinstance(description, LaunchDescription)
+        return description, [e.node_executable for e in description.entities if isinstance(e, launch_ros.actions.Node)]
+
+    assert load("sage.launch.py")[1] == ["sage_node"]
+    assert load("groot_sage.launch.py")[1] == ["groot_node", "sage_node"]
+    description, nodes = load("groot.launch.py")
+    assert nodes == ["groot_node"]
     arguments = {e.name for e in description.entities if e.__class__.__name__ == "DeclareLaunchArgument"}
     assert {"checkpoint", "device", "dtype", "camera_topics", "instruction", "namespace", "use_sim_time",
             "action_head"} <= arguments  # fmt: skip
@@ -141,10 +151,10 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
 def test_readme_documents_every_node_parameter_and_topic():
     from dataclasses import fields
 
-    from groot_sage_ros.node_config import TeacherNodeConfig, ros_name
+    from groot_sage_ros.node_config import StudentNodeConfig, TeacherNodeConfig, ros_name
 
     readme = (ROOT / "README.md").read_text()
-    for f in fields(TeacherNodeConfig):
+    for f in fields(TeacherNodeConfig) + fields(StudentNodeConfig):
         assert f"| `{ros_name(f)}` |" in readme, ros_name(f)
     for topic in ("~/features", "~/features/layout", "/diagnostics", "`instruction`"):
         assert topic in readme, topic

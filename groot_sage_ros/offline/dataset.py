@@ -117,6 +117,12 @@ class FeatureDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def source(self, i: int) -> dict:
+        """Where sample ``i`` came from (bag, topics, frame_id, instruction), without reading tensors."""
+        k, row = self.rows[i]
+        _, meta = self._shard(k)
+        return {key: value for key, value in meta[row].items() if key != "layout"}
+
     def keys(self) -> list[tuple[str, int]]:
         """(source bag, newest camera stamp) of every sample, without reading images or features."""
         keys = []

@@ -48,11 +48,13 @@ FEATURES_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class TeacherNode(LifecycleNode):
+    config_cls = TeacherNodeConfig  # the student node swaps the model, keeping everything else
+
     def __init__(self, node_name: str = "groot_node", **kwargs):
         super().__init__(node_name, **kwargs)
-        declare_parameters(self, TeacherNodeConfig)
+        declare_parameters(self, self.config_cls)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.config: TeacherNodeConfig | None = None
+        self.config = None  # a config_cls instance once configured
         self.extractor: FeatureExtractor | None = None
         self.counters = Counters()
         self.latency = LatencyStats()
@@ -83,7 +85,7 @@ class TeacherNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         start = time.perf_counter()
         try:
-            self.config = read_config(self, TeacherNodeConfig)
+            self.config = read_config(self, self.config_cls)
             self.extractor = self._load_model(self.config)
         except ValueError as err:
             self.get_logger().error(f"configure failed: {err}")
@@ -92,7 +94,7 @@ class TeacherNode(LifecycleNode):
         self.start_seconds = time.perf_counter() - start
         self._features_pub = self.create_lifecycle_publisher(Image, "~/features", FEATURES_QOS)
         self._layout_pub = self.create_lifecycle_publisher(String, "~/features/layout", LATCHED)
-        if self.config.action_head_enabled:
+        if self.action_head_enabled:
             topic = "~/action_chunk/dry_run" if self.config.action_head_dry_run else "~/action_chunk"
             self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, topic, FEATURES_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -101,7 +103,7 @@ class TeacherNode(LifecycleNode):
             self.config.diagnostics_period_s, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
         self.get_logger().info(
-            f"loaded {self.config.checkpoint} on {self.config.device} ({self.config.dtype}), "
+            f"loaded {self.model_id} on {self.config.device} ({self.config.dtype}), "
             f"feature dim {self.extractor.feature_dim}, in {self.start_seconds:.1f} s"
         )
         return TransitionCallbackReturn.SUCCESS
@@ -123,7 +125,7 @@ class TeacherNode(LifecycleNode):
             sub = self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data, raw=True)
             self._input_subs.append(sub)
         self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
-        if cfg.action_head_enabled:
+        if self.action_head_enabled:
             self._input_subs.append(
                 self.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state, qos_profile_sensor_data)
             )
@@ -159,6 +161,14 @@ class TeacherNode(LifecycleNode):
         self._stop_worker()
         self._release_model()
         return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def model_id(self) -> str:
+        return self.config.checkpoint
+
+    @property
+    def action_head_enabled(self) -> bool:
+        return bool(getattr(self.config, "action_head_enabled", False))
 
     def _load_model(self, cfg: TeacherNodeConfig) -> FeatureExtractor:
         """The extractor, or ValueError naming the parameter at fault."""
@@ -208,10 +218,10 @@ class TeacherNode(LifecycleNode):
 
         if self.config is None:
             return SetParametersResult(successful=True)
-        names = {ros_name(f): f.name for f in fields(TeacherNodeConfig)}
+        names = {ros_name(f): f.name for f in fields(self.config_cls)}
         updates = {names.get(p.name, p.name): p.value for p in params}
         try:
-            candidate = TeacherNodeConfig(**{**self.config.__dict__, **updates})
+            candidate = self.config_cls(**{**self.config.__dict__, **updates})
         except (TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         self.config = candidate
@@ -312,15 +322,22 @@ class TeacherNode(LifecycleNode):
             self._sent_layout = layout
         newest = messages[frame_set.frames.index(frame_set.newest)]
         self._features_pub.publish(features_to_image_msg(features, newest.header, cfg.feature_dtype))
+        self._after_publish(frame_set.stamp_ns, features)
         t4 = time.perf_counter()
         for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
             self.latency.add(stage, (b - a) * 1000.0)
-        if cfg.action_head_enabled:
+        if self.action_head_enabled:
             self._publish_chunk(result, newest.header)
             self.latency.add("action", (time.perf_counter() - t4) * 1000.0)
         self.latency.add("total", (time.monotonic_ns() - frame_set.newest.received_ns) / 1e6)
         self.output_rate.tick()
         self.counters.add("published")
+
+    def _after_publish(self, stamp: int, features: np.ndarray) -> None:
+        """Hook for subclasses (the student pairs its outputs with the teacher's)."""
+
+    def _extra_diagnostics(self) -> dict:
+        return {}
 
     def _publish_chunk(self, result, header) -> None:
         """Run the action head on this frame set's features and publish a JointTrajectory, or skip (counted)."""
@@ -355,7 +372,7 @@ class TeacherNode(LifecycleNode):
     def _layout(self, layout, instruction: str) -> dict:
         cfg = self.config
         return {
-            "model_id": cfg.checkpoint,
+            "model_id": self.model_id,
             "feature_dim": self.extractor.feature_dim,
             "feature_dtype": cfg.feature_dtype,
             "encoding": "16FC1" if cfg.feature_dtype == "float16" else "32FC1",
@@ -383,12 +400,12 @@ class TeacherNode(LifecycleNode):
             return
         with self._warn_lock:
             warnings, self._warnings = self._warnings, {}
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: features", hardware_id=cfg.checkpoint)
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: features", hardware_id=self.model_id)
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = "; ".join(warnings.values()) if warnings else "ok"
         values = {
             "state": "active" if self._worker is not None else "inactive",
-            "model_id": cfg.checkpoint,
+            "model_id": self.model_id,
             "device": cfg.device,
             "dtype": cfg.dtype,
             "feature_dim": self.extractor.feature_dim if self.extractor else "",
@@ -403,6 +420,7 @@ class TeacherNode(LifecycleNode):
             values[f"latency_ms_p95[{stage}]"] = f"{p95:.2f}"
         for name, count in self.counters.snapshot().items():
             values[name] = str(count)
+        values.update(self._extra_diagnostics())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -1,0 +1,277 @@
+"""``groot-sage distill``: train the SAGE student to reproduce the teacher's features from a dataset.
+
+Targets are standardised per dimension with the training split's mean and std (stored with the student).
+Loss per real token: ``mse_weight * MSE + cosine_weight * (1 - cosine)``, averaged over the batch's tokens.
+AdamW, linear warm-up then cosine decay, bf16 autocast on the GPU. The held-out split is by ARC task
+(``frame_id`` ``arc/<task>/<pair>``) or else by source bag, never by frame. Under torchrun each rank
+takes a slice of every global batch and DDP averages the gradients, so the steps equal one process's.
+The batch order is a function of (seed, step), so ``--resume`` continues the same loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..model.student import SageStudent
+from ..processor import PAD_TOKEN_ID, normalize
+from .dataset import FeatureDataset
+from .extract import barrier, distributed
+
+
+def group_of(source: dict) -> str:
+    """The unit of the held-out split: the ARC task, else the source bag."""
+    frame_id = source.get("frame_id", "")
+    return "/".join(frame_id.split("/")[:2]) if frame_id.startswith("arc/") else f"bag:{source['bag']}"
+
+
+def split(dataset: FeatureDataset, eval_fraction: float, seed: int) -> tuple[list[int], list[int], list[str]]:
+    """(train indices, held-out indices, held-out groups); refuses an empty side."""
+    groups = [group_of(dataset.source(i)) for i in range(len(dataset))]
+    unique = sorted(set(groups))
+    random.Random(seed).shuffle(unique)
+    held = set(unique[: max(1, round(eval_fraction * len(unique)))]) if eval_fraction > 0 else set()
+    train = [i for i, g in enumerate(groups) if g not in held]
+    held_out = [i for i, g in enumerate(groups) if g in held]
+    if not train or (eval_fraction > 0 and not held_out):
+        raise ValueError(f"empty split: {len(unique)} groups ({unique[:5]}...) give {len(train)} training and "
+                         f"{len(held_out)} held-out samples; add data or change --eval-fraction")  # fmt: skip
+    return train, held_out, sorted(held)
+
+
+def feature_stats(dataset: FeatureDataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the teacher features over the real tokens of ``indices``."""
+    total, square, count = 0.0, 0.0, 0
+    for i in indices:
+        features = dataset[i]["features"].double()  # (L, D)
+        total = total + features.sum(0)
+        square = square + (features**2).sum(0)
+        count += features.shape[0]
+    mean = total / count
+    std = (square / count - mean**2).clamp(min=0).sqrt().clamp(min=1e-6)
+    return mean.float(), std.float()
+
+
+def collate(samples: list[dict]) -> dict:
+    """Right-padded batch: ids (B, L), features (B, L, D), mask (B, L), frames (B*C, 3, 224, 224) uint8."""
+    length = max(s["input_ids"].shape[0] for s in samples)
+    dim = samples[0]["features"].shape[1]
+    ids = torch.full((len(samples), length), PAD_TOKEN_ID, dtype=torch.int64)
+    features = torch.zeros((len(samples), length, dim), dtype=torch.float32)
+    mask = torch.zeros((len(samples), length), dtype=torch.bool)
+    for row, sample in enumerate(samples):
+        n = sample["input_ids"].shape[0]
+        ids[row, :n], features[row, :n], mask[row, :n] = sample["input_ids"], sample["features"].float(), True
+    frames = torch.cat([s["images"] for s in samples])
+    return {"input_ids": ids, "features": features, "mask": mask, "frames": frames,
+            "sources": [s["source"] for s in samples]}  # fmt: skip
+
+
+def token_losses(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token MSE and (1 - cosine) of standardised (B, L, D) tensors -> (B, L) each."""
+    return ((pred - target) ** 2).mean(-1), 1 - F.cosine_similarity(pred, target, dim=-1)
+
+
+def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_indices(train: list[int], step: int, batch: int, seed: int) -> list[int]:
+    """The global batch of ``step``: epochs are seeded permutations of the training indices."""
+    per_epoch = max(1, len(train) // batch)
+    epoch, within = divmod(step, per_epoch)
+    order = np.random.default_rng(seed + epoch).permutation(len(train))
+    return [train[j] for j in order[within * batch : (within + 1) * batch]] or [train[order[0]]]
+
+
+def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8) -> dict:
+    """Held-out loss and per-token cosine (standardised space), overall and by token kind."""
+    model.eval()
+    sums = {"loss": 0.0, "mse": 0.0, "cos": 0.0, "cos_image": 0.0, "cos_text": 0.0}
+    counts = {"all": 0, "image": 0, "text": 0}
+    with torch.no_grad():
+        for start in range(0, len(indices), batch):
+            data = collate([dataset[i] for i in indices[start : start + batch]])
+            ids, mask = data["input_ids"].to(device), data["mask"].to(device)
+            target = (data["features"].to(device) - model.feature_mean) / model.feature_std
+            pred = model(ids, normalize(data["frames"].to(device))).float()
+            mse, cos_loss = token_losses(pred, target)
+            cosine = 1 - cos_loss
+            image = (ids == IMAGE_TOKEN_ID) & mask
+            text = mask & ~image
+            sums["mse"] += mse[mask].sum().item()
+            sums["cos"] += cosine[mask].sum().item()
+            sums["cos_image"] += cosine[image].sum().item()
+            sums["cos_text"] += cosine[text].sum().item()
+            counts["all"] += int(mask.sum())
+            counts["image"] += int(image.sum())
+            counts["text"] += int(text.sum())
+    model.train()
+    n = max(counts["all"], 1)
+    return {"eval_mse": sums["mse"] / n, "eval_cosine": sums["cos"] / n,
+            "eval_cosine_image": sums["cos_image"] / max(counts["image"], 1),
+            "eval_cosine_text": sums["cos_text"] / max(counts["text"], 1)}  # fmt: skip
+
+
+def save_checkpoint(path: Path, model: SageStudent, optimizer, step: int, extra: dict) -> None:
+    state = {"config": asdict(model.cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "step": step, **extra}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_student(path: str | Path, device: str = "cpu") -> tuple[SageStudent, dict]:
+    """A trained student and its checkpoint dict (config, statistics, split)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "student.pt"
+    if not path.is_file():
+        raise ValueError(f"student checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = SageStudent(StudentConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+def run_distill(args) -> dict:
+    rank, world, local_rank = distributed()
+    device = torch.device(args.device if not (args.device.startswith("cuda") and world > 1) else f"cuda:{local_rank}")
+    dataset = FeatureDataset(args.dataset)
+    out = Path(args.out)
+    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
+    resume_path = out / "last.pt"
+    if args.resume and not resume_path.is_file():
+        raise ValueError(f"--resume: no {resume_path}")
+    if rank == 0:
+        if out.exists() and not args.resume and any(out.iterdir()):
+            if not args.overwrite:
+                raise ValueError(f"{out} is not empty; pass --resume to continue or --overwrite to start over")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(world)
+    manifest = dataset.manifest
+    vocab = sorted({int(t) for i in train for t in dataset[i]["input_ids"].tolist()})
+    config = StudentConfig(teacher_dim=dataset.feature_dim, vocab=vocab, width=args.width, layers=args.layers,
+                           heads=args.heads, teacher_checkpoint=manifest["teacher"]["checkpoint"],
+                           teacher_content_hash=manifest["teacher"].get("content_hash"),
+                           tokenizer=manifest["teacher"].get("tokenizer", "qwen-tiktoken"))  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = SageStudent(config)
+    mean, std = feature_stats(dataset, train)
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_step = 0
+    if args.resume:
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = state["step"]
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    metrics_path = out / "metrics.jsonl"
+    if rank == 0 and args.resume and metrics_path.exists():  # drop lines past the checkpoint we resume from
+        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+        metrics_path.write_text("".join(line + "\n" for line in lines))
+    extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(args.dataset)}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    started, last_metrics = time.monotonic(), {}
+    for step in range(start_step, args.max_steps):
+        lr = learning_rate(step, args.lr, args.warmup_steps, args.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        indices = batch_indices(train, step, args.batch_size, args.seed)[rank::world]
+        data = collate([dataset[i] for i in indices])
+        ids, mask = data["input_ids"].to(device), data["mask"].to(device)
+        target = (data["features"].to(device) - model.feature_mean) / model.feature_std
+        tokens = mask.sum().float()
+        if world > 1:
+            torch.distributed.all_reduce(tokens)
+        with autocast:
+            pred = trained(ids, normalize(data["frames"].to(device))).float()
+        mse, cos_loss = token_losses(pred, target)
+        per_token = args.mse_weight * mse + args.cosine_weight * cos_loss
+        loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks
+        if not torch.isfinite(loss):
+            bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
+            raise RuntimeError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
+                               f"good checkpoint is {resume_path if resume_path.exists() else 'not written yet'}")  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        done = step + 1
+        # the global batch's loss and metrics, summed over ranks
+        logged = torch.stack([loss.detach() / world, mse[mask].sum().detach() / tokens,
+                              (1 - cos_loss[mask]).sum().detach() / tokens])  # fmt: skip
+        if world > 1:
+            torch.distributed.all_reduce(logged)
+        if rank == 0:
+            record = {"step": done, "lr": lr, "loss": logged[0].item(), "train_mse": logged[1].item(),
+                      "train_cosine": logged[2].item()}  # fmt: skip
+            if held_out and (done % args.eval_every == 0 or done == args.max_steps):
+                record.update(evaluate_split(model, dataset, held_out, device))
+            with metrics_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            last_metrics = record
+            if done % args.save_every == 0 or done == args.max_steps:
+                save_checkpoint(out / "last.pt", model, optimizer, done, extra)
+                shutil.copyfile(out / "last.pt", out / f"step-{done}.pt")
+            rate = (done - start_step) / max(time.monotonic() - started, 1e-9)
+            if done % args.log_every == 0 or done == args.max_steps:
+                print(f"distill: step {done}/{args.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
+                      f"{rate:.2f} steps/s ETA {(args.max_steps - done) / rate:.0f} s", file=sys.stderr)  # fmt: skip
+    barrier(world)
+    if rank == 0:
+        shutil.copyfile(out / "last.pt", out / "student.pt")
+        plot_metrics(metrics_path, out)
+    return last_metrics
+
+
+def plot_metrics(metrics_path: Path, out: Path) -> None:
+    """loss.png (train and held-out) and cosine.png (held-out per-token cosine by token kind)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    evals = [r for r in rows if "eval_cosine" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_mse"] + 1 - r["eval_cosine"] for r in evals], "o-",
+                label="held-out MSE + (1 - cosine)")  # fmt: skip
+    ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("SAGE distillation")
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+    if evals:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label in (("eval_cosine", "all tokens"), ("eval_cosine_image", "image tokens"),
+                           ("eval_cosine_text", "text tokens")):  # fmt: skip
+            ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
+        ax.set_xlabel("step"), ax.set_ylabel("held-out per-token cosine"), ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "cosine.png", dpi=100)
+        plt.close(fig)

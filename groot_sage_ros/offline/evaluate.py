@@ -1,0 +1,180 @@
+"""``groot-sage evaluate``: how well a student reproduces the teacher on the held-out split.
+
+Per-token cosine and MSE (MSE on standardised features; mean, median, by image and text tokens) and the
+cosine of mean-pooled sequence embeddings, for the student and two baselines computed in the same run:
+the training split's mean teacher feature at each token position, and an untrained student of the same
+shape. Plus parameters, batch-1 latency and memory of the student, and of the teacher when given.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..model.student import SageStudent
+from ..processor import normalize
+from .dataset import FeatureDataset
+from .distill import collate, group_of, load_student
+
+
+def check_compatible(student: SageStudent, state: dict, dataset: FeatureDataset) -> None:
+    cfg, teacher = student.cfg, dataset.manifest["teacher"]
+    if cfg.teacher_dim != dataset.feature_dim:
+        raise ValueError(f"the student predicts {cfg.teacher_dim}-d features but {dataset.root} holds "
+                         f"{dataset.feature_dim}-d teacher features")  # fmt: skip
+    tokenizer = teacher.get("tokenizer", "qwen-tiktoken")
+    if cfg.tokenizer != tokenizer:
+        raise ValueError(f"the student was trained with tokenizer {cfg.tokenizer!r}, {dataset.root} uses {tokenizer!r}")
+
+
+def held_out_indices(dataset: FeatureDataset, groups: list[str]) -> tuple[list[int], list[int]]:
+    held = set(groups)
+    tags = [group_of(dataset.source(i)) for i in range(len(dataset))]
+    evaluation = [i for i, g in enumerate(tags) if g in held]
+    if not evaluation:
+        raise ValueError(f"empty split: none of the student's held-out groups ({sorted(held)[:5]}...) is in {dataset.root}")
+    return [i for i, g in enumerate(tags) if g not in held], evaluation
+
+
+def position_means(dataset: FeatureDataset, indices: list[int]) -> torch.Tensor:
+    """Mean teacher feature at each token position over ``indices``: (L_max, D)."""
+    sums, counts = None, None
+    for i in indices:
+        features = dataset[i]["features"].double()  # (L, D)
+        if sums is None or sums.shape[0] < features.shape[0]:
+            grown = torch.zeros(features.shape[0], features.shape[1], dtype=torch.float64)
+            grown_counts = torch.zeros(features.shape[0], dtype=torch.float64)
+            if sums is not None:
+                grown[: sums.shape[0]], grown_counts[: counts.shape[0]] = sums, counts
+            sums, counts = grown, grown_counts
+        sums[: features.shape[0]] += features
+        counts[: features.shape[0]] += 1
+    return (sums / counts.clamp(min=1).unsqueeze(1)).float()
+
+
+def score(predict, dataset, indices, mean, std, device) -> dict:
+    """Token and pooled metrics of ``predict(batch) -> (B, L, D)`` in teacher units."""
+    cosines, mses, image_cos, text_cos, pooled = [], [], [], [], []
+    with torch.no_grad():
+        for start in range(0, len(indices), 8):
+            data = collate([dataset[i] for i in indices[start : start + 8]])
+            target, mask, ids = data["features"].to(device), data["mask"].to(device), data["input_ids"].to(device)
+            pred = predict(data).float().to(device)
+            cosine = F.cosine_similarity(pred, target, dim=-1)  # (B, L)
+            mse = (((pred - target) / std) ** 2).mean(-1)  # standardised units
+            image = (ids == IMAGE_TOKEN_ID) & mask
+            cosines += cosine[mask].tolist()
+            mses += mse[mask].tolist()
+            image_cos += cosine[image].tolist()
+            text_cos += cosine[mask & ~image].tolist()
+            weights = mask.unsqueeze(-1).float()
+            pooled += F.cosine_similarity((pred * weights).sum(1), (target * weights).sum(1), dim=-1).tolist()
+    return {
+        "token_cosine_mean": float(np.mean(cosines)), "token_cosine_median": float(np.median(cosines)),
+        "token_cosine_image_mean": float(np.mean(image_cos)) if image_cos else None,
+        "token_cosine_text_mean": float(np.mean(text_cos)) if text_cos else None,
+        "token_mse_mean": float(np.mean(mses)), "token_mse_median": float(np.median(mses)),
+        "pooled_cosine_mean": float(np.mean(pooled)), "tokens": len(cosines), "samples": len(indices),
+        "_cosines": cosines,
+    }  # fmt: skip
+
+
+def latency(fn, device: torch.device, iters: int = 20) -> dict:
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    memory = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    return {"batch1_ms_median": statistics.median(times), "peak_mem_gb": memory}
+
+
+def run_evaluate(args) -> dict:
+    device = torch.device(args.device)
+    student, state = load_student(args.student, args.device)
+    dataset = FeatureDataset(args.dataset)
+    check_compatible(student, state, dataset)
+    train, held = held_out_indices(dataset, state["eval_groups"])
+    mean, std = student.feature_mean, student.feature_std
+    by_position = position_means(dataset, train or held).to(device)
+    torch.manual_seed(args.seed)
+    untrained = SageStudent(StudentConfig(**state["config"])).to(device).eval()
+    untrained.feature_mean.copy_(mean)
+    untrained.feature_std.copy_(std)
+
+    def run(model):
+        return lambda d: model.features(d["input_ids"].to(device), normalize(d["frames"].to(device)))
+
+    def position_baseline(d):
+        length = d["input_ids"].shape[1]
+        table = by_position[:length]
+        if table.shape[0] < length:  # positions never seen in training: the overall mean
+            table = torch.cat([table, mean.expand(length - table.shape[0], -1)])
+        return table.unsqueeze(0).expand(d["input_ids"].shape[0], -1, -1)
+
+    results = {name: score(fn, dataset, held, mean, std, device) for name, fn in
+               (("student", run(student)), ("mean_feature_baseline", position_baseline),
+                ("untrained_baseline", run(untrained)))}  # fmt: skip
+    sample = collate([dataset[held[0]]])
+    ids, frames = sample["input_ids"].to(device), normalize(sample["frames"].to(device))
+    results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
+    results["student"].update(latency(lambda: student.features(ids, frames), device))
+    if args.teacher:
+        from ..engine import FeatureExtractor
+
+        teacher = FeatureExtractor.from_pretrained(args.teacher, device=args.device, dtype=args.teacher_dtype)
+        images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
+        inputs = teacher.prepare([(images, dataset.source(held[0])["instruction"])])
+        results["teacher"] = {"parameters": sum(p.numel() for p in teacher.model.parameters()),
+                              **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
+    report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
+    report["held_out_groups"] = len(set(state["eval_groups"]))
+    out = Path(args.report_dir or Path(args.student).parent / "evaluation")
+    write_report(out, report, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def write_report(out: Path, report: dict, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        ax.hist(results[name]["_cosines"], bins=50, range=(-1, 1), alpha=0.5, label=name)
+    ax.set_xlabel("per-token cosine to the teacher (held out)"), ax.set_ylabel("tokens"), ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "token_cosine.png", dpi=100)
+    plt.close(fig)
+    rows = ["| model | token cosine mean | median | image | text | token MSE mean | pooled cosine |", "|---|---|---|---|---|---|---|"]
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        r = report[name]
+        rows.append(f"| {name} | {r['token_cosine_mean']:.4f} | {r['token_cosine_median']:.4f} | "
+                    f"{r['token_cosine_image_mean']:.4f} | {r['token_cosine_text_mean']:.4f} | "
+                    f"{r['token_mse_mean']:.4f} | {r['pooled_cosine_mean']:.4f} |")  # fmt: skip
+    speed = [f"- student: {report['student']['parameters']:,} parameters, batch-1 "
+             f"{report['student']['batch1_ms_median']:.2f} ms, peak memory {report['student']['peak_mem_gb']} GB"]  # fmt: skip
+    if "teacher" in report:
+        speed.append(f"- teacher: {report['teacher']['parameters']:,} parameters, batch-1 "
+                     f"{report['teacher']['batch1_ms_median']:.2f} ms, peak memory {report['teacher']['peak_mem_gb']} GB")  # fmt: skip
+    text = "\n".join(["# SAGE student evaluation (held-out split)", "", *rows, "", *speed, "",
+                      "![per-token cosine](token_cosine.png)", ""])  # fmt: skip
+    (out / "report.md").write_text(text)

@@ -1,0 +1,117 @@
+"""``sage_node``: the distilled SAGE student behind groot_node's topic contract.
+
+Same inputs, same ``~/features`` and ``~/features/layout`` (the teacher's width), same scheduling, bad-input
+handling, lifecycle and diagnostics as ``groot_node`` (it is the same node with another model). With
+``teacher_features_topic`` set it also pairs its outputs with the teacher's by stamp and reports the live
+per-token cosine fidelity in its diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Image
+
+from ..node_config import StudentNodeConfig
+from ..student_engine import StudentExtractor
+from .conversions import BadImage, image_msg_to_features, stamp_ns
+from .teacher_node import FEATURES_QOS, TeacherNode
+
+PENDING = 64  # unmatched outputs kept per side while waiting for the other
+
+
+class StudentNode(TeacherNode):
+    config_cls = StudentNodeConfig
+
+    def __init__(self, node_name: str = "sage_node", **kwargs):
+        self._mine: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._theirs: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._fidelity: deque[float] = deque(maxlen=200)
+        self._pair_lock = threading.Lock()
+        super().__init__(node_name, **kwargs)
+
+    @property
+    def model_id(self) -> str:
+        return self.config.student
+
+    def _load_model(self, cfg: StudentNodeConfig) -> StudentExtractor:
+        if not cfg.student:
+            raise ValueError("parameter 'student': empty; expected a student.pt from groot-sage distill")
+        try:
+            from ..engine import resolve_device
+
+            resolve_device(cfg.device)
+        except ValueError as err:
+            raise ValueError(f"parameter 'device': {err}") from None
+        try:
+            return StudentExtractor.from_checkpoint(cfg.student, device=cfg.device, dtype=cfg.dtype)
+        except (ValueError, KeyError, RuntimeError, OSError) as err:
+            raise ValueError(f"parameter 'student': {err}") from None
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        if result == TransitionCallbackReturn.SUCCESS and self.config.teacher_features_topic:
+            self._input_subs.append(self.create_subscription(
+                Image, self.config.teacher_features_topic, self._on_teacher_features, FEATURES_QOS))  # fmt: skip
+        return result
+
+    def _on_teacher_features(self, msg: Image) -> None:
+        try:
+            features = image_msg_to_features(msg)
+        except BadImage as err:
+            self._warn("teacher_features", f"teacher features ignored: {err}")
+            return
+        self._pair(stamp_ns(msg.header.stamp), theirs=features)
+
+    def _after_publish(self, stamp: int, features: np.ndarray) -> None:
+        if self.config.teacher_features_topic:
+            self._pair(stamp, mine=features)
+
+    def _pair(self, stamp: int, mine: np.ndarray | None = None, theirs: np.ndarray | None = None) -> None:
+        with self._pair_lock:
+            if mine is not None:
+                self._mine[stamp] = mine
+            if theirs is not None:
+                self._theirs[stamp] = theirs
+            if stamp in self._mine and stamp in self._theirs:
+                a, b = self._mine.pop(stamp), self._theirs.pop(stamp)
+                if a.shape != b.shape:
+                    self.counters.add("fidelity_shape_mismatch")
+                    return
+                cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+                self._fidelity.append(float(cosine.mean()))
+                self.counters.add("fidelity_pairs")
+            for pending in (self._mine, self._theirs):
+                while len(pending) > PENDING:
+                    pending.popitem(last=False)
+
+    def _extra_diagnostics(self) -> dict:
+        if not self.config.teacher_features_topic:
+            return {}
+        with self._pair_lock:
+            values = list(self._fidelity)
+        return {"teacher_features_topic": self.config.teacher_features_topic,
+                "fidelity_cosine_mean": f"{np.mean(values):.4f}" if values else "n/a"}  # fmt: skip
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = StudentNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node._release_model()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

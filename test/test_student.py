@@ -1,0 +1,169 @@
+"""The SAGE student: distillation, resume, torchrun, evaluation against baselines, sage_node over DDS."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from conftest import random_image
+
+from groot_sage_ros.cli import build_parser
+from groot_sage_ros.offline.dataset import FeatureDataset, shard_name, write_shard
+from groot_sage_ros.offline.distill import run_distill
+from groot_sage_ros.offline.evaluate import run_evaluate
+from groot_sage_ros.offline.extract import run_extract
+from groot_sage_ros.offline.make_bag import make_bag
+
+SMALL = ["--width", "128", "--layers", "2", "--heads", "4", "--warmup-steps", "5", "--log-every", "1000"]
+
+
+def cli(*argv):
+    return build_parser().parse_args([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("student")
+    make_bag(cli("make-bag", "--out", root / "bag", "--arc", "--limit", 20))
+    run_extract(cli("extract", root / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", "/camera/image_raw",
+                    "--out", root / "dataset", "--dtype", "float32"))  # fmt: skip
+    return root / "dataset"
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "student"
+    run_distill(cli("distill", dataset, "--out", out, "--max-steps", 80, "--eval-every", 20, "--save-every", 20, *SMALL))
+    return out
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, trained, tmp_path):
+    evals = [m for m in metrics(trained) if "eval_mse" in m]
+    first, last = evals[0], evals[-1]
+    assert last["eval_mse"] + 1 - last["eval_cosine"] < first["eval_mse"] + 1 - first["eval_cosine"]
+    for name in ("student.pt", "last.pt", "loss.png", "cosine.png"):
+        assert (trained / name).is_file(), name
+    report = run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", dataset,
+                              "--json", tmp_path / "eval.json", "--report-dir", tmp_path / "report"))  # fmt: skip
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("student", "mean_feature_baseline", "untrained_baseline"):
+        assert {"token_cosine_mean", "token_mse_mean"} <= set(saved[key])
+    assert report["student"]["token_cosine_mean"] > report["mean_feature_baseline"]["token_cosine_mean"]
+    assert report["student"]["token_cosine_mean"] > report["untrained_baseline"]["token_cosine_mean"]
+    assert report["student"]["parameters"] < 50_000_000
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "token_cosine.png").is_file()
+
+
+def test_held_out_split_is_by_arc_task(trained, dataset):
+    from groot_sage_ros.offline.distill import group_of, load_student
+
+    _, state = load_student(trained / "student.pt")
+    data = FeatureDataset(dataset)
+    tasks = {group_of(data.source(i)) for i in range(len(data))}
+    held = set(state["eval_groups"])
+    assert held and held < tasks and all(g.startswith("arc/") for g in held)
+    assert state["train_size"] == sum(group_of(data.source(i)) not in held for i in range(len(data)))
+
+
+def test_resume_continues_the_same_loss_curve(dataset, trained, tmp_path):
+    crashed = Path(shutil.copytree(trained, tmp_path / "crashed"))
+    shutil.copyfile(crashed / "step-20.pt", crashed / "last.pt")  # as if it had died after step 20's save
+    run_distill(cli("distill", dataset, "--out", crashed, "--max-steps", 80, "--eval-every", 20, "--save-every", 20,
+                    "--resume", *SMALL))  # fmt: skip
+    original, resumed = metrics(trained), metrics(crashed)
+    assert [m["step"] for m in resumed] == list(range(1, 81))
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in original], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_train_the_same_as_one(dataset, tmp_path):
+    common = [str(dataset), "--max-steps", "6", "--batch-size", "4", "--eval-every", "100", "--save-every", "100", *SMALL]
+    run_distill(cli("distill", *common, "--out", tmp_path / "one"))
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "groot_sage_ros.cli", "distill", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    np.testing.assert_allclose([m["loss"] for m in metrics(tmp_path / "two")],
+                               [m["loss"] for m in metrics(tmp_path / "one")], rtol=1e-4)  # fmt: skip
+    one = torch.load(tmp_path / "one" / "student.pt", weights_only=False)["model"]
+    two = torch.load(tmp_path / "two" / "student.pt", weights_only=False)["model"]
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4)
+
+
+def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
+    poisoned = Path(shutil.copytree(dataset, tmp_path / "poisoned"))
+    data = FeatureDataset(poisoned)
+    from groot_sage_ros.offline.dataset import Sample
+
+    samples = [Sample(i, d["images"], d["input_ids"].tolist(), d["layout"], torch.full_like(d["features"], float("nan")),
+                      d["source"]["stamp_ns"], {k: v for k, v in d["source"].items() if k != "stamp_ns"})
+               for i, d in enumerate(data[i] for i in range(len(data)))]  # fmt: skip
+    write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim)
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    shutil.copyfile(run / "step-20.pt", run / "last.pt")
+    with pytest.raises(RuntimeError, match=r"loss is nan at step 21 \(batch from \[.*arc/"):
+        run_distill(cli("distill", poisoned, "--out", run, "--max-steps", 80, "--resume", *SMALL))
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 20  # the last good checkpoint stays
+
+
+def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
+    from groot_sage_ros.offline.distill import split
+
+    with pytest.raises(ValueError, match="empty split"):
+        split(FeatureDataset(dataset), eval_fraction=1.0, seed=0)
+    wide = Path(shutil.copytree(dataset, tmp_path / "wide"))
+    manifest = json.loads((wide / "manifest.json").read_text())
+    manifest["teacher"]["feature_dim"] = 2048
+    (wide / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="the student predicts 64-d features but .* holds 2048-d"):
+        run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", wide))
+    manifest["teacher"].update(feature_dim=64, tokenizer="/some/other/tokenizer")
+    (wide / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="tokenizer"):
+        run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", wide))
+    with pytest.raises(ValueError, match="is not empty; pass --resume"):
+        run_distill(cli("distill", dataset, "--out", trained, "--max-steps", 1))
+
+
+def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_checkpoint):
+    from ros_harness import TeacherHarness, isolate_dds, wait_for
+
+    from groot_sage_ros.ros.conversions import image_msg_to_features
+    from groot_sage_ros.ros.student_node import StudentNode
+    from groot_sage_ros.student_engine import StudentExtractor
+
+    isolate_dds()
+    rclpy.init()
+    teacher = student = None
+    try:
+        teacher = TeacherHarness("pair", tiny_checkpoint)
+        student = TeacherHarness("pair", trained / "student.pt", node_cls=StudentNode, model_param="student",
+                                 teacher_features_topic="/pair/groot_node/features", diagnostics_period_s=0.2)  # fmt: skip
+        image = random_image(48, 64)
+        sent = teacher.publish_rgb(image, frame_id="cam")
+        assert wait_for(lambda: student.features and teacher.features)
+        msg = student.features[0]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
+        assert msg.width == teacher.features[0].width == 64 and msg.height == teacher.features[0].height
+        layout = json.loads(student.layouts[-1].data)
+        assert layout["feature_dim"] == 64 and layout["model_id"].endswith("student.pt")
+        expected = StudentExtractor.from_checkpoint(trained / "student.pt").extract([image], layout["instruction"])
+        np.testing.assert_allclose(image_msg_to_features(msg), expected.features[0].numpy(), atol=1e-4, rtol=1e-4)
+        assert wait_for(lambda: student.diag_values().get("fidelity_cosine_mean", "n/a") != "n/a")
+        assert -1.0 <= float(student.diag_values()["fidelity_cosine_mean"]) <= 1.0
+    finally:
+        for harness in (student, teacher):
+            if harness is not None:
+                harness.close()
+        rclpy.try_shutdown()
