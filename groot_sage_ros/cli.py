@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--teacher", default=None, help="teacher checkpoint, to time it on the same device")
     ev.add_argument("--teacher-dtype", default="float16")
+    ev.add_argument("--student-dtype", default="float32", help="dtype of the student when timing it")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--json", default=None, help="also write the results here")
     ev.add_argument("--report-dir", default=None, help="report.md and plots (default: <student dir>/evaluation)")

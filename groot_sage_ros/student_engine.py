@@ -16,8 +16,13 @@ from .processor import ModelInputs, Processor, ProcessorConfig
 class StudentExtractor:
     """Teacher-width features predicted by a distilled student, for the nodes and for evaluation."""
 
-    def __init__(self, model, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str):
+    def __init__(self, model, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str,
+                 cuda_graphs: bool = True):  # fmt: skip
         self.model, self.processor, self.device, self.dtype, self.model_id = model, processor, device, dtype, model_id
+        # The student is small enough that eager PyTorch is bound by kernel launches: on CUDA, batch-1 calls
+        # replay a CUDA graph captured once per (sequence length, cameras) shape.
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        self._graphs: dict[tuple, tuple] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentExtractor":
@@ -38,8 +43,32 @@ class StudentExtractor:
 
     @torch.inference_mode()
     def forward(self, inputs: ModelInputs) -> FeatureResult:
-        features = self.model.features(inputs.input_ids, inputs.pixel_values.to(self.dtype))  # (B, L, D)
+        pixels = inputs.pixel_values.to(self.dtype)
+        if self.cuda_graphs and inputs.input_ids.shape[0] == 1:
+            features = self._replay(inputs.input_ids, pixels)
+        else:
+            features = self.model.features(inputs.input_ids, pixels)  # (B, L, D)
         return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
+
+    def _replay(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        key = (tuple(input_ids.shape), tuple(pixels.shape))
+        if key not in self._graphs:
+            static_ids, static_pixels = input_ids.clone(), pixels.clone()
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):  # warm-up off the capture, as PyTorch's CUDA-graph notes require
+                for _ in range(3):
+                    self.model.features(static_ids, static_pixels)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model.features(static_ids, static_pixels)
+            self._graphs[key] = (graph, static_ids, static_pixels, static_out)
+        graph, static_ids, static_pixels, static_out = self._graphs[key]
+        static_ids.copy_(input_ids)
+        static_pixels.copy_(pixels)
+        graph.replay()
+        return static_out.clone()  # the next replay overwrites static_out
 
     def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
         return self.forward(self.prepare([(images, instruction)]))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..model.student import SageStudent
 from ..processor import normalize
+from ..student_engine import StudentExtractor
 from .dataset import FeatureDataset
 from .distill import collate, group_of, load_student
 
@@ -129,16 +130,19 @@ def run_evaluate(args) -> dict:
     results = {name: score(fn, dataset, held, mean, std, device) for name, fn in
                (("student", run(student)), ("mean_feature_baseline", position_baseline),
                 ("untrained_baseline", run(untrained)))}  # fmt: skip
-    sample = collate([dataset[held[0]]])
-    ids, frames = sample["input_ids"].to(device), normalize(sample["frames"].to(device))
+    # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
+    images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
+    frame_set = [(images, dataset.source(held[0])["instruction"])]
+    serving = StudentExtractor.from_checkpoint(args.student, device=args.device, dtype=args.student_dtype)
+    student_inputs = serving.prepare(frame_set)
     results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
-    results["student"].update(latency(lambda: student.features(ids, frames), device))
+    results["student"]["serving_dtype"] = args.student_dtype
+    results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
         from ..engine import FeatureExtractor
 
         teacher = FeatureExtractor.from_pretrained(args.teacher, device=args.device, dtype=args.teacher_dtype)
-        images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
-        inputs = teacher.prepare([(images, dataset.source(held[0])["instruction"])])
+        inputs = teacher.prepare(frame_set)
         results["teacher"] = {"parameters": sum(p.numel() for p in teacher.model.parameters()),
                               **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
