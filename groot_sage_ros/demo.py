@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out", help="working folder (default: demo_out)")
     parser.add_argument("--frames", type=int, default=48, help="camera frames in the bag (default: 48)")
     parser.add_argument("--hz", type=float, default=10.0, help="camera rate in the bag (default: 10)")
+    parser.add_argument("--student", default=None, help="serve this student.pt with sage_node instead of groot_node")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,20 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     # processes; its LARGE_DATA builtin transports (SHM + TCP) carry them (see README, "Large images").
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
+    module, name, model = ("teacher_node", "groot_node", f"checkpoint:={checkpoint}") if not args.student else (
+        "student_node", "sage_node", f"student:={args.student}")  # fmt: skip
     node = subprocess.Popen(
-        [sys.executable, "-m", "groot_sage_ros.ros.teacher_node", "--ros-args", "-r", "__ns:=/demo",
-         "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32",
+        [sys.executable, "-m", f"groot_sage_ros.ros.{module}", "--ros-args", "-r", "__ns:=/demo",
+         "-p", model, "-p", "device:=cpu", "-p", "dtype:=float32",
          "-p", "use_sim_time:=true", "-p", "diagnostics_period_s:=0.5",
          "-p", "camera_topics:=['camera/image_raw/compressed']"],
     )  # fmt: skip
     try:
-        return watch(bag, args.frames)
+        return watch(bag, args.frames, name)
     finally:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30)
 
 
-def watch(bag: Path, expected: int) -> int:
+def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -103,11 +106,11 @@ def watch(bag: Path, expected: int) -> int:
 
     def on_diag(msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith("/demo/groot_node"):
+            if status.name.startswith(f"/demo/{name}"):
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
-    probe.create_subscription(Image, "/demo/groot_node/features", on_features, 10)
-    probe.create_subscription(String, "/demo/groot_node/features/layout",
+    probe.create_subscription(Image, f"/demo/{name}/features", on_features, 10)
+    probe.create_subscription(String, f"/demo/{name}/features/layout",
                               lambda m: layout.update(json.loads(m.data)), LATCHED)  # fmt: skip
     probe.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     executor = SingleThreadedExecutor()
@@ -117,10 +120,10 @@ def watch(bag: Path, expected: int) -> int:
         deadline = time.monotonic() + 120
         while diagnostics.get("state") != "active":
             if time.monotonic() > deadline:
-                print("groot_node did not become active", file=sys.stderr)
+                print(f"{name} did not become active", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        print(f"groot_node active (model {diagnostics.get('model_id')}, feature dim {diagnostics.get('feature_dim')});"
+        print(f"{name} active (model {diagnostics.get('model_id')}, feature dim {diagnostics.get('feature_dim')});"
               f" playing {bag} with /clock")  # fmt: skip
 
         def record(topic, msg):
