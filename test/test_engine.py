@@ -45,3 +45,13 @@ def test_scatter_places_image_tokens_exactly():
     mask = torch.tensor([[0, 1, 0, 1, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
     out = scatter_image_embeddings(embeds, images, mask)
     assert out[:, :, 0].tolist() == [[0, 1, 0, 2, 0], [0, 0, 3, 0, 0]]
+
+
+def test_layer_loop_equals_transformers_qwen3_forward(tiny_extractor):
+    from groot_sage_ros.model.backbone import run_decoder
+
+    lm = tiny_extractor.model.backbone.eagle_model.language_model.model
+    embeds = torch.randn(2, 37, lm.config.hidden_size)
+    with torch.no_grad():
+        reference = lm(inputs_embeds=embeds, use_cache=False).last_hidden_state  # transformers' own forward
+        torch.testing.assert_close(run_decoder(lm, embeds), reference, atol=1e-5, rtol=1e-5)

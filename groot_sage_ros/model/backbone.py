@@ -107,11 +107,24 @@ class EagleBackbone(nn.Module):
         embeds = lm.embed_tokens(input_ids)  # (B, L, D)
         image_embeds = self.embed_images(pixel_values.to(embeds.dtype))  # (N, 256, D)
         embeds = scatter_image_embeddings(embeds, image_embeds, input_ids == self.cfg.image_token_id)
-        # Right padding is exact for a causal LLM: real tokens never attend to the pads that follow
-        # them, and positions stay 0..n-1 as in an unpadded batch of one. So no mask is passed (no
-        # mask building, no host sync); padded rows are marked by attention_mask for the caller.
-        hidden = lm(inputs_embeds=embeds, use_cache=False).last_hidden_state  # (B, L, D), after norm
+        hidden = run_decoder(lm, embeds)  # (B, L, D), after the final RMSNorm
         return BackboneOutput(features=self.eagle_linear(hidden), attention_mask=attention_mask)
+
+
+def run_decoder(lm, embeds: torch.Tensor) -> torch.Tensor:
+    """Qwen3Model's forward for our inputs, layer by layer: causal attention, positions 0..L-1, final norm.
+
+    Right padding is exact for a causal LLM: real tokens never attend to the pads that follow them and
+    keep positions 0..n-1, as in an unpadded batch of one. So no mask is built at all; transformers' own
+    forward would inspect position ids for packed sequences with a host-side check (a GPU sync) here.
+    """
+    positions = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)  # (1, L)
+    rotary = lm.rotary_emb(embeds, positions)  # (cos, sin)
+    hidden = embeds
+    for layer in lm.layers:
+        out = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary, use_cache=False)
+        hidden = out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
+    return lm.norm(hidden)
 
 
 def scatter_image_embeddings(
