@@ -12,15 +12,13 @@ import threading
 from collections import OrderedDict, deque
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from ..node_config import StudentNodeConfig
 from ..student_engine import StudentExtractor
 from .conversions import BadImage, image_msg_to_features, stamp_ns
-from .teacher_node import FEATURES_QOS, TeacherNode
+from .teacher_node import FEATURES_QOS, TeacherNode, check_device, spin_node
 
 PENDING = 64  # unmatched outputs kept per side while waiting for the other
 
@@ -42,12 +40,7 @@ class StudentNode(TeacherNode):
     def _load_model(self, cfg: StudentNodeConfig) -> StudentExtractor:
         if not cfg.student:
             raise ValueError("parameter 'student': empty; expected a student.pt from groot-sage distill")
-        try:
-            from ..engine import resolve_device
-
-            resolve_device(cfg.device)
-        except ValueError as err:
-            raise ValueError(f"parameter 'device': {err}") from None
+        check_device(cfg.device)
         try:
             return StudentExtractor.from_checkpoint(cfg.student, device=cfg.device, dtype=cfg.dtype)
         except (ValueError, KeyError, RuntimeError, OSError) as err:
@@ -100,17 +93,7 @@ class StudentNode(TeacherNode):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = StudentNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node._stop_worker()
-        node._release_model()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(StudentNode, args)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 FEATURES_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
 
+def check_device(device: str) -> None:
+    """ValueError naming the 'device' parameter when it is not usable here."""
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        raise ValueError(f"parameter 'device': {err}") from None
+
+
 class TeacherNode(LifecycleNode):
     config_cls = TeacherNodeConfig  # the student node swaps the model, keeping everything else
 
@@ -177,10 +185,7 @@ class TeacherNode(LifecycleNode):
                              "such as config/embodiments/so100.yaml")  # fmt: skip
         if not cfg.checkpoint:
             raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
-        try:
-            resolve_device(cfg.device)
-        except ValueError as err:
-            raise ValueError(f"parameter 'device': {err}") from None
+        check_device(cfg.device)
         try:
             extractor = FeatureExtractor.from_pretrained(
                 cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
@@ -432,9 +437,10 @@ class TeacherNode(LifecycleNode):
         return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
 
 
-def main(args=None) -> None:
+def spin_node(node_cls, args=None) -> None:
+    """Run one node until Ctrl-C or shutdown, then stop its worker and release its model."""
     rclpy.init(args=args)
-    node = TeacherNode()
+    node = node_cls()
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -444,6 +450,10 @@ def main(args=None) -> None:
         node._release_model()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def main(args=None) -> None:
+    spin_node(TeacherNode, args)
 
 
 if __name__ == "__main__":
