@@ -140,6 +140,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         skipped = ", ".join(f"{k}={v}" for k, v in manifest["skipped"].items()) or "none"
         print(f"wrote {args.out}: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, "
               f"feature dim {manifest['teacher']['feature_dim']}; skipped: {skipped}")  # fmt: skip
+        timing = manifest["timing"]
+        print(f"throughput: {timing['frame_sets_per_s']:.1f} frame sets/s ({timing['frame_sets']} in "
+              f"{timing['seconds']:.1f} s, {timing['processes']} process(es), model loading excluded)")  # fmt: skip
         if args.out_bag:
             print(f"wrote {args.out_bag} with the features on /groot_node/features")
     return 0
@@ -162,6 +165,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if metrics:
         held = f", held-out cosine {metrics['eval_cosine']:.4f}" if "eval_cosine" in metrics else ""
         print(f"wrote {args.out}/student.pt after {metrics['step']} steps: loss {metrics['loss']:.4f}{held}")
+        print(f"throughput: {metrics['samples_per_s']:.1f} samples/s ({metrics['processes']} process(es))")
     return 0
 
 

@@ -242,9 +242,13 @@ def run_distill(args) -> dict:
                 print(f"distill: step {done}/{args.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
                       f"{rate:.2f} steps/s ETA {(args.max_steps - done) / rate:.0f} s", file=sys.stderr)  # fmt: skip
     barrier(world)
+    seconds = time.monotonic() - started
     if rank == 0:
         shutil.copyfile(out / "last.pt", out / "student.pt")
         plot_metrics(metrics_path, out)
+        steps = args.max_steps - start_step
+        last_metrics = {**last_metrics, "seconds": seconds, "processes": world,
+                        "samples_per_s": steps * args.batch_size / seconds if seconds else 0.0}  # fmt: skip
     return last_metrics
 
 

@@ -163,10 +163,20 @@ def run_extract(args) -> dict:
     progress.update(0, final=True)
     barrier(world)
     seconds = time.perf_counter() - start  # reading, decoding, preprocessing, model, writing; not loading
+    frames = progress.done
+    if world > 1:  # all ranks' frames over the slowest rank's time
+        import torch.distributed as dist
+
+        totals = torch.tensor([float(frames), seconds], dtype=torch.float64)
+        frames_t, seconds_t = totals[:1].clone(), totals[1:].clone()
+        dist.all_reduce(frames_t)
+        dist.all_reduce(seconds_t, op=dist.ReduceOp.MAX)
+        frames, seconds = int(frames_t.item()), seconds_t.item()
     if rank != 0:
         return {}
     manifest = write_manifest(out, args, extractor, counts)
-    manifest["timing"] = {"seconds": seconds, "frame_sets_per_s": progress.done / seconds if seconds else 0.0,
+    manifest["timing"] = {"seconds": seconds, "frame_sets": frames, "processes": world,
+                          "frame_sets_per_s": frames / seconds if seconds else 0.0,
                           **{k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
     if args.out_bag:
         from .feature_bag import write_feature_bag
