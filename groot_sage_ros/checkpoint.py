@@ -126,6 +126,14 @@ def _is_optional(name: str) -> bool:
     return name in OPTIONAL_KEYS or name.startswith(OPTIONAL_PREFIXES)
 
 
+def by_shard(sources: dict[str, str], files: CheckpointFiles) -> dict[Path, list[str]]:
+    """Module keys grouped by the shard file that holds their source tensor (each shard opened once)."""
+    groups: dict[Path, list[str]] = {}
+    for name, source in sources.items():
+        groups.setdefault(files.weight_map[source], []).append(name)
+    return groups
+
+
 def plan_load(module: nn.Module, files: CheckpointFiles) -> dict[str, str]:
     """Map each module key to the checkpoint tensor that fills it; raise naming every mismatch."""
     expected = module.state_dict()
@@ -144,10 +152,7 @@ def plan_load(module: nn.Module, files: CheckpointFiles) -> dict[str, str]:
         lines += [f"  unexpected key: {k}" for k in unexpected]
         raise CheckpointError("\n".join(lines))
     wrong = []
-    by_shard: dict[Path, list[str]] = {}
-    for name, source in sources.items():
-        by_shard.setdefault(files.weight_map[source], []).append(name)
-    for shard, names in by_shard.items():
+    for shard, names in by_shard(sources, files).items():
         with _open_shard(shard) as handle:
             stored = set(handle.keys())
             for name in names:
@@ -168,10 +173,7 @@ def load_weights(
     """Fill a meta-device ``module`` from ``files``: one tensor at a time, cast to dtype on device."""
     dtype = parse_dtype(dtype)
     sources = plan_load(module, files)
-    by_shard: dict[Path, list[str]] = {}
-    for name, source in sources.items():
-        by_shard.setdefault(files.weight_map[source], []).append(name)
-    for shard, names in sorted(by_shard.items()):
+    for shard, names in sorted(by_shard(sources, files).items()):
         with _open_shard(shard) as handle:
             for name in names:
                 try:

@@ -81,16 +81,22 @@ class FeatureExtractor:
         with torch.device("meta"):
             model = GrootN15(files.config, with_action_head=action_head)
         load_weights(model, files, torch_device, torch_dtype)
-        model.backbone.materialize_buffers(torch_device)
+        processor = Processor(ProcessorConfig(tokenizer=tokenizer, instruction_format=instruction_format))
+        extractor = cls._ready(model, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup)
+        extractor.load_seconds = time.perf_counter() - start
+        return extractor
+
+    @classmethod
+    def _ready(cls, model, processor, device, dtype, model_id: str, root: Path | None, warmup: bool):
+        """The steps after the weights are in: buffers, a check that nothing is left on meta, eval, warm-up."""
+        model.backbone.materialize_buffers(device)
         missing = meta_tensors(model)
         if missing:
-            raise CheckpointError(f"{files.root}: tensors left without values after loading: {missing}")
+            raise CheckpointError(f"{root or model_id}: tensors left without values after loading: {missing}")
         model.eval().requires_grad_(False)
-        processor = Processor(ProcessorConfig(tokenizer=tokenizer, instruction_format=instruction_format))
-        extractor = cls(model, processor, torch_device, torch_dtype, model_id=str(checkpoint), root=files.root)
+        extractor = cls(model, processor, device, dtype, model_id=model_id, root=root)
         if warmup:
             extractor.warmup()
-        extractor.load_seconds = time.perf_counter() - start
         return extractor
 
     @classmethod
@@ -106,12 +112,7 @@ class FeatureExtractor:
         model.to_empty(device=torch_device)
         random_init_(model, seed)
         model.to(torch_dtype)
-        model.backbone.materialize_buffers(torch_device)
-        model.eval().requires_grad_(False)
-        extractor = cls(model, Processor(), torch_device, torch_dtype, model_id=f"random:{seed}")
-        if warmup:
-            extractor.warmup()
-        return extractor
+        return cls._ready(model, Processor(), torch_device, torch_dtype, f"random:{seed}", None, warmup)
 
     @property
     def feature_dim(self) -> int:

@@ -51,17 +51,20 @@ def split(dataset: FeatureDataset, eval_fraction: float, seed: int) -> tuple[lis
     return train, held_out, sorted(held)
 
 
-def feature_stats(dataset: FeatureDataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the teacher features over the real tokens of ``indices``."""
-    total, square, count = 0.0, 0.0, 0
+def training_stats(dataset: FeatureDataset, indices: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """One pass over ``indices``: the token ids they use (sorted), and the per-dimension mean and std of the
+    teacher features over their real tokens."""
+    total, square, count, vocab = 0.0, 0.0, 0, set()
     for i in indices:
-        features = dataset[i]["features"].double()  # (L, D)
+        sample = dataset[i]
+        vocab.update(sample["input_ids"].tolist())
+        features = sample["features"].double()  # (L, D)
         total = total + features.sum(0)
         square = square + (features**2).sum(0)
         count += features.shape[0]
     mean = total / count
     std = (square / count - mean**2).clamp(min=0).sqrt().clamp(min=1e-6)
-    return mean.float(), std.float()
+    return sorted(vocab), mean.float(), std.float()
 
 
 def collate(samples: list[dict]) -> dict:
@@ -168,14 +171,13 @@ def run_distill(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     barrier(world)
     manifest = dataset.manifest
-    vocab = sorted({int(t) for i in train for t in dataset[i]["input_ids"].tolist()})
+    vocab, mean, std = training_stats(dataset, train)
     config = StudentConfig(teacher_dim=dataset.feature_dim, vocab=vocab, width=args.width, layers=args.layers,
                            heads=args.heads, teacher_checkpoint=manifest["teacher"]["checkpoint"],
                            teacher_content_hash=manifest["teacher"].get("content_hash"),
                            tokenizer=manifest["teacher"].get("tokenizer", "qwen-tiktoken"))  # fmt: skip
     torch.manual_seed(args.seed)
     model = SageStudent(config)
-    mean, std = feature_stats(dataset, train)
     model.feature_mean.copy_(mean)
     model.feature_std.copy_(std)
     model.to(device)

@@ -228,13 +228,12 @@ def compute(extractor: FeatureExtractor, prepared: list[Prepared], skipped: Coun
     if not kept:
         return []
     device = extractor.device
-    images = torch.cat([item.images for item in kept])  # (B*C, 3, 224, 224) uint8
-    if device.type == "cuda":
-        images = images.pin_memory().to(device, non_blocking=True)
+    frames = torch.cat([item.images for item in kept])  # (B*C, 3, 224, 224) uint8, on the CPU
+    images = frames.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else frames
     result = extractor.forward(extractor.processor.collate([item.prompt for item in kept], images, device))
     finite = torch.isfinite(result.features).flatten(1).all(dim=1).cpu()  # (B,), checked on the device
     features = result.features.to(torch.float16).cpu()  # (B, L, D)
-    frames = torch.cat([item.images for item in kept]).view(len(kept), -1, *kept[0].images.shape[1:])
+    frames = frames.view(len(kept), -1, *frames.shape[1:])  # (B, C, 3, 224, 224)
     samples = []
     for row, item in enumerate(kept):
         if not finite[row]:
