@@ -11,7 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from groot_sage_ros.bench import run_bench
+from groot_sage_ros.bench import throughput
 from groot_sage_ros.cli import build_parser
 from groot_sage_ros.engine import FeatureExtractor
 from groot_sage_ros.offline.extract import run_extract
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--arc-tasks", type=int, default=150, help="ARC tasks in the bag (about 3.3 frames each)")
+    parser.add_argument("--repeat-bag", type=int, default=1, help="pass the bag this many times (more frames)")
     parser.add_argument("--out")
     parser.add_argument("--profile", action="store_true", help="print where the largest batch's extract spends time")
     args = parser.parse_args()
@@ -32,9 +33,9 @@ def main() -> None:
     bag = work / "arc_bag"
     summary = make_bag(build_parser().parse_args(["make-bag", "--out", str(bag), "--arc", "--limit", str(args.arc_tasks)]))
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
-    report = {"frames": summary["frames"], "frame_size": "480x240 rgb8 (ARC renders)", "runs": []}
+    report = {"frames": summary["frames"] * args.repeat_bag, "frame_size": "480x240 rgb8 (ARC renders)", "runs": []}
     for batch in args.batches:
-        argv = ["extract", str(bag), "--checkpoint", args.checkpoint, "--camera-topics", "/camera/image_raw",
+        argv = ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", args.checkpoint, "--camera-topics", "/camera/image_raw",
                 "--out", str(work / f"ds{batch}"), "--device", args.device, "--dtype", args.dtype,
                 "--batch-size", str(batch), "--shard-size", "1024"]  # fmt: skip
         if args.profile and batch == max(args.batches):
@@ -46,13 +47,15 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
         else:
             manifest = run_extract(build_parser().parse_args(argv))
-        model = run_bench(extractor, batch=batch, cameras=1, iters=max(5, 200 // batch), warmup=3)
+        model = throughput(extractor, batch, cameras=1, iters=max(5, 200 // batch), warmup=3, compare_eager=False)
         run = {"batch": batch, "extract_frames_per_s": manifest["timing"]["frame_sets_per_s"],
                "model_alone_frames_per_s": model["throughput_fps"], "samples": manifest["num_samples"],
                "phases": manifest["timing"]}  # fmt: skip
         print(json.dumps(run), flush=True)
         report["runs"].append(run)
-    report["device"], report["torch"] = model["device"], model["torch"]
+    import torch
+
+    report["device"], report["torch"] = torch.cuda.get_device_name(), torch.__version__
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
 

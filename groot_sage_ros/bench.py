@@ -1,14 +1,28 @@
-"""``groot-sage bench``: synchronised backbone timings after warm-up, median and p95, peak memory."""
+"""``groot-sage bench``: synchronised timings after warm-up (median, p95) per stage, fast path against eager.
+
+Stages: ``preprocess`` (crop, resize, tokenise, copy to the device), ``backbone`` (features from prepared
+inputs), ``action_head`` (4 Euler steps on given features) and ``full`` (backbone + head). With
+``compare_eager`` the plain PyTorch path (``FeatureExtractor.forward_eager``: no compile, no graphs) is timed
+in the same run on the same weights, its figures under ``eager_*`` keys, and the two paths' outputs are
+compared (the numerics check). Start times come from fresh processes (``start_times``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
 
 from .engine import FeatureExtractor
+
+INSTRUCTION = "pick up the red cube and place it in the bowl"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -30,62 +44,132 @@ def time_calls(fn, iters: int, device: torch.device) -> list[float]:
     return times
 
 
-def run_bench(
-    extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False
-) -> dict:
-    device = extractor.device
+def timed(name: str, fn, iters: int, warmup: int, device: torch.device) -> dict:
+    """``{name}_ms_median`` and ``{name}_ms_p95`` of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    ms = time_calls(fn, iters, device)
+    return {f"{name}_ms_median": statistics.median(ms), f"{name}_ms_p95": percentile(ms, 0.95)}
+
+
+def frame_sets(batch: int, cameras: int) -> list:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(cameras)]
-    frame_sets = [(images, "pick up the red cube and place it in the bowl")] * batch
-    inputs = extractor.prepare(frame_sets)
-    for _ in range(warmup):
-        extractor.forward(inputs)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    model_ms = time_calls(lambda: extractor.forward(inputs), iters, device)
-    end_to_end_ms = time_calls(lambda: extractor.forward(extractor.prepare(frame_sets)), iters, device)
-    result = extractor.forward(inputs)
+    return [(images, INSTRUCTION)] * batch
+
+
+def agreement(fast: torch.Tensor, eager: torch.Tensor) -> dict:
+    """How close the fast path's output is to eager's: worst token cosine and relative L2 error."""
+    fast, eager = fast.float().flatten(0, -2), eager.float().flatten(0, -2)  # (tokens, D)
+    cosine = torch.nn.functional.cosine_similarity(fast, eager, dim=-1)
+    return {"min_token_cosine": cosine.min().item(),
+            "rel_l2_error": ((fast - eager).norm() / eager.norm().clamp(min=1e-12)).item()}  # fmt: skip
+
+
+def run_bench(
+    extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
+    compare_eager: bool = False, throughput_batch: int | None = None,
+) -> dict:  # fmt: skip
+    device = extractor.device
+    sets = frame_sets(batch, cameras)
+    inputs = extractor.prepare(sets)
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "dtype": str(extractor.dtype).removeprefix("torch."),
+        "compiled": extractor.compiled,
+        "cuda_graphs": extractor.graphed,
         "batch": batch,
         "cameras": cameras,
-        "features_shape": list(result.features.shape),
-        "finite": bool(torch.isfinite(result.features).all()),
-        "backbone_ms_median": statistics.median(model_ms),
-        "backbone_ms_p95": percentile(model_ms, 0.95),
-        "with_preprocess_ms_median": statistics.median(end_to_end_ms),
-        "throughput_fps": batch * 1000.0 / statistics.median(model_ms),
-        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
+        "tokens": int(inputs.input_ids.shape[1]),
         "iters": iters,
     }
+    result = extractor.forward(inputs)
+    report["features_shape"] = list(result.features.shape)
+    report["finite"] = bool(torch.isfinite(result.features).all())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    report.update(timed("preprocess", lambda: extractor.prepare(sets), iters, warmup, device))
+    report.update(timed("backbone", lambda: extractor.forward(inputs), iters, warmup, device))
+    if device.type == "cuda":
+        report["peak_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        report["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
+    if compare_eager:
+        report.update(timed("eager_backbone", lambda: extractor.forward_eager(inputs), iters, warmup, device))
+        report["backbone_speedup"] = report["eager_backbone_ms_median"] / report["backbone_ms_median"]
+        report["features_vs_eager"] = agreement(result.features, extractor.forward_eager(inputs).features)
     if actions:
-        report.update(time_actions(extractor, inputs, result, iters, warmup))
+        report.update(time_actions(extractor, inputs, result, iters, warmup, compare_eager))
+    if throughput_batch:
+        report.update(throughput(extractor, throughput_batch, cameras, max(3, iters // 5), warmup, compare_eager))
     return report
 
 
-def time_actions(extractor: FeatureExtractor, inputs, result, iters: int, warmup: int) -> dict:
+def time_actions(extractor: FeatureExtractor, inputs, result, iters: int, warmup: int, compare_eager: bool) -> dict:
     """The action head alone (4 Euler steps on given features) and the full model (backbone + head)."""
     device, head_cfg = extractor.device, extractor.config.action_head
     states = torch.zeros(len(result.layouts), head_cfg.max_state_dim)
 
-    def head_only():
-        return extractor.predict_actions(result, states, embodiment_id=31, seed=0)
+    def head(eager=False):
+        return extractor.predict_actions(result, states, embodiment_id=31, seed=0, eager=eager)
 
-    def full():
-        return extractor.predict_actions(extractor.forward(inputs), states, embodiment_id=31, seed=0)
+    def full(eager=False):
+        features = extractor.forward_eager(inputs) if eager else extractor.forward(inputs)
+        return extractor.predict_actions(features, states, embodiment_id=31, seed=0, eager=eager)
 
-    for _ in range(warmup):
-        full()
-    head_ms, full_ms = time_calls(head_only, iters, device), time_calls(full, iters, device)
-    return {
-        "action_steps": head_cfg.num_inference_timesteps,
-        "action_head_ms_median": statistics.median(head_ms),
-        "action_head_ms_p95": percentile(head_ms, 0.95),
-        "full_ms_median": statistics.median(full_ms),
-        "full_ms_p95": percentile(full_ms, 0.95),
-        "actions_finite": bool(torch.isfinite(full()).all()),
-        "peak_mem_gb_with_head": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
-    }
+    report = {"action_steps": head_cfg.num_inference_timesteps}
+    report.update(timed("action_head", head, iters, warmup, device))
+    report.update(timed("full", full, iters, warmup, device))
+    chunk = full()
+    report["actions_finite"] = bool(torch.isfinite(chunk).all())
+    if compare_eager:
+        report.update(timed("eager_action_head", lambda: head(True), iters, warmup, device))
+        report.update(timed("eager_full", lambda: full(True), iters, warmup, device))
+        report["full_speedup"] = report["eager_full_ms_median"] / report["full_ms_median"]
+        report["actions_vs_eager"] = agreement(chunk, full(True))
+    return report
+
+
+def throughput(extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, compare_eager) -> dict:
+    """Frames per second of the model alone at ``batch`` (prepared inputs), fast path and eager."""
+    device = extractor.device
+    inputs = extractor.prepare(frame_sets(batch, cameras))
+    report = {"throughput_batch": batch}
+    fast = timed("batch", lambda: extractor.forward(inputs), iters, warmup, device)["batch_ms_median"]
+    report["throughput_fps"] = batch * 1000.0 / fast
+    if compare_eager:
+        eager = timed("batch", lambda: extractor.forward_eager(inputs), iters, warmup, device)["batch_ms_median"]
+        report["eager_throughput_fps"] = batch * 1000.0 / eager
+    return report
+
+
+def start_times(checkpoint: str, device: str, dtype: str, cache_dir: str | None = None) -> dict:
+    """Start to first features of fresh ``groot-sage features`` processes: compiled with an empty kernel
+    cache (cold), again with the cache it left (warm), and the eager path. From process start to the
+    first frame's features (interpreter, imports, weights, compilation, graphs; not the exit), with each
+    process's breakdown, its whole wall time and its peak GPU memory."""
+    from PIL import Image
+
+    cache = cache_dir or tempfile.mkdtemp(prefix="groot_sage_inductor_")
+    image = os.path.join(tempfile.mkdtemp(prefix="groot_sage_bench_"), "camera.png")
+    Image.fromarray(frame_sets(1, 1)[0][0][0]).save(image)
+    report = {}
+    for name, compile_mode in (("cold", "on"), ("warm", "on"), ("eager", "off")):
+        command = [sys.executable, "-m", "groot_sage_ros.cli", "features", "--checkpoint", checkpoint,
+                   "--image", image, "--instruction", INSTRUCTION, "--repeat", "1", "--device", device,
+                   "--dtype", dtype, "--compile", compile_mode, "--compile-cache-dir", cache, "--json"]  # fmt: skip
+        if compile_mode == "off":
+            command.append("--no-cuda-graphs")
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        child = json.loads(done.stdout)
+        report[f"{name}_start_s"] = child["first_features_s"] or wall
+        report[f"{name}_start_detail"] = {"process_wall_s": wall, **{k: child[k] for k in (
+            "imports_s", "load_s", "warmup_s", "compile_cache") if k in child}}  # fmt: skip
+        if child.get("peak_reserved_gb") is not None:
+            report[f"{name}_peak_mem_gb"] = child["peak_reserved_gb"]
+    return report

@@ -8,6 +8,30 @@ import sys
 import time
 
 
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """The engine's speed knobs (config.RuntimeConfig), shared by every command that runs the teacher."""
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="torch.compile the transformer layers: auto = on CUDA only")  # fmt: skip
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="call the model directly instead of replaying CUDA graphs")  # fmt: skip
+    parser.add_argument("--compile-cache-dir", default="",
+                        help="compiled-kernel cache (default: $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros)")
+
+
+def seconds_since_process_start() -> float | None:
+    """Seconds since this process started (Linux /proc; 10 ms resolution), or None elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
     from .config import n15_3b_config
     from .tiny_checkpoint import write_random_checkpoint, write_tiny_checkpoint
@@ -23,20 +47,24 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     import torch
 
+    from .config import RuntimeConfig
     from .engine import FeatureExtractor
     from .images import read_image
 
+    imported_s = seconds_since_process_start()  # interpreter start and imports
     images = [read_image(path) for path in args.image]
     extractor = FeatureExtractor.from_pretrained(
-        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, action_head=args.actions
+        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, action_head=args.actions,
+        runtime=RuntimeConfig.from_args(args),
     )
-    times = []
+    times, first_features_s = [], None
     for _ in range(args.repeat):
         start = time.perf_counter()
         result = extractor.extract(images, args.instruction)
         if extractor.device.type == "cuda":
             torch.cuda.synchronize(extractor.device)
         times.append((time.perf_counter() - start) * 1000.0)
+        first_features_s = first_features_s if times[1:] else seconds_since_process_start()
     features = result.features[0].float()  # (L, D)
     norms = features.norm(dim=-1)  # (L,)
     layout = result.layout
@@ -50,7 +78,15 @@ def cmd_features(args: argparse.Namespace) -> int:
         "token_norm": {"mean": norms.mean().item(), "min": norms.min().item(), "max": norms.max().item()},
         "image_token_norm_mean": [norms[a:b].mean().item() for a, b in layout.image_ranges],
         "instruction_token_norm_mean": norms[slice(*layout.instruction_range)].mean().item(),
+        "imports_s": imported_s,
         "load_s": round(extractor.load_seconds, 3),
+        "warmup_s": round(extractor.warmup_seconds, 3),
+        "first_features_s": first_features_s,  # process start to the first features of the real frame
+        "compiled": extractor.compiled,
+        "cuda_graphs": extractor.graphed,
+        "compile_cache": extractor.compile_cache,
+        "peak_reserved_gb": torch.cuda.max_memory_reserved(extractor.device) / 1e9 if extractor.device.type == "cuda"
+        else None,
         "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
     }
     if args.actions:
@@ -70,7 +106,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         print(f"actions      {len(report['action_chunk'])} x {len(report['action_chunk'][0])} "
               f"({', '.join(f'{k}: {w}' for k, w in report['action_keys'].items())}), first row "
               + " ".join(f"{v:.3f}" for v in report["action_chunk"][0]))  # fmt: skip
-    print(f"timing       load {report['load_s']:.2f} s, extract median {report['extract_ms']['median']:.1f} ms "
+    print(f"timing       load {report['load_s']:.2f} s, warm-up {report['warmup_s']:.2f} s, "
+          f"extract median {report['extract_ms']['median']:.1f} ms "
           f"over {len(times)} runs (first {times[0]:.1f} ms)")
     return 0
 
@@ -98,22 +135,32 @@ def predict_chunk(extractor, result, args) -> dict:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-    from .config import n15_3b_config
+    from .bench import run_bench, start_times
+    from .config import RuntimeConfig, n15_3b_config
     from .engine import FeatureExtractor
 
+    if args.compare not in (None, "eager"):
+        raise ValueError(f"--compare {args.compare!r}: the only path to compare with is 'eager'")
+    runtime = RuntimeConfig.from_args(args)
     if args.full_size_random:
         extractor = FeatureExtractor.from_random(
-            n15_3b_config(), device=args.device, dtype=args.dtype, action_head=args.actions
+            n15_3b_config(), device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
         )
     elif args.checkpoint:
         extractor = FeatureExtractor.from_pretrained(
-            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
         )
     else:
         raise ValueError("bench needs --checkpoint C or --full-size-random")
-    report = run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
-                       actions=args.actions)  # fmt: skip
+    report = {"start_in_process_s": extractor.start_seconds, "compile_cache": extractor.compile_cache}
+    report.update(run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
+                            actions=args.actions, compare_eager=args.compare == "eager",
+                            throughput_batch=args.throughput_batch))  # fmt: skip
+    if args.start_times:
+        if not args.checkpoint:
+            raise ValueError("--start-times needs --checkpoint (a start loads weights from disk)")
+        del extractor
+        report.update(start_times(args.checkpoint, args.device, args.dtype))
     report["command"] = "groot-sage " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     print(json.dumps(report, indent=2))
     if args.out:
@@ -215,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--embodiment", default="new_embodiment", help="embodiment tag in metadata.json")
     feats.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
     feats.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
+    add_runtime_args(feats)
     feats.set_defaults(func=cmd_features)
 
     bag = sub.add_parser(
@@ -259,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--sync-slop-s", type=float, default=0.05, help="camera pairing window, as the node's")
     ext.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
     ext.add_argument("--workers", type=int, default=0, help="decode/preprocess threads (default: min(8, CPUs))")
+    add_runtime_args(ext)
     ext.set_defaults(func=cmd_extract)
 
     from_bag = sub.add_parser(
@@ -332,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iters", type=int, default=50)
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--actions", action="store_true", help="also time the action head and the full model")
+    bench.add_argument("--compare", default=None, metavar="eager",
+                       help="also time the plain eager path in the same run and compare the outputs")  # fmt: skip
+    bench.add_argument("--throughput-batch", type=int, default=None, help="also measure frames/s at this batch")
+    bench.add_argument("--start-times", action="store_true",
+                       help="start-to-first-features of fresh processes: cold and warm compile cache, eager")  # fmt: skip
+    add_runtime_args(bench)
     bench.add_argument("--out", help="also write the JSON here")
     bench.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     bench.set_defaults(func=cmd_bench)

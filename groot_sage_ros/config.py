@@ -70,6 +70,48 @@ def parse_dtype(name: str, what: str = "dtype") -> torch.dtype:
         raise ValueError(f"{what} {name!r} is not supported; expected one of {sorted(DTYPES)}") from None
 
 
+COMPILE_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class RuntimeConfig:
+    """How the engine runs the model (not what the model is): the one home for the speed knobs.
+
+    ``compile``: "auto" compiles the transformer layers with ``torch.compile`` on CUDA only, "on" on any
+    device (the CPU too, as the tests do), "off" never. ``cuda_graphs`` replays one CUDA graph per input
+    shape on CUDA. Prompts are right-padded to a multiple of ``length_bucket`` tokens on the graphed path so
+    that a few graphs cover every instruction (exact: see model/backbone.py). ``compile_cache_dir`` keeps
+    compiled kernels across restarts; empty means ``$TORCHINDUCTOR_CACHE_DIR`` or
+    ``~/.cache/groot_sage_ros/torchinductor``.
+    """
+
+    compile: str = "auto"
+    compile_mode: str = "default"  # torch.compile mode, e.g. "max-autotune-no-cudagraphs" (graphs are ours)
+    dynamic_lengths: bool = True  # one compiled program for every prompt length (False: one per shape)
+    cuda_graphs: bool = True
+    length_bucket: int = 16
+    compile_cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile {self.compile!r}: expected one of {list(COMPILE_MODES)}")
+        if self.length_bucket < 1:
+            raise ValueError(f"length_bucket {self.length_bucket}: expected a positive number of tokens")
+
+    @classmethod
+    def from_args(cls, args) -> "RuntimeConfig":
+        """From parsed command-line options (``--compile``, ``--no-cuda-graphs``, ``--compile-cache-dir``);
+        options a caller did not define keep their defaults."""
+        names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "length_bucket", "compile_cache_dir")
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+    def compiles_on(self, device: torch.device) -> bool:
+        return self.compile == "on" or (self.compile == "auto" and device.type == "cuda")
+
+    def graphs_on(self, device: torch.device) -> bool:
+        return self.cuda_graphs and device.type == "cuda"
+
+
 @dataclass
 class BackboneConfig:
     """The ``backbone_cfg`` block of a GR00T N1.5 checkpoint, plus the Eagle dims it implies."""

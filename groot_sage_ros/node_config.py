@@ -87,6 +87,12 @@ class TeacherNodeConfig(FeatureNodeConfig):
         ros_name="action_head.seed",
     )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
+    compile: str = param("auto", "torch.compile the transformer layers: auto (CUDA only), on, off", True,
+                         choices=("auto", "on", "off"))  # fmt: skip
+    cuda_graphs: bool = param(True, "replay CUDA graphs of the model (CUDA only; false: plain calls)", True)
+    compile_cache_dir: str = param(
+        "", "compiled-kernel cache; empty = $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros/torchinductor", True
+    )
 
 
 @dataclass

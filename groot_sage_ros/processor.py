@@ -78,9 +78,13 @@ class TokenLayout:
 class ModelInputs:
     input_ids: torch.Tensor  # (B, L) int64, right padded with <|endoftext|>
     attention_mask: torch.Tensor  # (B, L) int64
-    pixel_values: torch.Tensor  # (B * cameras, 3, 224, 224) float32 in [-1, 1], sample-major
-    images: torch.Tensor  # (B * cameras, 3, 224, 224) uint8, the preprocessed frames
+    images: torch.Tensor  # (B * cameras, 3, 224, 224) uint8, the preprocessed frames, sample-major
     layouts: list[TokenLayout] = field(default_factory=list)
+
+    @property
+    def pixel_values(self) -> torch.Tensor:
+        """(B * cameras, 3, 224, 224) float32 in [-1, 1]: what the vision tower reads."""
+        return normalize(self.images)
 
 
 def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -104,18 +108,30 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def crop_and_resize(image: torch.Tensor, size: int, crop_scale: float) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, size, size) uint8: centre crop, antialiased bilinear resize, truncation."""
-    height, width = image.shape[:2]
+    """(H, W, 3) or (N, H, W, 3) uint8 -> (3, size, size) or (N, 3, size, size) uint8: centre crop,
+    antialiased bilinear resize, truncation. A stack of same-sized frames is resized in one call."""
+    single = image.dim() == 3
+    frames = image.unsqueeze(0) if single else image  # (N, H, W, 3)
+    height, width = frames.shape[1:3]
     crop_h, crop_w = int(height * crop_scale), int(width * crop_scale)
     if crop_h == 0 or crop_w == 0:
         raise ValueError(f"image of {height}x{width} is too small to crop by {crop_scale}")
     top = int(round((height - crop_h) / 2.0))  # torchvision CenterCrop's offsets
     left = int(round((width - crop_w) / 2.0))
-    chw = image[top : top + crop_h, left : left + crop_w].permute(2, 0, 1)  # (3, h, w)
-    pixels = chw.unsqueeze(0).float() / 255.0  # (1, 3, h, w)
+    nchw = frames[:, top : top + crop_h, left : left + crop_w].permute(0, 3, 1, 2)  # (N, 3, h, w)
+    pixels = nchw.float() / 255.0
     if (crop_h, crop_w) != (size, size):
         pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (pixels.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)[0]  # (3, size, size)
+    out = (pixels.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)  # (N, 3, size, size)
+    return out[0] if single else out
+
+
+def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A host array on ``device``; to CUDA through pinned memory, so the copy does not wait for queued work."""
+    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+    if torch.device(device).type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -156,13 +172,15 @@ class Processor:
         return tuple(ids), layout_of(ids, num_images, self.config.tokens_per_image)
 
     def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``."""
-        out = []
-        for k, image in enumerate(images):
-            rgb = torch.from_numpy(np.require(to_rgb_uint8(image, f"camera {k}"), requirements=["C", "W"]))
-            rgb = rgb.to(device)
-            out.append(crop_and_resize(rgb, self.config.image_size, self.config.crop_scale))
-        return torch.stack(out)
+        """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``.
+
+        Frames of one size (the usual case) travel to the device in one copy and are resized in one call.
+        """
+        rgb = [to_rgb_uint8(image, f"camera {k}") for k, image in enumerate(images)]
+        size, scale = self.config.image_size, self.config.crop_scale
+        if len({frame.shape for frame in rgb}) == 1:
+            return crop_and_resize(to_device(np.stack(rgb), device), size, scale)
+        return torch.stack([crop_and_resize(to_device(frame, device), size, scale) for frame in rgb])
 
     def __call__(
         self,
@@ -190,7 +208,6 @@ class Processor:
         return ModelInputs(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            pixel_values=normalize(images),
             images=images,
             layouts=[layout for _, layout in encoded],
         )

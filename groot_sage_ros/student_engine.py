@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .config import parse_dtype
+from .cuda_graphs import GraphCache
 from .engine import FeatureResult, resolve_device
 from .processor import ModelInputs, Processor, ProcessorConfig
 
@@ -22,7 +23,7 @@ class StudentExtractor:
         # The student is small enough that eager PyTorch is bound by kernel launches: on CUDA, batch-1 calls
         # replay a CUDA graph captured once per (sequence length, cameras) shape.
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
-        self._graphs: dict[tuple, tuple] = {}
+        self._graphs = GraphCache(self.model.features, device, warmup_calls=3) if self.cuda_graphs else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentExtractor":
@@ -45,30 +46,10 @@ class StudentExtractor:
     def forward(self, inputs: ModelInputs) -> FeatureResult:
         pixels = inputs.pixel_values.to(self.dtype)
         if self.cuda_graphs and inputs.input_ids.shape[0] == 1:
-            features = self._replay(inputs.input_ids, pixels)
+            features = self._graphs(inputs.input_ids, pixels)
         else:
             features = self.model.features(inputs.input_ids, pixels)  # (B, L, D)
         return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
-
-    def _replay(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        key = (tuple(input_ids.shape), tuple(pixels.shape))
-        if key not in self._graphs:
-            static_ids, static_pixels = input_ids.clone(), pixels.clone()
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):  # warm-up off the capture, as PyTorch's CUDA-graph notes require
-                for _ in range(3):
-                    self.model.features(static_ids, static_pixels)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.model.features(static_ids, static_pixels)
-            self._graphs[key] = (graph, static_ids, static_pixels, static_out)
-        graph, static_ids, static_pixels, static_out = self._graphs[key]
-        static_ids.copy_(input_ids)
-        static_pixels.copy_(pixels)
-        graph.replay()
-        return static_out.clone()  # the next replay overwrites static_out
 
     def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
         return self.forward(self.prepare([(images, instruction)]))

@@ -239,6 +239,7 @@ def test_lifecycle_both_ways_releases_the_model(harness_factory):
         ({"device": "cuda"}, "parameter 'device'"),
         ({"dtype": "float8"}, "parameter 'dtype'"),
         ({"camera_topics": [""]}, "parameter 'camera_topics'"),
+        ({"compile": "fast"}, "parameter 'compile'"),
     ],
 )
 def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, params, expected, caplog):

@@ -247,14 +247,16 @@ class FlowMatchingActionHead(nn.Module):
         state: torch.Tensor,  # (B, 1, max_state_dim), normalised and zero-padded
         embodiment_id: torch.Tensor,  # (B,) int64
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,  # (B, action_horizon, action_dim) starting noise; drawn if None
     ) -> torch.Tensor:
         """Euler integration of the flow from Gaussian noise: (B, action_horizon, action_dim), normalised."""
         cfg = self.cfg
         context = self.encode_context(features)
         state_tokens = self.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
         batch = features.shape[0]
-        noise = torch.randn((batch, cfg.action_horizon, cfg.action_dim), generator=generator,
-                            device=generator.device if generator is not None else features.device)  # fmt: skip
+        if noise is None:
+            noise = torch.randn((batch, cfg.action_horizon, cfg.action_dim), generator=generator,
+                                device=generator.device if generator is not None else features.device)  # fmt: skip
         actions = noise.to(device=features.device, dtype=context.dtype)
         steps = cfg.num_inference_timesteps
         for k in range(steps):

@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from ..checkpoint import content_hash, read_checkpoint_files
+from ..config import RuntimeConfig
 from ..decoding import BadImage
 from ..engine import FeatureExtractor
 from .dataset import MANIFEST, SCHEMA_VERSION, Sample, read_shard_info, shard_name, write_shard
@@ -103,7 +104,9 @@ def run_extract(args) -> dict:
     if device.startswith("cuda") and world > 1 and ":" not in device:
         device = f"cuda:{local_rank}"
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
-                                                 tokenizer=args.tokenizer)  # fmt: skip
+                                                 tokenizer=args.tokenizer, runtime=RuntimeConfig.from_args(args))  # fmt: skip
+    if extractor.graphed or extractor.compiled:
+        extractor.warmup(batch=args.batch_size)  # compile for, and capture, the full batch before timing
     size = args.shard_size
     counts: Counter = Counter()
     current_shard, samples, shard_skips = -1, [], Counter()
@@ -113,27 +116,44 @@ def run_extract(args) -> dict:
 
     phases = Counter()  # seconds spent waiting for inputs, in the model step, waiting for shard writes
 
-    def flush_batch():
-        tick = time.perf_counter()
-        computed = compute(extractor, batch, shard_skips)  # counts skips into the current shard
-        phases["model_s"] += time.perf_counter() - tick
-        samples.extend(computed)
-        progress.update(len(batch))
-        batch.clear()
-
     writer = ThreadPoolExecutor(max_workers=1)  # shard files are written while the next batches compute
     writes = []
+    # At most one batch is queued on the device while the host prepares the next; each carries the sample
+    # list and skip counter of its shard. A closed shard is written once its last batch is collected.
+    in_flight: list[tuple[InFlight, list, Counter]] = []
+    closing: list[tuple[int, list, Counter]] = []
+
+    def collect():
+        tick = time.perf_counter()
+        for pending, shard_samples, skips in in_flight:
+            shard_samples.extend(pending.samples(skips))
+            progress.update(len(pending.kept))
+        in_flight.clear()
+        phases["model_s"] += time.perf_counter() - tick
+        for shard, shard_samples, skips in closing:
+            writes.append(writer.submit(write_shard, out / shard_name(shard), shard_samples, skips,
+                                        extractor.feature_dim))  # fmt: skip
+            owned_done.append(shard)
+        closing.clear()
+
+    def flush_batch():
+        tick = time.perf_counter()
+        pending = launch(extractor, batch, shard_skips)  # counts skips into the current shard
+        phases["launch_s"] += time.perf_counter() - tick
+        collect()  # the previous batch, which the device finished while this one was being queued
+        if pending is not None:
+            in_flight.append((pending, samples, shard_skips))
+        progress.update(len(batch) - (len(pending.kept) if pending else 0))  # skipped frame sets
+        batch.clear()
 
     def finish_shard():
         nonlocal samples, shard_skips
         if current_shard >= 0:
             flush_batch()
-            path = out / shard_name(current_shard)
-            writes.append(writer.submit(write_shard, path, samples, shard_skips, extractor.feature_dim))
-            owned_done.append(current_shard)
+            closing.append((current_shard, samples, shard_skips))
             samples, shard_skips = [], Counter()
 
-    start = time.perf_counter()
+    start, captured_before = time.perf_counter(), extractor.capture_seconds
     stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
                              instruction=args.instruction, sync_slop_s=args.sync_slop_s)  # fmt: skip
     mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
@@ -155,6 +175,7 @@ def run_extract(args) -> dict:
             flush_batch()
         tick = time.perf_counter()
     finish_shard()
+    collect()
     tick = time.perf_counter()
     for write in writes:
         write.result()  # raises if a shard could not be written
@@ -175,6 +196,7 @@ def run_extract(args) -> dict:
     if rank != 0:
         return {}
     manifest = write_manifest(out, args, extractor, counts)
+    phases["graph_capture_s"] = extractor.capture_seconds - captured_before  # shapes first seen during the run
     manifest["timing"] = {"seconds": seconds, "frame_sets": frames, "processes": world,
                           "frame_sets_per_s": frames / seconds if seconds else 0.0,
                           **{k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
@@ -219,32 +241,60 @@ def prefetch(fn, items: Iterator, workers: int, depth: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def compute(extractor: FeatureExtractor, prepared: list[Prepared], skipped: Counter) -> list[Sample]:
-    """Run the teacher on a batch of prepared frame sets; bad ones are skipped and counted."""
+@dataclass
+class InFlight:
+    """A batch whose model call is queued on the device; its results are copied back asynchronously."""
+
+    kept: list[Prepared]
+    frames: torch.Tensor  # (B, C, 3, 224, 224) uint8, on the CPU
+    features: torch.Tensor  # (B, L, D) float16, on the CPU once ``done`` has fired
+    finite: torch.Tensor  # (B,) bool, likewise
+    done: torch.cuda.Event | None = None
+
+    def samples(self, skipped: Counter) -> list[Sample]:
+        """Wait for the copies, then one Sample per finite row (non-finite rows are counted)."""
+        if self.done is not None:
+            self.done.synchronize()
+        samples = []
+        for row, item in enumerate(self.kept):
+            if not self.finite[row]:
+                skipped["nonfinite_features"] += 1
+                continue
+            frame_set, (ids, layout) = item.frame_set, item.prompt
+            source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
+                      "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
+            features = self.features[row, : layout.seq_len].clone()  # own memory: the batch's buffer is pinned
+            samples.append(Sample(frame_set.index, self.frames[row], list(ids), layout, features,
+                                  frame_set.stamp_ns, source))  # fmt: skip
+        return samples
+
+
+def launch(extractor: FeatureExtractor, prepared: list[Prepared], skipped: Counter) -> InFlight | None:
+    """Queue the teacher on a batch of prepared frame sets (bad ones are counted and left out) and the
+    copies of its results to pinned host memory; returns at once on CUDA, so the host prepares the next
+    batch while the device computes this one."""
     for item in prepared:
         if item.skip_reason:
             skipped[item.skip_reason] += 1
     kept = [item for item in prepared if not item.skip_reason]
     if not kept:
-        return []
+        return None
     device = extractor.device
     frames = torch.cat([item.images for item in kept])  # (B*C, 3, 224, 224) uint8, on the CPU
     images = frames.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else frames
     result = extractor.forward(extractor.processor.collate([item.prompt for item in kept], images, device))
-    finite = torch.isfinite(result.features).flatten(1).all(dim=1).cpu()  # (B,), checked on the device
-    features = result.features.to(torch.float16).cpu()  # (B, L, D)
+    finite = torch.isfinite(result.features).flatten(1).all(dim=1)  # (B,), checked on the device
+    features = result.features.to(torch.float16)  # (B, L, D)
     frames = frames.view(len(kept), -1, *frames.shape[1:])  # (B, C, 3, 224, 224)
-    samples = []
-    for row, item in enumerate(kept):
-        if not finite[row]:
-            skipped["nonfinite_features"] += 1
-            continue
-        frame_set, (ids, layout) = item.frame_set, item.prompt
-        source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
-                  "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
-        samples.append(Sample(frame_set.index, frames[row], list(ids), layout, features[row, : layout.seq_len],
-                              frame_set.stamp_ns, source))  # fmt: skip
-    return samples
+    if device.type != "cuda":
+        return InFlight(kept, frames, features.cpu(), finite.cpu())
+    host_features = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+    host_finite = torch.empty(finite.shape, dtype=finite.dtype, pin_memory=True)
+    host_features.copy_(features, non_blocking=True)
+    host_finite.copy_(finite, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record(torch.cuda.current_stream(device))
+    return InFlight(kept, frames, host_features, host_finite, done)
 
 
 def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter) -> dict:

@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..checkpoint import CheckpointError
 from ..embodiment import EmbodimentConfig
+from ..config import RuntimeConfig
 from ..engine import FeatureExtractor, resolve_device
 from ..frames import Frame, FrameSetSync, LatestSlot
 from ..node_config import TeacherNodeConfig, ros_name
@@ -187,10 +188,15 @@ class TeacherNode(LifecycleNode):
             raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
         check_device(cfg.device)
         try:
+            runtime = RuntimeConfig(compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+                                    compile_cache_dir=cfg.compile_cache_dir)  # fmt: skip
             extractor = FeatureExtractor.from_pretrained(
                 cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
-                instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled,
+                instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled, runtime=runtime,
+                warmup=False,
             )  # fmt: skip
+            # Compile and capture for this node's cameras and default instruction before the first frame.
+            extractor.warmup(cameras=len(cfg.camera_topics), instruction=cfg.default_instruction)
         except (CheckpointError, FileNotFoundError) as err:
             raise ValueError(f"parameter 'checkpoint': {err}") from None
         if cfg.action_head_enabled:
@@ -344,6 +350,23 @@ class TeacherNode(LifecycleNode):
     def _extra_diagnostics(self) -> dict:
         return {}
 
+    def _start_diagnostics(self) -> dict:
+        """How the start went: weights, warm-up (compilation, graph capture), and whether compiled kernels
+        came from the on-disk cache ("warm") or were compiled afresh ("cold")."""
+        extractor = self.extractor
+        if not isinstance(extractor, FeatureExtractor):
+            return {}
+        cache = extractor.compile_cache
+        kind = "eager" if not extractor.compiled else "cold" if cache.get("misses") else "warm"
+        return {
+            "start_kind": kind,
+            "load_s": f"{extractor.load_seconds:.2f}",
+            "warmup_s": f"{extractor.warmup_seconds:.2f}",
+            "compile_cache_hits": str(cache.get("hits", 0)),
+            "compile_cache_misses": str(cache.get("misses", 0)),
+            "cuda_graphs": str(len(extractor._backbone_graphs or ())),
+        }
+
     def _publish_chunk(self, result, header) -> None:
         """Run the action head on this frame set's features and publish a JointTrajectory, or skip (counted)."""
         cfg, joint_state = self.config, self._joint_state
@@ -416,6 +439,7 @@ class TeacherNode(LifecycleNode):
             "feature_dim": self.extractor.feature_dim if self.extractor else "",
             "output_rate_hz": f"{self.output_rate.rate():.2f}",
             "start_s": f"{self.start_seconds:.2f}" if self.start_seconds is not None else "",
+            **self._start_diagnostics(),
             "gpu_memory_mb": self._gpu_memory_mb(),
         }
         for topic, meter in zip(cfg.camera_topics, self.input_rates):

@@ -1,0 +1,54 @@
+"""Where the backbone's GPU time goes: the top CUDA kernels of one compiled call (graphs off, so the
+profiler sees each kernel), at batch 1 and at a throughput batch, plus a throughput sweep of the fast path.
+
+    python benchmarks/profile_backbone.py --batches 1 64 --sweep 16 32 64 128 --out profile.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from groot_sage_ros.bench import frame_sets, time_calls
+from groot_sage_ros.config import RuntimeConfig, n15_3b_config
+from groot_sage_ros.engine import FeatureExtractor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--sweep", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    lines = []
+    plain = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16",
+                                         runtime=RuntimeConfig(compile="on", cuda_graphs=False))  # fmt: skip
+    for batch in args.batches:
+        inputs = plain.prepare(frame_sets(batch, 1))
+        for _ in range(3):
+            plain.forward(inputs)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            plain.forward(inputs)
+            torch.cuda.synchronize()
+        lines.append(f"== batch {batch}, compiled, no graphs ==")
+        lines.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90))
+    del plain
+    fast = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16")
+    for batch in args.sweep:
+        inputs = fast.prepare(frame_sets(batch, 1))
+        for _ in range(3):
+            fast.forward(inputs)
+        ms = statistics.median(time_calls(lambda: fast.forward(inputs), 10, fast.device))
+        lines.append(f"fast path batch {batch}: {ms:.2f} ms, {batch * 1000 / ms:.1f} frames/s")
+    text = "\n".join(lines)
+    print(text)
+    with open(args.out, "w") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__":
+    main()

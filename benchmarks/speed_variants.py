@@ -1,0 +1,82 @@
+"""Compare engine variants (compile mode, dynamic or static shapes, length bucket) on the full-size random
+model, each in a fresh process with an empty kernel cache: batch-1 backbone, action head and full model,
+and frames/s at a throughput batch, plus the compile time the variant costs.
+
+    python benchmarks/speed_variants.py --out variants.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+VARIANTS = {
+    "dynamic_default": {},
+    "static_default": {"dynamic_lengths": False},
+    "static_max_autotune": {"dynamic_lengths": False, "compile_mode": "max-autotune-no-cudagraphs"},
+    "dynamic_bucket8": {"length_bucket": 8},
+}
+
+
+def measure(variant: dict, throughput_batch: int) -> dict:
+    import torch
+
+    from groot_sage_ros.bench import frame_sets, time_calls
+    from groot_sage_ros.config import RuntimeConfig, n15_3b_config
+    from groot_sage_ros.engine import FeatureExtractor
+
+    runtime = RuntimeConfig(compile="on", compile_cache_dir=tempfile.mkdtemp(), **variant)
+    start = time.perf_counter()
+    fx = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16", action_head=True,
+                                      runtime=runtime)  # fmt: skip
+    report = {"start_s": time.perf_counter() - start}
+    inputs = fx.prepare(frame_sets(1, 1))
+    result = fx.forward(inputs)
+    states = torch.zeros(1, fx.config.action_head.max_state_dim)
+
+    def median(fn, iters=50):
+        for _ in range(5):
+            fn()
+        return statistics.median(time_calls(fn, iters, fx.device))
+
+    report["backbone_ms"] = median(lambda: fx.forward(inputs))
+    report["head_ms"] = median(lambda: fx.predict_actions(result, states, 31, seed=0))
+    report["full_ms"] = median(lambda: fx.predict_actions(fx.forward(inputs), states, 31, seed=0))
+    tick = time.perf_counter()
+    big = fx.prepare(frame_sets(throughput_batch, 1))
+    fx.forward(big)
+    torch.cuda.synchronize()
+    report["first_big_batch_s"] = time.perf_counter() - tick
+    report["throughput_fps"] = throughput_batch * 1000.0 / median(lambda: fx.forward(big), 10)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--throughput-batch", type=int, default=64)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(VARIANTS[args.one], args.throughput_batch)))
+        return
+    results = {}
+    for name in args.variants:
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--throughput-batch",
+                               str(args.throughput_batch)], capture_output=True, text=True)  # fmt: skip
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else \
+            {"error": done.stderr[-1500:]}  # fmt: skip
+        print(name, json.dumps(results[name]), flush=True)
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Regional ``torch.compile`` of the transformer layers, and the on-disk cache that makes restarts quick.
+
+Only the repeated layers are compiled (PyTorch's "regional compilation"): every SigLIP layer shares one
+compiled program, every Qwen3 layer another, every DiT block two more. Tracing four small regions instead
+of the whole model keeps a cold start short and a warm start (kernels from the cache) a few seconds; the
+CUDA graph around the whole call (``cuda_graphs.py``) removes the Python between the regions.
+
+The model modules stay plain: ``compile_layers`` only attaches compiled call paths to them, and
+``torch.compiler.set_stance("force_eager")`` runs the same modules eagerly (as ``bench --compare eager``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_CACHE_DIR = "~/.cache/groot_sage_ros/torchinductor"
+
+
+def use_compile_cache(path: str = "") -> Path:
+    """Point inductor's kernel caches at ``path``, else ``$TORCHINDUCTOR_CACHE_DIR``, else our default.
+
+    PyTorch's own default lives under /tmp, which a robot's reboot empties; ours survives it.
+    """
+    folder = path or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or DEFAULT_CACHE_DIR
+    resolved = Path(folder).expanduser().resolve()
+    resolved.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(resolved)
+    return resolved
+
+
+def compiled_regions(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """(layer, lengths vary) for every repeated layer of a ``GrootN15``.
+
+    SigLIP layers always see 256 tokens per image; the LLM's and the action head's inputs are as long as
+    the prompt, so those are compiled with dynamic shapes (one program for every length, no recompiles).
+    """
+    eagle = model.backbone.eagle_model
+    regions = [(layer, False) for layer in eagle.vision_model.vision_model.encoder.layers]
+    regions += [(layer, True) for layer in eagle.language_model.model.layers]
+    head = getattr(model, "action_head", None)
+    if head is not None:
+        regions += [(block, True) for block in head.vl_self_attention.transformer_blocks]
+        regions += [(block, True) for block in head.model.transformer_blocks]
+    return regions
+
+
+def compile_layers(model: nn.Module, cache_dir: str = "", mode: str = "default", dynamic_lengths: bool = True) -> Path:
+    """Attach ``torch.compile``d call paths to the repeated layers; compilation happens on first call.
+
+    With ``dynamic_lengths`` off, every (batch, length) shape gets its own specialised program instead.
+    """
+    folder = use_compile_cache(cache_dir)
+    if not dynamic_lengths:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for layer, varies in compiled_regions(model):
+        if dynamic_lengths:
+            dynamic = True if varies else None  # None: PyTorch's default, dynamic only once a shape changes
+        else:
+            dynamic = False
+        layer.compile(mode=mode, dynamic=dynamic)
+    return folder
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """Compiled graphs served from the on-disk cache (hits) and compiled afresh (misses), this process."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return {"hits": int(inductor["fxgraph_cache_hit"]), "misses": int(inductor["fxgraph_cache_miss"])}

@@ -1,0 +1,94 @@
+"""The fast path (compiled layers, length buckets, batch padding) computes the same function as eager.
+
+CUDA graphs need a GPU (their numerics check runs in ``groot-sage bench --compare eager`` on the H100);
+everything a graph replays is checked here on the CPU: the compiled layers, and the exactness of the
+padding that lets a few graphs serve every prompt length and batch size.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from groot_sage_ros.compilation import compiled_regions
+from groot_sage_ros.config import RuntimeConfig
+from groot_sage_ros.engine import FeatureExtractor, pad_batch, pad_to_bucket
+from groot_sage_ros.processor import PAD_TOKEN_ID
+
+from conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def compiled_extractor(tiny_checkpoint, tmp_path_factory):
+    runtime = RuntimeConfig(compile="on", compile_cache_dir=str(tmp_path_factory.mktemp("inductor")))
+    return FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+                                            runtime=runtime)  # fmt: skip
+
+
+def test_compiled_layers_match_eager(compiled_extractor):
+    fx = compiled_extractor
+    assert fx.compiled and not fx.graphed  # CPU: compiled on request, no graphs
+    assert sum(fx.compile_cache.values()) > 0  # the warm-up really compiled (or loaded) kernels
+    assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
+               for layer, _ in compiled_regions(fx.model))  # fmt: skip
+    frame_sets = [([random_image(120, 160, 1)], "pick up the cube"),
+                  ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length")]  # fmt: skip
+    inputs = fx.prepare(frame_sets)
+    fast, eager = fx.forward(inputs).features, fx.forward_eager(inputs).features
+    assert fast.shape == eager.shape
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
+    states = torch.randn(2, fx.config.action_head.max_state_dim)
+    chunks = fx.predict_actions(fx.forward(inputs), states, embodiment_id=3, seed=7)
+    eager_chunks = fx.predict_actions(fx.forward_eager(inputs), states, embodiment_id=3, seed=7, eager=True)
+    torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
+
+
+def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_extractor):
+    fx = tiny_extractor
+    inputs = fx.prepare([([random_image(64, 64, k)], "place the cup" + " now" * k) for k in range(3)])
+    ids, images = inputs.input_ids, inputs.images  # (3, L), (3, 3, 224, 224)
+    padded_ids = pad_to_bucket(ids, 16)
+    assert padded_ids.shape[1] % 16 == 0 and padded_ids.shape[1] - ids.shape[1] < 16
+    assert (padded_ids[:, ids.shape[1]:] == PAD_TOKEN_ID).all()
+    padded_ids, padded_images = pad_batch(padded_ids, images)
+    assert padded_ids.shape[0] == 4 and padded_images.shape[0] == 4  # 3 rows -> the next power of two
+    with torch.inference_mode():
+        reference = fx._backbone_features(ids, images)  # (3, L, D)
+        padded = fx._backbone_features(padded_ids, padded_images)[:3, : ids.shape[1]]
+    torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_pad_batch_keeps_powers_of_two_and_camera_grouping():
+    ids, images = torch.arange(8).view(2, 4), torch.arange(4).view(4, 1, 1, 1)  # 2 samples, 2 cameras
+    same_ids, same_images = pad_batch(ids, images)
+    assert same_ids is ids and same_images is images
+    ids3, images3 = torch.arange(12).view(3, 4), torch.arange(6).view(6, 1, 1, 1)
+    out_ids, out_images = pad_batch(ids3, images3)
+    assert out_ids[3].tolist() == ids3[2].tolist()
+    assert out_images.flatten().tolist() == [0, 1, 2, 3, 4, 5, 4, 5]  # the last sample's two cameras
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"compile": "yes"}, "compile 'yes'"),
+    ({"length_bucket": 0}, "length_bucket 0"),
+])  # fmt: skip
+def test_runtime_config_rejects_bad_values(kwargs, expected):
+    with pytest.raises(ValueError, match=expected):
+        RuntimeConfig(**kwargs)
+
+
+def test_runtime_defaults_compile_and_graph_only_on_cuda():
+    runtime = RuntimeConfig()
+    assert not runtime.compiles_on(torch.device("cpu")) and runtime.compiles_on(torch.device("cuda"))
+    assert not runtime.graphs_on(torch.device("cpu")) and runtime.graphs_on(torch.device("cuda"))
+    assert not RuntimeConfig(compile="off").compiles_on(torch.device("cuda"))
+
+
+def test_batched_preprocessing_equals_one_by_one(tiny_extractor):
+    processor = tiny_extractor.processor
+    frames = [random_image(100, 140, k) for k in range(3)]
+    together = processor.preprocess_images(frames)  # one stack, one resize
+    apart = torch.cat([processor.preprocess_images([frame]) for frame in frames])
+    assert torch.equal(together, apart)
+    mixed = processor.preprocess_images([frames[0], random_image(50, 70, 9)])  # different sizes
+    assert mixed.shape == (2, 3, 224, 224) and mixed.dtype == torch.uint8
+    assert np.array_equal(mixed[0].numpy(), together[0].numpy())
