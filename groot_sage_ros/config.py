@@ -79,16 +79,17 @@ class RuntimeConfig:
 
     ``compile``: "auto" compiles the transformer layers with ``torch.compile`` on CUDA only, "on" on any
     device (the CPU too, as the tests do), "off" never. ``cuda_graphs`` replays one CUDA graph per input
-    shape on CUDA. Prompts are right-padded to a multiple of ``length_bucket`` tokens on the graphed path so
-    that a few graphs cover every instruction (exact: see model/backbone.py). ``compile_cache_dir`` keeps
-    compiled kernels across restarts; empty means ``$TORCHINDUCTOR_CACHE_DIR`` or
-    ``~/.cache/groot_sage_ros/torchinductor``.
+    shape on CUDA for batches of up to ``graph_max_batch`` frame sets; there, prompts are right-padded to a
+    multiple of ``length_bucket`` tokens so that a few graphs cover every instruction (exact: see
+    model/backbone.py). ``compile_cache_dir`` keeps compiled kernels across restarts; empty means
+    ``$TORCHINDUCTOR_CACHE_DIR`` or ``~/.cache/groot_sage_ros/torchinductor``.
     """
 
     compile: str = "auto"
     compile_mode: str = "default"  # torch.compile mode, e.g. "max-autotune-no-cudagraphs" (graphs are ours)
     dynamic_lengths: bool = True  # one compiled program for every prompt length (False: one per shape)
     cuda_graphs: bool = True
+    graph_max_batch: int = 128  # above this, plain (compiled) calls; on the H100 graphs won at batch 64 too
     length_bucket: int = 16
     compile_cache_dir: str = ""
 
@@ -102,7 +103,8 @@ class RuntimeConfig:
     def from_args(cls, args) -> "RuntimeConfig":
         """From parsed command-line options (``--compile``, ``--no-cuda-graphs``, ``--compile-cache-dir``);
         options a caller did not define keep their defaults."""
-        names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "length_bucket", "compile_cache_dir")
+        names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "graph_max_batch", "length_bucket",
+                 "compile_cache_dir")  # fmt: skip
         return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
     def compiles_on(self, device: torch.device) -> bool:

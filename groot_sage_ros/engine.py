@@ -54,9 +54,9 @@ def resolve_device(device: str) -> torch.device:
 class FeatureExtractor:
     """GR00T N1.5 backbone features for camera images and an instruction.
 
-    Two paths compute the same function. ``forward`` is the fast one: on CUDA it pads the prompt to a
-    length bucket and replays a CUDA graph of the (optionally ``torch.compile``d) model, one graph per
-    (batch, bucket, cameras); elsewhere it calls the model directly. ``forward_eager`` is plain PyTorch, the
+    Two paths compute the same function. ``forward`` is the fast one: on CUDA, for small batches, it pads
+    the prompt to a length bucket and replays a CUDA graph of the (optionally ``torch.compile``d) model,
+    one graph per (batch, bucket, cameras); larger batches and other devices call the model directly. ``forward_eager`` is plain PyTorch, the
     reference that ``bench --compare eager`` and the numerics tests measure the fast path against.
     """
 
@@ -174,7 +174,7 @@ class FeatureExtractor:
     def forward(self, inputs: ModelInputs) -> FeatureResult:
         """The model call, fast path: no host synchronisation; results stay on the device."""
         input_ids = inputs.input_ids  # (B, L)
-        if self.graphed:
+        if self.graphed and input_ids.shape[0] <= self.runtime.graph_max_batch:
             rows, length = input_ids.shape
             ids, images = pad_batch(pad_to_bucket(input_ids, self.runtime.length_bucket), inputs.images)
             features = self._backbone_graphs(ids, images)[:rows, :length]  # (B, L, D): the padding sliced off
