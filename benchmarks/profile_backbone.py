@@ -7,12 +7,11 @@ profiler sees each kernel), at batch 1 and at a throughput batch, plus a through
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from groot_sage_ros.bench import frame_sets, time_calls
+from groot_sage_ros.bench import frame_sets, throughput
 from groot_sage_ros.config import RuntimeConfig, n15_3b_config
 from groot_sage_ros.engine import FeatureExtractor
 
@@ -39,11 +38,8 @@ def main() -> None:
     del plain
     fast = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16")
     for batch in args.sweep:
-        inputs = fast.prepare(frame_sets(batch, 1))
-        for _ in range(3):
-            fast.forward(inputs)
-        ms = statistics.median(time_calls(lambda: fast.forward(inputs), 10, fast.device))
-        lines.append(f"fast path batch {batch}: {ms:.2f} ms, {batch * 1000 / ms:.1f} frames/s")
+        fps = throughput(fast, batch, 1, iters=10, warmup=3, compare_eager=False)["throughput_fps"]
+        lines.append(f"fast path batch {batch}: {batch * 1000 / fps:.2f} ms, {fps:.1f} frames/s")
     text = "\n".join(lines)
     print(text)
     with open(args.out, "w") as handle:

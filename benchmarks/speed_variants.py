@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ VARIANTS = {
 def measure(variant: dict, throughput_batch: int) -> dict:
     import torch
 
-    from groot_sage_ros.bench import frame_sets, time_calls
+    from groot_sage_ros.bench import frame_sets, throughput, timed
     from groot_sage_ros.config import RuntimeConfig, n15_3b_config
     from groot_sage_ros.engine import FeatureExtractor
 
@@ -39,20 +38,18 @@ def measure(variant: dict, throughput_batch: int) -> dict:
     result = fx.forward(inputs)
     states = torch.zeros(1, fx.config.action_head.max_state_dim)
 
-    def median(fn, iters=50):
-        for _ in range(5):
-            fn()
-        return statistics.median(time_calls(fn, iters, fx.device))
+    def median(fn):
+        return timed("call", fn, iters=50, warmup=5, device=fx.device)["call_ms_median"]
 
     report["backbone_ms"] = median(lambda: fx.forward(inputs))
     report["head_ms"] = median(lambda: fx.predict_actions(result, states, 31, seed=0))
     report["full_ms"] = median(lambda: fx.predict_actions(fx.forward(inputs), states, 31, seed=0))
     tick = time.perf_counter()
-    big = fx.prepare(frame_sets(throughput_batch, 1))
-    fx.forward(big)
+    fx.forward(fx.prepare(frame_sets(throughput_batch, 1)))
     torch.cuda.synchronize()
     report["first_big_batch_s"] = time.perf_counter() - tick
-    report["throughput_fps"] = throughput_batch * 1000.0 / median(lambda: fx.forward(big), 10)
+    report["throughput_fps"] = throughput(fx, throughput_batch, 1, iters=10, warmup=5, compare_eager=False)[
+        "throughput_fps"]
     return report
 
 

@@ -55,7 +55,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     images = [read_image(path) for path in args.image]
     extractor = FeatureExtractor.from_pretrained(
         args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, action_head=args.actions,
-        runtime=RuntimeConfig.from_args(args),
+        runtime=RuntimeConfig.from_attributes(args),
     )
     times, first_features_s = [], None
     for _ in range(args.repeat):
@@ -141,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.compare not in (None, "eager"):
         raise ValueError(f"--compare {args.compare!r}: the only path to compare with is 'eager'")
-    runtime = RuntimeConfig.from_args(args)
+    runtime = RuntimeConfig.from_attributes(args)
     if args.full_size_random:
         extractor = FeatureExtractor.from_random(
             n15_3b_config(), device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime

@@ -89,7 +89,7 @@ class RuntimeConfig:
     compile_mode: str = "default"  # torch.compile mode, e.g. "max-autotune-no-cudagraphs" (graphs are ours)
     dynamic_lengths: bool = True  # one compiled program for every prompt length (False: one per shape)
     cuda_graphs: bool = True
-    graph_max_batch: int = 128  # above this, plain (compiled) calls; on the H100 graphs won at batch 64 too
+    graph_max_batch: int = 128  # above this, plain (compiled) calls (the README's extract table ran with graphs)
     length_bucket: int = 16
     compile_cache_dir: str = ""
 
@@ -100,12 +100,12 @@ class RuntimeConfig:
             raise ValueError(f"length_bucket {self.length_bucket}: expected a positive number of tokens")
 
     @classmethod
-    def from_args(cls, args) -> "RuntimeConfig":
-        """From parsed command-line options (``--compile``, ``--no-cuda-graphs``, ``--compile-cache-dir``);
-        options a caller did not define keep their defaults."""
+    def from_attributes(cls, source) -> "RuntimeConfig":
+        """From any object with same-named attributes: parsed options (``--compile``, ``--no-cuda-graphs``,
+        ``--compile-cache-dir``) or a node's config. Fields the source does not have keep their defaults."""
         names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "graph_max_batch", "length_bucket",
                  "compile_cache_dir")  # fmt: skip
-        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+        return cls(**{name: getattr(source, name) for name in names if hasattr(source, name)})
 
     def compiles_on(self, device: torch.device) -> bool:
         return self.compile == "on" or (self.compile == "auto" and device.type == "cuda")

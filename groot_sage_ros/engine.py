@@ -54,10 +54,11 @@ def resolve_device(device: str) -> torch.device:
 class FeatureExtractor:
     """GR00T N1.5 backbone features for camera images and an instruction.
 
-    Two paths compute the same function. ``forward`` is the fast one: on CUDA, for small batches, it pads
-    the prompt to a length bucket and replays a CUDA graph of the (optionally ``torch.compile``d) model,
-    one graph per (batch, bucket, cameras); larger batches and other devices call the model directly. ``forward_eager`` is plain PyTorch, the
-    reference that ``bench --compare eager`` and the numerics tests measure the fast path against.
+    Two paths compute the same function. ``forward`` is the fast one: on CUDA, for batches of up to
+    ``graph_max_batch``, it pads the prompt to a length bucket and replays a CUDA graph of the (optionally
+    ``torch.compile``d) model, one graph per (batch, bucket, cameras); larger batches and other devices
+    call the model directly. ``forward_eager`` is plain PyTorch, the reference that ``bench --compare
+    eager`` and the numerics tests measure the fast path against.
     """
 
     def __init__(self, model: GrootN15, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str,
@@ -80,9 +81,18 @@ class FeatureExtractor:
         self.compile_cache: dict[str, int] = {}
 
     @property
+    def _graph_caches(self) -> list[GraphCache]:
+        return [cache for cache in (self._backbone_graphs, self._head_graphs) if cache is not None]
+
+    @property
     def capture_seconds(self) -> float:
         """Time spent warming up and capturing CUDA graphs so far (each new shape costs one capture)."""
-        return sum(cache.capture_seconds for cache in (self._backbone_graphs, self._head_graphs) if cache)
+        return sum(cache.capture_seconds for cache in self._graph_caches)
+
+    @property
+    def graphs_captured(self) -> int:
+        """CUDA graphs captured so far, backbone and action head together."""
+        return sum(len(cache) for cache in self._graph_caches)
 
     @property
     def start_seconds(self) -> float:

@@ -104,9 +104,9 @@ def run_extract(args) -> dict:
     if device.startswith("cuda") and world > 1 and ":" not in device:
         device = f"cuda:{local_rank}"
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
-                                                 tokenizer=args.tokenizer, runtime=RuntimeConfig.from_args(args))  # fmt: skip
-    if extractor.graphed or extractor.compiled:
-        extractor.warmup(batch=args.batch_size)  # compile for, and capture, the full batch before timing
+                                                 tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
+                                                 warmup=False)  # fmt: skip
+    extractor.warmup(batch=args.batch_size)  # compile for, and capture, the full batch before timing
     size = args.shard_size
     counts: Counter = Counter()
     current_shard, samples, shard_skips = -1, [], Counter()

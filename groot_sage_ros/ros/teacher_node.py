@@ -188,8 +188,7 @@ class TeacherNode(LifecycleNode):
             raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
         check_device(cfg.device)
         try:
-            runtime = RuntimeConfig(compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
-                                    compile_cache_dir=cfg.compile_cache_dir)  # fmt: skip
+            runtime = RuntimeConfig.from_attributes(cfg)  # compile, cuda_graphs, compile_cache_dir
             extractor = FeatureExtractor.from_pretrained(
                 cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
                 instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled, runtime=runtime,
@@ -364,7 +363,7 @@ class TeacherNode(LifecycleNode):
             "warmup_s": f"{extractor.warmup_seconds:.2f}",
             "compile_cache_hits": str(cache.get("hits", 0)),
             "compile_cache_misses": str(cache.get("misses", 0)),
-            "cuda_graphs": str(len(extractor._backbone_graphs or ())),
+            "cuda_graphs": str(extractor.graphs_captured),
         }
 
     def _publish_chunk(self, result, header) -> None:
