@@ -148,7 +148,8 @@ def start_times(checkpoint: str, device: str, dtype: str, cache_dir: str | None 
     """Start to first features of fresh ``groot-sage features`` processes: compiled with an empty kernel
     cache (cold), again with the cache it left (warm), and the eager path. From process start to the
     first frame's features (interpreter, imports, weights, compilation, graphs; not the exit), with each
-    process's breakdown, its whole wall time and its peak GPU memory."""
+    process's breakdown, its whole wall time and its peak GPU memory. ``{name}_engine_start_s`` is the part
+    a node pays at configure (weights, compilation, warm-up), without the interpreter and imports."""
     from PIL import Image
 
     cache = cache_dir or tempfile.mkdtemp(prefix="groot_sage_inductor_")
@@ -170,6 +171,9 @@ def start_times(checkpoint: str, device: str, dtype: str, cache_dir: str | None 
         report[f"{name}_start_s"] = child["first_features_s"] or wall
         report[f"{name}_start_detail"] = {"process_wall_s": wall, **{k: child[k] for k in (
             "imports_s", "load_s", "warmup_s", "compile_cache") if k in child}}  # fmt: skip
+        report[f"{name}_engine_start_s"] = child["load_s"] + child["warmup_s"]
         if child.get("peak_reserved_gb") is not None:
             report[f"{name}_peak_mem_gb"] = child["peak_reserved_gb"]
+    if "warm_peak_mem_gb" in report:  # the backbone at batch 1 in a process of its own (no eager run, no head)
+        report["peak_mem_gb"] = report["warm_peak_mem_gb"]
     return report

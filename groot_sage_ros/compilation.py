@@ -1,12 +1,10 @@
-"""Regional ``torch.compile`` of the transformer layers, and the on-disk cache that makes restarts quick.
+"""What is compiled (the repeated layers), and the on-disk cache that makes restarts quick.
 
 Only the repeated layers are compiled (PyTorch's "regional compilation"): every SigLIP layer shares one
-compiled program, every Qwen3 layer another, every DiT block two more. Tracing four small regions instead
-of the whole model keeps a cold start short and a warm start (kernels from the cache) a few seconds; the
-CUDA graph around the whole call (``cuda_graphs.py``) removes the Python between the regions.
-
-The model modules stay plain: ``compile_layers`` only attaches compiled call paths to them, and
-``torch.compiler.set_stance("force_eager")`` runs the same modules eagerly (as ``bench --compare eager``).
+compiled program, every Qwen3 layer another, the action head's blocks a few more. Tracing a few small
+regions instead of the whole model keeps a cold start short and a warm start (kernels from the cache) a
+few seconds; the CUDA graph around the whole call (``cuda_graphs.py``) removes the Python between the
+regions. ``fast_layers.FastLayers`` installs the compiled call paths.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 DEFAULT_CACHE_DIR = "~/.cache/groot_sage_ros/torchinductor"
@@ -46,23 +43,6 @@ def compiled_regions(model: nn.Module) -> list[tuple[nn.Module, bool]]:
         regions += [(block, True) for block in head.vl_self_attention.transformer_blocks]
         regions += [(block, True) for block in head.model.transformer_blocks]
     return regions
-
-
-def compile_layers(model: nn.Module, cache_dir: str = "", mode: str = "default", dynamic_lengths: bool = True) -> Path:
-    """Attach ``torch.compile``d call paths to the repeated layers; compilation happens on first call.
-
-    With ``dynamic_lengths`` off, every (batch, length) shape gets its own specialised program instead.
-    """
-    folder = use_compile_cache(cache_dir)
-    if not dynamic_lengths:
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    for layer, varies in compiled_regions(model):
-        if dynamic_lengths:
-            dynamic = True if varies else None  # None: PyTorch's default, dynamic only once a shape changes
-        else:
-            dynamic = False
-        layer.compile(mode=mode, dynamic=dynamic)
-    return folder
 
 
 def compile_cache_counts() -> dict[str, int]:

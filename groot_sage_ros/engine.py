@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_weights, meta_tensors, read_checkpoint_files
-from .compilation import compile_cache_counts, compile_layers
+from .compilation import compile_cache_counts, use_compile_cache
 from .config import GrootConfig, RuntimeConfig, parse_dtype
 from .cuda_graphs import GraphCache
+from .fast_layers import FastLayers
 from .model.groot import GrootN15
 from .normalization import EmbodimentNormalizer
 from .processor import PAD_TOKEN_ID, ModelInputs, Processor, ProcessorConfig, TokenLayout, normalize
@@ -55,10 +57,11 @@ class FeatureExtractor:
     """GR00T N1.5 backbone features for camera images and an instruction.
 
     Two paths compute the same function. ``forward`` is the fast one: on CUDA, for batches of up to
-    ``graph_max_batch``, it pads the prompt to a length bucket and replays a CUDA graph of the (optionally
-    ``torch.compile``d) model, one graph per (batch, bucket, cameras); larger batches and other devices
-    call the model directly. ``forward_eager`` is plain PyTorch, the reference that ``bench --compare
-    eager`` and the numerics tests measure the fast path against.
+    ``graph_max_batch``, it pads the prompt to a length bucket and replays a CUDA graph of the model with
+    fused projections and (optionally) ``torch.compile``d layers (``fast_layers``), one graph per (batch,
+    bucket, cameras); larger batches and other devices call the model directly. ``forward_eager`` runs the
+    modules as built, in plain PyTorch: the reference that ``bench --compare eager`` and the numerics tests
+    measure the fast path against.
     """
 
     def __init__(self, model: GrootN15, processor: Processor, device: torch.device, dtype: torch.dtype, model_id: str,
@@ -73,6 +76,7 @@ class FeatureExtractor:
         self.runtime = runtime or RuntimeConfig()
         self.compiled = self.runtime.compiles_on(device)
         self.graphed = self.runtime.graphs_on(device)
+        self.fast_layers: FastLayers | None = None  # set by _ready when compiled or graphed
         self._backbone_graphs = GraphCache(self._backbone_features, device) if self.graphed else None
         self._head_graphs = GraphCache(self._action_chunk, device) if self.graphed else None
         # Start-up, in seconds: weights in place, then the warm-up call (compilation and graph capture).
@@ -134,9 +138,11 @@ class FeatureExtractor:
             raise CheckpointError(f"{root or model_id}: tensors left without values after loading: {missing}")
         model.eval().requires_grad_(False)
         extractor = cls(model, processor, device, dtype, model_id=model_id, root=root, runtime=runtime)
+        runtime = extractor.runtime
         if extractor.compiled:
-            runtime = extractor.runtime
-            compile_layers(model, runtime.compile_cache_dir, runtime.compile_mode, runtime.dynamic_lengths)
+            use_compile_cache(runtime.compile_cache_dir)
+        if extractor.compiled or extractor.graphed:
+            extractor.fast_layers = FastLayers(model, extractor.compiled, runtime.compile_mode, runtime.dynamic_lengths)
         extractor.load_seconds = time.perf_counter() - start
         if warmup:
             extractor.warmup()
@@ -194,10 +200,14 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def forward_eager(self, inputs: ModelInputs) -> FeatureResult:
-        """The plain PyTorch path (no compiled code, no graphs, no bucket padding): the reference."""
-        with torch.compiler.set_stance("force_eager"):
+        """The plain PyTorch path (modules as built, no compiled code, no graphs, no padding): the reference."""
+        with self.plain_modules():
             features = self._backbone_features(inputs.input_ids, inputs.images)
         return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
+
+    def plain_modules(self):
+        """A context in which the model runs as built (see ``FastLayers.plain``); not for concurrent calls."""
+        return self.fast_layers.plain() if self.fast_layers is not None else nullcontext()
 
     def _backbone_features(self, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(B, L) ids and (N, 3, 224, 224) uint8 frames -> (B, L, D) features; the function graphs replay."""
@@ -238,7 +248,7 @@ class FeatureExtractor:
             state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
             category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
             noise = torch.randn((1, cfg.action_horizon, cfg.action_dim), generator=generator, device=self.device)
-            with torch.compiler.set_stance("force_eager" if eager else "default"):
+            with self.plain_modules() if eager else nullcontext():
                 chunks.append(chunk(features, state, category, noise))
         return torch.cat(chunks)  # (B, H, A)
 

@@ -126,9 +126,10 @@ def crop_and_resize(image: torch.Tensor, size: int, crop_scale: float) -> torch.
     return out[0] if single else out
 
 
-def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    """A host array on ``device``; to CUDA through pinned memory, so the copy does not wait for queued work."""
-    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+def to_device(array: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host array on ``device``; to CUDA through pinned memory, so the copy does not wait for queued work
+    (a copy from pageable memory would block the host until the GPU has finished everything queued)."""
+    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.require(array, requirements=["C", "W"]))
     if torch.device(device).type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
@@ -206,8 +207,8 @@ class Processor:
         if images.shape[0] != expected:
             raise ValueError(f"{images.shape[0]} images for prompts that hold {expected} image slots")
         return ModelInputs(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=to_device(input_ids, device),
+            attention_mask=to_device(attention_mask, device),
             images=images,
             layouts=[layout for _, layout in encoded],
         )

@@ -41,13 +41,14 @@ def test_seeded_chunk_is_deterministic_and_finite(policy, features):
 
 def test_euler_loop_runs_the_configured_buckets(policy, features):
     buckets = []
-    handle = policy.model.action_head.model.register_forward_hook(lambda m, args, out: buckets.append(args[2].tolist()))
+    encoder = policy.model.action_head.action_encoder  # called once per step with that step's bucket
+    handle = encoder.register_forward_hook(lambda m, args, out: buckets.append(args[1].tolist()))
     try:
         policy.predict_actions(features, zero_state(policy), 31, seed=0)
     finally:
         handle.remove()
     assert policy.config.action_head.num_inference_timesteps == 4
-    assert buckets == [[0], [250], [500], [750]]  # one DiT call per step
+    assert buckets == [[0], [250], [500], [750]]  # one velocity per step
 
 
 def test_embodiment_state_and_image_reach_the_chunk(policy, features):

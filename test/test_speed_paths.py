@@ -12,6 +12,7 @@ import torch
 from groot_sage_ros.compilation import compiled_regions
 from groot_sage_ros.config import RuntimeConfig
 from groot_sage_ros.engine import FeatureExtractor, pad_batch, pad_to_bucket
+from groot_sage_ros.fast_layers import FastLayers
 from groot_sage_ros.processor import PAD_TOKEN_ID
 
 from conftest import random_image
@@ -40,6 +41,36 @@ def test_compiled_layers_match_eager(compiled_extractor):
     chunks = fx.predict_actions(fx.forward(inputs), states, embodiment_id=3, seed=7)
     eager_chunks = fx.predict_actions(fx.forward_eager(inputs), states, embodiment_id=3, seed=7, eager=True)
     torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_checkpoint):
+    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+                                          warmup=False)  # fmt: skip
+    fast = FastLayers(fx.model, compile=False)  # the fused call paths, uncompiled, so hooks see every call
+    eagle, head = fx.model.backbone.eagle_model, fx.model.action_head
+    siglip, qwen = eagle.vision_model.vision_model.encoder.layers[0], eagle.language_model.model.layers[0]
+    dit_self = head.model.transformer_blocks[1].attn1
+    separate = [siglip.self_attn.q_proj, qwen.self_attn.k_proj, qwen.mlp.up_proj, dit_self.to_v,
+                head.model.transformer_blocks[0].attn1.to_k]  # fmt: skip
+    calls = []
+    for linear in separate:
+        linear.register_forward_hook(lambda module, args, out: calls.append(module))
+    # the separate weights are views of the fused ones: stored once
+    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == qwen.mlp.fused_gate_up_weight.data_ptr()
+    inputs = fx.prepare([([random_image(70, 90, 3)], "stack the blocks")])
+    states = torch.randn(1, fx.config.action_head.max_state_dim)
+    with torch.inference_mode():
+        fused = fx._backbone_features(inputs.input_ids, inputs.images)
+        fused_chunk = fx.model.action_head.get_action(fused, states.view(1, 1, -1), torch.tensor([3]),
+                                                      noise=torch.ones(1, 16, 32))  # fmt: skip
+        assert calls == []  # every projection above went through a fused GEMM
+        with fast.plain():
+            plain = fx._backbone_features(inputs.input_ids, inputs.images)
+            plain_chunk = fx.model.action_head.get_action(plain, states.view(1, 1, -1), torch.tensor([3]),
+                                                          noise=torch.ones(1, 16, 32))  # fmt: skip
+    assert set(map(id, calls)) == set(map(id, separate))  # the plain path uses the modules as built
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_chunk, plain_chunk, rtol=1e-5, atol=1e-5)
 
 
 def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_extractor):

@@ -6,6 +6,9 @@
     [state | future_tokens (32) | actions] (B, 49, 1536) -> DiT(context, bucket) -> action_decoder
     -> velocity of the last 16 tokens; Euler: x <- x + v / N for N buckets 0, 250, 500, 750
 
+What does not change between the Euler steps (the context's keys and values in every cross-attention
+block, each step's timestep modulation) is computed once per chunk (``DiT.condition``).
+
 DiT blocks alternate: even blocks cross-attend to the context, odd blocks self-attend; each starts with a
 timestep-conditioned LayerNorm. Written from architecture doc §4; no diffusers dependency.
 """
@@ -13,12 +16,14 @@ timestep-conditioned LayerNorm. Written from architecture doc §4; no diffusers 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ActionHeadConfig
+from .fused_linear import concatenate_linears
 
 
 class CategorySpecificLinear(nn.Module):
@@ -29,9 +34,24 @@ class CategorySpecificLinear(nn.Module):
         self.W = nn.Parameter(0.02 * torch.randn(num_categories, in_dim, out_dim))
         self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
 
-    def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        # x (B, T, in), category (B,) -> (B, T, out)
-        return torch.bmm(x, self.W[category]) + self.b[category].unsqueeze(1)
+    def select(self, category: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights of a batch's embodiments: (B, in, out) and (B, 1, out), gathered (copied) once."""
+        return self.W[category], self.b[category].unsqueeze(1)
+
+    def forward(self, x: torch.Tensor, category: "torch.Tensor | SelectedWeights") -> torch.Tensor:
+        # x (B, T, in), category (B,) ids or the weights select_embodiments gathered -> (B, T, out)
+        weight, bias = category[self] if isinstance(category, SelectedWeights) else self.select(category)
+        return torch.bmm(x, weight) + bias
+
+
+class SelectedWeights(dict):
+    """Each CategorySpecificLinear's weights for one batch's embodiments (``select_embodiments``): passed
+    where the embodiment ids would be, so that the Euler steps of a chunk gather them once, not per step."""
+
+
+def select_embodiments(module: nn.Module, category: torch.Tensor) -> SelectedWeights:
+    return SelectedWeights({layer: layer.select(category) for layer in module.modules()
+                            if isinstance(layer, CategorySpecificLinear)})  # fmt: skip
 
 
 class CategorySpecificMLP(nn.Module):
@@ -69,7 +89,13 @@ class MultiEmbodimentActionEncoder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with biases; ``to_out.0`` as in the checkpoint. Cross-attends when given context."""
+    """Multi-head attention with biases; ``to_out.0`` as in the checkpoint.
+
+    Self-attention when called without ``kv``; cross-attention to the keys and values that
+    ``project_context`` made of a context (computed once per action chunk, not once per step).
+    ``fuse_projections`` (as in diffusers) concatenates the q/k/v (or, for cross-attention, the k/v)
+    weights so that one GEMM makes them; the separate Linear modules keep views of the same weights.
+    """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
         super().__init__()
@@ -79,13 +105,38 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner)
         self.to_v = nn.Linear(context_dim, inner)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+        self.fused = False  # use the fused weights (set by fuse_projections; the engine's plain path clears it)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def fuse_projections(self, with_query: bool) -> None:
+        """One weight for q, k and v (``with_query``, self-attention) or for k and v (cross-attention)."""
+        linears = [self.to_q, self.to_k, self.to_v] if with_query else [self.to_k, self.to_v]
+        weight, bias = concatenate_linears(linears)
+        self.register_buffer("fused_weight", weight, persistent=False)
+        self.register_buffer("fused_bias", bias, persistent=False)
+        self.fused_with_query = with_query
+        self.fused = True
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)  # (B, T, H*d) -> (B, H, T, d)
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, S, d) of a context (B, S, C)."""
+        if self.fused and not self.fused_with_query:
+            k, v = F.linear(context, self.fused_weight, self.fused_bias).chunk(2, dim=-1)
+        else:
+            k, v = self.to_k(context), self.to_v(context)
+        return self.split_heads(k), self.split_heads(v)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         batch, length, _ = x.shape
-        context = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # (B, L|S, H*d)
-        q, k, v = (t.view(batch, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, L|S, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # no mask: the reference ignores it
+        if kv is not None:
+            q, (k, v) = self.split_heads(self.to_q(x)), kv
+        elif self.fused and self.fused_with_query:
+            q, k, v = (self.split_heads(t) for t in F.linear(x, self.fused_weight, self.fused_bias).chunk(3, dim=-1))
+        else:
+            q, (k, v) = self.split_heads(self.to_q(x)), self.project_context(x)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, d); no mask: the reference ignores it
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -143,8 +194,13 @@ class AdaLayerNorm(nn.Module):
         self.linear = nn.Linear(dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=-1)  # (B, D) each
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., D) timestep embeddings -> (scale, shift), each (..., D)."""
+        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=-1)
+        return scale, shift
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        # x (B, T, D), scale and shift (B, D)
         return self.norm(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
@@ -157,8 +213,10 @@ class DiTBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x, temb), context if self.cross else None)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                context_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """x (B, T, D); this step's modulation (B, D); for a cross block, the context's keys and values."""
+        x = x + self.attn1(self.norm1(x, scale, shift), context_kv)
         return x + self.ff(self.norm3(x))
 
 
@@ -187,6 +245,16 @@ class TimestepEncoder(nn.Module):
         return self.timestep_embedder(bucket)
 
 
+@dataclass
+class DiTCondition:
+    """What the DiT needs besides its tokens, for ``steps`` integration steps: made once per action chunk,
+    because the context and the steps' timestep buckets do not change between steps."""
+
+    context_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block: keys, values (B, H, S, d); None: self
+    modulation: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (scale, shift), each (steps, B, D)
+    out_modulation: tuple[torch.Tensor, torch.Tensor]  # (shift, scale) of norm_out, each (steps, B, D)
+
+
 class DiT(nn.Module):
     def __init__(self, cfg: ActionHeadConfig):
         super().__init__()
@@ -200,12 +268,23 @@ class DiT(nn.Module):
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, cfg.dit_output_dim)
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor, bucket: torch.Tensor) -> torch.Tensor:
-        # tokens (B, 49, D), context (B, L, C), bucket (B,) -> (B, 49, out)
-        temb = self.timestep_encoder(bucket)  # (B, D)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, context, temb)
+    def condition(self, context: torch.Tensor, buckets: torch.Tensor) -> DiTCondition:
+        """context (B, S, C), buckets (steps, B) -> the blocks' context keys/values and per-step modulation."""
+        steps, batch = buckets.shape
+        temb = self.timestep_encoder(buckets.reshape(-1)).view(steps, batch, -1)  # (steps, B, D)
+        blocks = self.transformer_blocks
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # note: (shift, scale) order here
+        return DiTCondition(
+            context_kv=[block.attn1.project_context(context) if block.cross else None for block in blocks],
+            modulation=[block.norm1.modulation(temb) for block in blocks],
+            out_modulation=(shift, scale),
+        )
+
+    def forward(self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0) -> torch.Tensor:
+        # tokens (B, 49, D) -> (B, 49, out), at integration step ``step`` of ``condition``
+        for block, (scale, shift), kv in zip(self.transformer_blocks, condition.modulation, condition.context_kv):
+            tokens = block(tokens, scale[step], shift[step], kv)
+        shift, scale = (t[step] for t in condition.out_modulation)  # (B, D) each
         tokens = self.norm_out(tokens) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
         return self.proj_out_2(tokens)
 
@@ -229,15 +308,16 @@ class FlowMatchingActionHead(nn.Module):
     def encode_context(self, features: torch.Tensor) -> torch.Tensor:
         return self.vl_self_attention(self.vlln(features))  # (B, L, C)
 
-    def velocity(self, actions, bucket, context, state_tokens, embodiment_id) -> torch.Tensor:
-        """The DiT's predicted velocity for noisy ``actions`` (B, H, A) at integer ``bucket`` (B,)."""
+    def velocity(self, actions, bucket, condition, state_tokens, embodiment_id, step: int = 0) -> torch.Tensor:
+        """The DiT's predicted velocity for noisy ``actions`` (B, H, A) at integer ``bucket`` (B,), which is
+        step ``step`` of ``condition`` (``DiT.condition``)."""
         horizon = actions.shape[1]
         action_tokens = self.action_encoder(actions, bucket, embodiment_id)  # (B, H, W)
         if self.cfg.add_pos_embed:
             action_tokens = action_tokens + self.position_embedding.weight[:horizon].unsqueeze(0)
         future = self.future_tokens.weight.unsqueeze(0).expand(actions.shape[0], -1, -1)  # (B, 32, W)
         tokens = torch.cat([state_tokens, future, action_tokens], dim=1)  # (B, 1 + 32 + H, W)
-        out = self.model(tokens, context, bucket)  # (B, 49, hidden)
+        out = self.model(tokens, condition, step)  # (B, 49, hidden)
         return self.action_decoder(out, embodiment_id)[:, -horizon:]  # (B, H, A)
 
     @torch.no_grad()
@@ -252,16 +332,20 @@ class FlowMatchingActionHead(nn.Module):
         """Euler integration of the flow from Gaussian noise: (B, action_horizon, action_dim), normalised."""
         cfg = self.cfg
         context = self.encode_context(features)
-        state_tokens = self.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
+        embodiment = select_embodiments(self, embodiment_id)  # the embodiment-specific weights, once
+        state_tokens = self.state_encoder(state.to(context.dtype), embodiment)  # (B, 1, W)
         batch = features.shape[0]
         if noise is None:
             noise = torch.randn((batch, cfg.action_horizon, cfg.action_dim), generator=generator,
                                 device=generator.device if generator is not None else features.device)  # fmt: skip
         actions = noise.to(device=features.device, dtype=context.dtype)
         steps = cfg.num_inference_timesteps
+        starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750
+        buckets = torch.stack([torch.full((batch,), s, device=features.device) for s in starts])  # (steps, B)
+        condition = self.model.condition(context, buckets)  # once for all steps
         for k in range(steps):
-            bucket = torch.full((batch,), int(k / steps * cfg.num_timestep_buckets), device=features.device)
-            actions = actions + self.velocity(actions, bucket, context, state_tokens, embodiment_id) / steps
+            velocity = self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k)
+            actions = actions + velocity / steps
         return actions
 
 
@@ -284,6 +368,7 @@ def flow_matching_loss(
     bucket = (t * cfg.num_timestep_buckets).long()
     context = head.encode_context(features)
     state_tokens = head.state_encoder(state.to(context.dtype), embodiment_id)
-    predicted = head.velocity(noisy, bucket, context, state_tokens, embodiment_id)
+    condition = head.model.condition(context, bucket.unsqueeze(0))  # one step: (1, B) buckets
+    predicted = head.velocity(noisy, bucket, condition, state_tokens, embodiment_id)
     error = (predicted - (actions - noise)) ** 2 * action_mask
     return error.sum() / action_mask.sum().clamp(min=1)

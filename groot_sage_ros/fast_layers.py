@@ -1,0 +1,173 @@
+"""The engine's fast call paths for the repeated layers, and a switch back to the plain modules.
+
+The model modules are built from transformers' classes and stay as they are. For the fast path the
+engine gives every repeated layer a second way to run, the same function with fewer, larger GEMMs:
+
+- SigLIP and Qwen3 layers compute query, key and value in one GEMM, and Qwen3 its gate and up
+  projections in another (at batch 1 these GEMMs are too small to fill an H100, so three launches cost
+  about three times one);
+- the action head's attention blocks do the same through ``Attention.fuse_projections``;
+- on CUDA, the tanh-GELU after SigLIP's and the head's first MLP GEMM runs in that GEMM's epilogue
+  (cuBLASLt), one kernel instead of two.
+
+The fused weights are the original ones concatenated, and the original Linear modules keep views of them:
+nothing is stored twice. Each layer's fast call path is then optionally ``torch.compile``d (regional
+compilation: every SigLIP layer shares one compiled program, every Qwen3 layer another, the head's blocks
+two more). ``FastLayers.plain()`` switches back to the modules as transformers wrote them, uncompiled:
+the eager reference that ``bench --compare eager`` and the numerics tests measure the fast path against.
+"""
+
+from __future__ import annotations
+
+import types
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+from .compilation import compiled_regions
+from .model.action_head import Attention
+from .model.fused_linear import concatenate_linears
+
+
+def siglip_layer_forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs) -> torch.Tensor:
+    """``SiglipEncoderLayer.forward`` with one q/k/v GEMM; the vision tower attends to every patch."""
+    if attention_mask is not None:
+        raise ValueError("the fused SigLIP layer attends to every patch; got an attention mask")
+    attn = self.self_attn
+    batch, length, _ = hidden_states.shape
+    qkv = F.linear(self.layer_norm1(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)  # (N, T, 3 H d)
+    q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, T, d)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (N, H, T, d)
+    hidden = hidden_states + attn.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+    mlp = self.mlp
+    return hidden + mlp.fc2(linear_gelu_tanh(self.layer_norm2(hidden), mlp.fc1))
+
+
+def qwen3_layer_forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None,
+                        past_key_values=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:  # fmt: skip
+    """``Qwen3DecoderLayer.forward`` with one q/k/v GEMM and one gate/up GEMM; causal, no cache, as
+    ``run_decoder`` calls it (right padding needs no mask)."""
+    if attention_mask is not None or past_key_values is not None:
+        raise ValueError("the fused Qwen3 layer runs causal attention without a mask or a KV cache")
+    attn, mlp = self.self_attn, self.mlp
+    batch, length, _ = hidden_states.shape
+    qkv = F.linear(self.input_layernorm(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    q, k, v = qkv.split(attn.fused_qkv_sizes, dim=-1)  # (B, L, Hq d), (B, L, Hkv d), (B, L, Hkv d)
+    q = attn.q_norm(q.view(batch, length, -1, attn.head_dim)).transpose(1, 2)  # (B, Hq, L, d)
+    k = attn.k_norm(k.view(batch, length, -1, attn.head_dim)).transpose(1, 2)  # (B, Hkv, L, d)
+    v = v.view(batch, length, -1, attn.head_dim).transpose(1, 2)  # (B, Hkv, L, d)
+    q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
+    hidden = hidden_states + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+    gate, up = F.linear(self.post_attention_layernorm(hidden), mlp.fused_gate_up_weight).chunk(2, dim=-1)
+    return hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+def self_attention_block_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``SelfAttentionBlock.forward`` (the head's VL self-attention) with the GELU in the GEMM epilogue."""
+    x = x + self.attn1(self.norm1(x))
+    return x + self.ff.net[2](linear_gelu_tanh(self.norm3(x), self.ff.net[0].proj))
+
+
+def dit_block_forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, context_kv=None) -> torch.Tensor:
+    """``DiTBlock.forward`` with the GELU in the GEMM epilogue."""
+    x = x + self.attn1(self.norm1(x, scale, shift), context_kv)
+    return x + self.ff.net[2](linear_gelu_tanh(self.norm3(x), self.ff.net[0].proj))
+
+
+def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """gelu(linear(x), approximate="tanh"): on CUDA one cuBLASLt GEMM with a GELU epilogue (which is the
+    tanh approximation there; on the CPU the same aten op would use the exact GELU, so it is not used)."""
+    if not x.is_cuda or linear.bias is None:
+        return F.gelu(linear(x), approximate="tanh")
+    out = torch._addmm_activation(linear.bias, x.flatten(0, -2), linear.weight.t(), use_gelu=True)  # (N, out)
+    return out.view(*x.shape[:-1], -1)
+
+
+def release_cached_blocks(tensor: torch.Tensor) -> None:
+    """Return the blocks the replaced weights leave in PyTorch's CUDA cache, so that fusing layer by layer
+    raises the peak memory by one layer's weights at most, not by all of them."""
+    if tensor.is_cuda:
+        torch.cuda.empty_cache()
+
+
+def fuse_backbone(model: nn.Module) -> None:
+    """Concatenated q/k/v (and Qwen3 gate/up) weights on every SigLIP and Qwen3 layer."""
+    eagle = model.backbone.eagle_model
+    for layer in eagle.vision_model.vision_model.encoder.layers:
+        attn = layer.self_attn
+        weight, bias = concatenate_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        attn.register_buffer("fused_qkv_weight", weight, persistent=False)
+        attn.register_buffer("fused_qkv_bias", bias, persistent=False)
+        release_cached_blocks(weight)
+    for layer in eagle.language_model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if getattr(attn, "sliding_window", None) is not None:
+            raise ValueError("the fused Qwen3 layer has no sliding-window attention; run with compile off")
+        linears = [attn.q_proj, attn.k_proj, attn.v_proj]
+        weight, bias = concatenate_linears(linears)
+        attn.register_buffer("fused_qkv_weight", weight, persistent=False)
+        attn.register_buffer("fused_qkv_bias", bias, persistent=False)
+        attn.fused_qkv_sizes = [linear.out_features for linear in linears]
+        gate_up, _ = concatenate_linears([mlp.gate_proj, mlp.up_proj])
+        mlp.register_buffer("fused_gate_up_weight", gate_up, persistent=False)
+        release_cached_blocks(gate_up)
+
+
+def fuse_head(model: nn.Module) -> list[Attention]:
+    """Concatenated q/k/v (self-attention) or k/v (cross-attention) weights in the action head."""
+    head = getattr(model, "action_head", None)
+    if head is None:
+        return []
+    blocks = list(head.vl_self_attention.transformer_blocks) + list(head.model.transformer_blocks)
+    for block in blocks:
+        block.attn1.fuse_projections(with_query=not getattr(block, "cross", False))
+        release_cached_blocks(block.attn1.fused_weight)
+    return [block.attn1 for block in blocks]
+
+
+class FastLayers:
+    """Installs the fused (and, with ``compile``, compiled) call path on every repeated layer of a
+    ``GrootN15``; ``plain()`` runs the modules as built instead."""
+
+    def __init__(self, model: nn.Module, compile: bool, mode: str = "default", dynamic_lengths: bool = True):
+        fuse_backbone(model)
+        self.attentions = fuse_head(model)
+        eagle = model.backbone.eagle_model
+        fused = {id(layer): siglip_layer_forward for layer in eagle.vision_model.vision_model.encoder.layers}
+        fused |= {id(layer): qwen3_layer_forward for layer in eagle.language_model.model.layers}
+        head = getattr(model, "action_head", None)
+        if head is not None:
+            fused |= {id(block): self_attention_block_forward for block in head.vl_self_attention.transformer_blocks}
+            fused |= {id(block): dit_block_forward for block in head.model.transformer_blocks}
+        if compile and not dynamic_lengths:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.calls = []
+        for layer, lengths_vary in compiled_regions(model):
+            call = types.MethodType(fused[id(layer)], layer)
+            if compile:
+                # None: PyTorch's default, dynamic only once a shape changes; False: one program per shape
+                dynamic = (True if lengths_vary else None) if dynamic_lengths else False
+                call = torch.compile(call, mode=mode, dynamic=dynamic)
+            self.calls.append((layer, call))
+        self.enable(True)
+
+    def enable(self, on: bool) -> None:
+        # nn.Module.__call__ runs ``_compiled_call_impl`` when set: the hook ``Module.compile`` uses too.
+        for layer, call in self.calls:
+            layer._compiled_call_impl = call if on else None
+        for attention in self.attentions:
+            attention.fused = on
+
+    @contextmanager
+    def plain(self) -> Iterator[None]:
+        """The model as built: separate projections, no compiled code (the eager reference)."""
+        self.enable(False)
+        try:
+            yield
+        finally:
+            self.enable(True)
