@@ -16,6 +16,22 @@ from groot_sage_ros.config import RuntimeConfig, n15_3b_config
 from groot_sage_ros.engine import FeatureExtractor
 
 
+def kernel_table(call, rows: int) -> str:
+    """The top CUDA kernels of one ``call()`` by total time (run it a few times first: warm-up)."""
+    torch.cuda.synchronize()  # nothing queued before the call lands in its profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=90)
+
+
+def save(lines: list[str], path: str) -> None:
+    text = "\n".join(lines)
+    print(text)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
@@ -29,21 +45,14 @@ def main() -> None:
         inputs = plain.prepare(frame_sets(batch, 1))
         for _ in range(3):
             plain.forward(inputs)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            plain.forward(inputs)
-            torch.cuda.synchronize()
         lines.append(f"== batch {batch}, compiled, no graphs ==")
-        lines.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90))
+        lines.append(kernel_table(lambda: plain.forward(inputs), rows=25))
     del plain
     fast = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16")
     for batch in args.sweep:
         fps = throughput(fast, batch, 1, iters=10, warmup=3, compare_eager=False)["throughput_fps"]
         lines.append(f"fast path batch {batch}: {batch * 1000 / fps:.2f} ms, {fps:.1f} frames/s")
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "w") as handle:
-        handle.write(text)
+    save(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from profile_backbone import kernel_table, save  # benchmarks/ is the script's folder, so on sys.path
 
 from groot_sage_ros.bench import frame_sets, timed
 from groot_sage_ros.config import RuntimeConfig, n15_3b_config
@@ -30,16 +30,10 @@ def main() -> None:
         report = timed("head", chunk, 30, 5, extractor.device)
         lines.append(f"graphs={graphs}: head median {report['head_ms_median']:.3f} ms")
         if not graphs:
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                chunk()
-                torch.cuda.synchronize()
-            lines.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=80))
+            lines.append(kernel_table(chunk, rows=30))
         del extractor
         torch.cuda.empty_cache()
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "w") as handle:
-        handle.write(text)
+    save(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,17 @@ the eager reference that ``bench --compare eager`` and the numerics tests measur
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, apply_rotary_pos_emb
+from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from .compilation import compiled_regions
-from .model.action_head import Attention
+from .model.action_head import DiTBlock, SelfAttentionBlock
 from .model.fused_linear import concatenate_linears
 
 
@@ -88,46 +89,40 @@ def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     return out.view(*x.shape[:-1], -1)
 
 
-def release_cached_blocks(tensor: torch.Tensor) -> None:
-    """Return the blocks the replaced weights leave in PyTorch's CUDA cache, so that fusing layer by layer
-    raises the peak memory by one layer's weights at most, not by all of them."""
-    if tensor.is_cuda:
-        torch.cuda.empty_cache()
+def fuse_siglip_layer(layer: nn.Module) -> None:
+    """One q/k/v weight and bias on a SigLIP layer's attention."""
+    attn = layer.self_attn
+    weight, bias = concatenate_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+    attn.register_buffer("fused_qkv_weight", weight, persistent=False)
+    attn.register_buffer("fused_qkv_bias", bias, persistent=False)
 
 
-def fuse_backbone(model: nn.Module) -> None:
-    """Concatenated q/k/v (and Qwen3 gate/up) weights on every SigLIP and Qwen3 layer."""
-    eagle = model.backbone.eagle_model
-    for layer in eagle.vision_model.vision_model.encoder.layers:
-        attn = layer.self_attn
-        weight, bias = concatenate_linears([attn.q_proj, attn.k_proj, attn.v_proj])
-        attn.register_buffer("fused_qkv_weight", weight, persistent=False)
-        attn.register_buffer("fused_qkv_bias", bias, persistent=False)
-        release_cached_blocks(weight)
-    for layer in eagle.language_model.model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        if getattr(attn, "sliding_window", None) is not None:
-            raise ValueError("the fused Qwen3 layer has no sliding-window attention; run with compile off")
-        linears = [attn.q_proj, attn.k_proj, attn.v_proj]
-        weight, bias = concatenate_linears(linears)
-        attn.register_buffer("fused_qkv_weight", weight, persistent=False)
-        attn.register_buffer("fused_qkv_bias", bias, persistent=False)
-        attn.fused_qkv_sizes = [linear.out_features for linear in linears]
-        gate_up, _ = concatenate_linears([mlp.gate_proj, mlp.up_proj])
-        mlp.register_buffer("fused_gate_up_weight", gate_up, persistent=False)
-        release_cached_blocks(gate_up)
+def fuse_qwen3_layer(layer: nn.Module) -> None:
+    """One q/k/v weight on a Qwen3 layer's attention, one gate/up weight on its MLP."""
+    attn, mlp = layer.self_attn, layer.mlp
+    if getattr(attn, "sliding_window", None) is not None:
+        raise ValueError("the fused Qwen3 layer has no sliding-window attention; run with compile off")
+    linears = [attn.q_proj, attn.k_proj, attn.v_proj]
+    weight, bias = concatenate_linears(linears)
+    attn.register_buffer("fused_qkv_weight", weight, persistent=False)
+    attn.register_buffer("fused_qkv_bias", bias, persistent=False)
+    attn.fused_qkv_sizes = [linear.out_features for linear in linears]
+    gate_up, _ = concatenate_linears([mlp.gate_proj, mlp.up_proj])
+    mlp.register_buffer("fused_gate_up_weight", gate_up, persistent=False)
 
 
-def fuse_head(model: nn.Module) -> list[Attention]:
-    """Concatenated q/k/v (self-attention) or k/v (cross-attention) weights in the action head."""
-    head = getattr(model, "action_head", None)
-    if head is None:
-        return []
-    blocks = list(head.vl_self_attention.transformer_blocks) + list(head.model.transformer_blocks)
-    for block in blocks:
-        block.attn1.fuse_projections(with_query=not getattr(block, "cross", False))
-        release_cached_blocks(block.attn1.fused_weight)
-    return [block.attn1 for block in blocks]
+def fuse_head_block(block: nn.Module) -> None:
+    """q/k/v (self-attention) or k/v (cross-attention) in one weight, in an action-head block."""
+    block.attn1.fuse_projections(with_query=not getattr(block, "cross", False))
+
+
+# Per repeated-layer class (``compiled_regions``): how to fuse its weights, and its fast forward.
+FAST_PATHS = {
+    SiglipEncoderLayer: (fuse_siglip_layer, siglip_layer_forward),
+    Qwen3DecoderLayer: (fuse_qwen3_layer, qwen3_layer_forward),
+    SelfAttentionBlock: (fuse_head_block, self_attention_block_forward),
+    DiTBlock: (fuse_head_block, dit_block_forward),
+}
 
 
 class FastLayers:
@@ -135,20 +130,18 @@ class FastLayers:
     ``GrootN15``; ``plain()`` runs the modules as built instead."""
 
     def __init__(self, model: nn.Module, compile: bool, mode: str = "default", dynamic_lengths: bool = True):
-        fuse_backbone(model)
-        self.attentions = fuse_head(model)
-        eagle = model.backbone.eagle_model
-        fused = {id(layer): siglip_layer_forward for layer in eagle.vision_model.vision_model.encoder.layers}
-        fused |= {id(layer): qwen3_layer_forward for layer in eagle.language_model.model.layers}
-        head = getattr(model, "action_head", None)
-        if head is not None:
-            fused |= {id(block): self_attention_block_forward for block in head.vl_self_attention.transformer_blocks}
-            fused |= {id(block): dit_block_forward for block in head.model.transformer_blocks}
         if compile and not dynamic_lengths:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        self.calls = []
+        self.calls, self.attentions = [], []
         for layer, lengths_vary in compiled_regions(model):
-            call = types.MethodType(fused[id(layer)], layer)
+            fuse, forward = FAST_PATHS[type(layer)]
+            fuse(layer)
+            # The replaced weights' blocks go back to the driver layer by layer, so fusing raises the peak
+            # memory by one layer's weights at most (a no-op without CUDA).
+            torch.cuda.empty_cache()
+            if isinstance(layer, (SelfAttentionBlock, DiTBlock)):  # our Attention: fused on a flag
+                self.attentions.append(layer.attn1)
+            call = types.MethodType(forward, layer)
             if compile:
                 # None: PyTorch's default, dynamic only once a shape changes; False: one program per shape
                 dynamic = (True if lengths_vary else None) if dynamic_lengths else False

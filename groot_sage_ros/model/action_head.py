@@ -38,7 +38,7 @@ class CategorySpecificLinear(nn.Module):
         """The weights of a batch's embodiments: (B, in, out) and (B, 1, out), gathered (copied) once."""
         return self.W[category], self.b[category].unsqueeze(1)
 
-    def forward(self, x: torch.Tensor, category: "torch.Tensor | SelectedWeights") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, category: torch.Tensor | SelectedWeights) -> torch.Tensor:
         # x (B, T, in), category (B,) ids or the weights select_embodiments gathered -> (B, T, out)
         weight, bias = category[self] if isinstance(category, SelectedWeights) else self.select(category)
         return torch.bmm(x, weight) + bias
@@ -60,7 +60,7 @@ class CategorySpecificMLP(nn.Module):
         self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim)
         self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, category: torch.Tensor | SelectedWeights) -> torch.Tensor:
         return self.layer2(F.relu(self.layer1(x, category)), category)
 
 
