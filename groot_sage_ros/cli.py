@@ -400,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"groot-sage {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if "torch.distributed" in sys.modules:  # extract and distill under torchrun
+            from .offline.extract import end_distributed
+
+            end_distributed()
 
 
 if __name__ == "__main__":

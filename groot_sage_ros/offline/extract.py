@@ -45,6 +45,14 @@ def distributed() -> tuple[int, int, int]:
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def end_distributed() -> None:
+    """Tear down the process group before exit; left to the interpreter's teardown, gloo's threads can abort."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist
