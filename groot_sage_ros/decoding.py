@@ -71,6 +71,8 @@ def image_to_array(msg) -> np.ndarray:
     pixels = pixels.astype(dtype, copy=False).reshape(msg.height, msg.width, channels)
     if order is None:
         return pixels[:, :, 0]
+    if channels == 3 and order == (0, 1, 2):
+        return pixels  # already RGB (and contiguous: the copy above made it so)
     return np.ascontiguousarray(pixels[:, :, list(order)])
 
 

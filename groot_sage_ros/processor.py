@@ -107,17 +107,20 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
+def centre_crop_box(height: int, width: int, crop_scale: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centre crop, with torchvision CenterCrop's offsets."""
+    crop_h, crop_w = int(height * crop_scale), int(width * crop_scale)
+    if crop_h == 0 or crop_w == 0:
+        raise ValueError(f"image of {height}x{width} is too small to crop by {crop_scale}")
+    return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0)), crop_h, crop_w
+
+
 def crop_and_resize(image: torch.Tensor, size: int, crop_scale: float) -> torch.Tensor:
     """(H, W, 3) or (N, H, W, 3) uint8 -> (3, size, size) or (N, 3, size, size) uint8: centre crop,
     antialiased bilinear resize, truncation. A stack of same-sized frames is resized in one call."""
     single = image.dim() == 3
     frames = image.unsqueeze(0) if single else image  # (N, H, W, 3)
-    height, width = frames.shape[1:3]
-    crop_h, crop_w = int(height * crop_scale), int(width * crop_scale)
-    if crop_h == 0 or crop_w == 0:
-        raise ValueError(f"image of {height}x{width} is too small to crop by {crop_scale}")
-    top = int(round((height - crop_h) / 2.0))  # torchvision CenterCrop's offsets
-    left = int(round((width - crop_w) / 2.0))
+    top, left, crop_h, crop_w = centre_crop_box(*frames.shape[1:3], crop_scale)
     nchw = frames[:, top : top + crop_h, left : left + crop_w].permute(0, 3, 1, 2)  # (N, 3, h, w)
     pixels = nchw.float() / 255.0
     if (crop_h, crop_w) != (size, size):
@@ -173,15 +176,28 @@ class Processor:
         return tuple(ids), layout_of(ids, num_images, self.config.tokens_per_image)
 
     def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``.
+        """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``."""
+        return self.resize_frames(self.host_frames(images, pin=torch.device(device).type == "cuda"), device)
 
-        Frames of one size (the usual case) travel to the device in one copy and are resized in one call.
-        """
-        rgb = [to_rgb_uint8(image, f"camera {k}") for k, image in enumerate(images)]
+    def host_frames(self, images: Sequence[np.ndarray], pin: bool = False) -> list[torch.Tensor]:
+        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host, pinned when ``pin`` (a copy to the
+        GPU from pageable memory would block the host until the GPU has finished everything queued)."""
+        frames = []
+        for k, image in enumerate(images):
+            rgb = to_rgb_uint8(image, f"camera {k}")
+            centre_crop_box(rgb.shape[0], rgb.shape[1], self.config.crop_scale)  # raises for too small a frame
+            frame = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))
+            frames.append(frame.pin_memory() if pin else frame)
+        return frames
+
+    def resize_frames(self, frames: Sequence[torch.Tensor], device: torch.device | str = "cpu") -> torch.Tensor:
+        """(H, W, 3) uint8 host frames -> (N, 3, 224, 224) uint8, cropped and resized on ``device``; frames of one
+        size (the usual case) are resized in one call."""
         size, scale = self.config.image_size, self.config.crop_scale
-        if len({frame.shape for frame in rgb}) == 1:
-            return crop_and_resize(to_device(np.stack(rgb), device), size, scale)
-        return torch.stack([crop_and_resize(to_device(frame, device), size, scale) for frame in rgb])
+        on_device = [frame.to(device, non_blocking=True) for frame in frames]
+        if len({frame.shape for frame in frames}) == 1:
+            return crop_and_resize(torch.stack(on_device), size, scale)
+        return torch.stack([crop_and_resize(frame, size, scale) for frame in on_device])
 
     def __call__(
         self,
@@ -197,12 +213,10 @@ class Processor:
 
     def collate(self, encoded, images: torch.Tensor, device: torch.device | str = "cpu") -> ModelInputs:
         """Pad encoded prompts on the right and pair them with preprocessed uint8 images."""
-        length = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(encoded), length), PAD_TOKEN_ID, dtype=torch.int64)
-        attention_mask = torch.zeros((len(encoded), length), dtype=torch.int64)
-        for row, (ids, _) in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
+        lengths = [len(ids) for ids, _ in encoded]
+        length = max(lengths)
+        input_ids = torch.tensor([list(ids) + [PAD_TOKEN_ID] * (length - len(ids)) for ids, _ in encoded])  # (B, L)
+        attention_mask = (torch.arange(length) < torch.tensor(lengths)[:, None]).long()  # (B, L)
         expected = sum(len(layout.image_ranges) for _, layout in encoded)
         if images.shape[0] != expected:
             raise ValueError(f"{images.shape[0]} images for prompts that hold {expected} image slots")

@@ -235,3 +235,39 @@ def test_dataset_with_a_manifest_that_does_not_match_is_refused(arc_dataset, tmp
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="holds 4 samples, the manifest says 5"):
         FeatureDataset(broken)
+
+
+def test_prefetch_keeps_order_and_raises_the_readers_error():
+    import threading
+    import time
+
+    from groot_sage_ros.offline.extract import prefetch
+
+    def slow_square(n):  # later items finish first: the order must come from the queue, not the pool
+        time.sleep(0.002 * (n % 4))
+        return n * n
+
+    readers = set()
+
+    def bag():
+        for n in range(40):
+            readers.add(threading.current_thread().name)
+            yield n
+
+    assert list(prefetch(slow_square, bag(), workers=4, depth=6)) == [n * n for n in range(40)]
+    assert readers == {"extract-reader"}  # the bag is read off the thread that queues GPU work
+
+    def broken_bag():
+        yield from range(5)
+        raise ValueError("bag.mcap: truncated chunk")
+
+    got = []
+    with pytest.raises(ValueError, match="truncated chunk"):
+        for value in prefetch(slow_square, broken_bag(), workers=2, depth=3):
+            got.append(value)
+    assert got == [n * n for n in range(5)]  # everything read before the error was delivered
+
+    endless = prefetch(slow_square, iter(range(10**9)), workers=2, depth=3)
+    assert next(endless) == 0
+    endless.close()  # stops the reader thread instead of hanging on a full queue
+    assert not [t for t in threading.enumerate() if t.name == "extract-reader"]
