@@ -177,27 +177,28 @@ class Processor:
 
     def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
         """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``."""
-        return self.resize_frames(self.host_frames(images, pin=torch.device(device).type == "cuda"), device)
+        return self.resize_frames(self.host_frames(images), device)
 
-    def host_frames(self, images: Sequence[np.ndarray], pin: bool = False) -> list[torch.Tensor]:
-        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host, pinned when ``pin`` (a copy to the
-        GPU from pageable memory would block the host until the GPU has finished everything queued)."""
+    def host_frames(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host (cheap: no resize; the extractor's
+        reader threads run it, the model's device does the rest)."""
         frames = []
         for k, image in enumerate(images):
             rgb = to_rgb_uint8(image, f"camera {k}")
             centre_crop_box(rgb.shape[0], rgb.shape[1], self.config.crop_scale)  # raises for too small a frame
-            frame = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))
-            frames.append(frame.pin_memory() if pin else frame)
+            frames.append(torch.from_numpy(np.require(rgb, requirements=["C", "W"])))
         return frames
 
     def resize_frames(self, frames: Sequence[torch.Tensor], device: torch.device | str = "cpu") -> torch.Tensor:
-        """(H, W, 3) uint8 host frames -> (N, 3, 224, 224) uint8, cropped and resized on ``device``; frames of one
-        size (the usual case) are resized in one call."""
+        """(H, W, 3) uint8 host frames -> (N, 3, 224, 224) uint8, cropped and resized on ``device``. Frames of one
+        size (the usual case) are stacked into one pinned buffer, copied in one transfer and resized in one call."""
         size, scale = self.config.image_size, self.config.crop_scale
-        on_device = [frame.to(device, non_blocking=True) for frame in frames]
-        if len({frame.shape for frame in frames}) == 1:
-            return crop_and_resize(torch.stack(on_device), size, scale)
-        return torch.stack([crop_and_resize(frame, size, scale) for frame in on_device])
+        if len({frame.shape for frame in frames}) > 1:
+            return torch.stack([crop_and_resize(to_device(frame, device), size, scale) for frame in frames])
+        pin = torch.device(device).type == "cuda"
+        stacked = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=pin)  # (N, H, W, 3)
+        torch.stack(frames, out=stacked)
+        return crop_and_resize(stacked.to(device, non_blocking=True), size, scale)
 
     def __call__(
         self,

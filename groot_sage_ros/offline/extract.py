@@ -180,8 +180,7 @@ def run_extract(args) -> dict:
         # oversubscribing the cores and starving the thread that launches the GPU work.
         torch.set_num_threads(1)
     tick = time.perf_counter()
-    pin = extractor.device.type == "cuda"
-    for item in prefetch(lambda fs: prepare(extractor.processor, fs, pin), mine, workers, depth=2 * args.batch_size + 8):
+    for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
         phases["inputs_s"] += time.perf_counter() - tick
         shard = item.frame_set.index // size
         if shard != current_shard:
@@ -231,17 +230,17 @@ def run_extract(args) -> dict:
 class Prepared:
     frame_set: RecordedFrameSet
     prompt: tuple | None = None  # (ids, layout)
-    frames: list[torch.Tensor] | None = None  # C decoded (H, W, 3) uint8 frames on the host (pinned for CUDA)
+    frames: list[torch.Tensor] | None = None  # C decoded (H, W, 3) uint8 frames on the host
     skip_reason: str | None = None
 
 
-def prepare(processor, frame_set: RecordedFrameSet, pin: bool) -> Prepared:
+def prepare(processor, frame_set: RecordedFrameSet) -> Prepared:
     """Decode and check one frame set on the host (in a worker thread); the resize happens with the batch's,
     on the model's device, as in the node."""
     try:
         images = frame_set.decode()
         prompt = processor.encode(len(images), frame_set.instruction)
-        return Prepared(frame_set, prompt, processor.host_frames(images, pin=pin))
+        return Prepared(frame_set, prompt, processor.host_frames(images))
     except BadImage as err:
         return Prepared(frame_set, skip_reason=err.reason)
     except ValueError as err:  # an image the processor refuses, or an unusable instruction
