@@ -216,7 +216,10 @@ class Processor:
         """Pad encoded prompts on the right and pair them with preprocessed uint8 images."""
         lengths = [len(ids) for ids, _ in encoded]
         length = max(lengths)
-        input_ids = torch.tensor([list(ids) + [PAD_TOKEN_ID] * (length - len(ids)) for ids, _ in encoded])  # (B, L)
+        padded = np.full((len(encoded), length), PAD_TOKEN_ID, dtype=np.int64)
+        for row, (ids, _) in enumerate(encoded):
+            padded[row, : len(ids)] = ids  # numpy takes a tuple of ints about 8x faster than torch.tensor
+        input_ids = torch.from_numpy(padded)  # (B, L)
         attention_mask = (torch.arange(length) < torch.tensor(lengths)[:, None]).long()  # (B, L)
         expected = sum(len(layout.image_ranges) for _, layout in encoded)
         if images.shape[0] != expected:
