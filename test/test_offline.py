@@ -271,3 +271,23 @@ def test_prefetch_keeps_order_and_raises_the_readers_error():
     assert next(endless) == 0
     endless.close()  # stops the reader thread instead of hanging on a full queue
     assert not [t for t in threading.enumerate() if t.name == "extract-reader"]
+
+
+def test_short_batches_are_filled_to_the_batch_size(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+    """7 frame sets in shards of 4 at batch 3 make batches of 3, 1 and 3: the short one runs at 3 (a new shape
+    would recompile, and capture a graph on CUDA, mid-run), and its filler rows leave no trace in the data."""
+    from groot_sage_ros.model.backbone import VisionTower
+
+    seen = []
+
+    def record_batch(module, args):
+        if isinstance(module, VisionTower):
+            seen.append(args[0].shape[0])  # pixel_values (B * cameras, 3, 224, 224), one camera here
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record_batch)
+    try:
+        extract(tiny_checkpoint, [arc_bag], tmp_path / "filled")
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {3}  # the warm-up and every batch
+    assert_same_samples(FeatureDataset(tmp_path / "filled"), FeatureDataset(arc_dataset))

@@ -153,7 +153,7 @@ def run_extract(args) -> dict:
 
     def flush_batch():
         tick = time.perf_counter()
-        pending = launch(extractor, batch, copy_stream)
+        pending = launch(extractor, batch, args.batch_size, copy_stream)
         phases["launch_s"] += time.perf_counter() - tick
         gathering.append(collector.submit(gather, list(batch), pending, samples, shard_skips))
         batch.clear()
@@ -314,18 +314,22 @@ class InFlight:
         return samples
 
 
-def launch(extractor: FeatureExtractor, prepared: list[Prepared], copy_stream=None) -> InFlight | None:
+def launch(extractor: FeatureExtractor, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
     """Queue the teacher on the good frame sets of a batch, and the copies of its results to pinned host
     memory on ``copy_stream`` (so they overlap the next batch's compute); returns at once on CUDA, so the
-    host prepares the next batch while the device computes this one."""
+    host prepares the next batch while the device computes this one. A short batch (a shard's last, or one
+    with skipped frame sets) is filled up to ``batch_size`` with copies of its last frame set, whose results
+    are dropped: every call has the warmed-up shape, so no batch recompiles or captures a graph mid-run."""
     kept = [item for item in prepared if not item.skip_reason]
     if not kept:
         return None
+    rows, filled = len(kept), kept + [kept[-1]] * (batch_size - len(kept))
     device, processor = extractor.device, extractor.processor
-    images = processor.resize_frames([frame for item in kept for frame in item.frames], device)  # (B*C, 3, 224, 224)
-    result = extractor.forward(processor.collate([item.prompt for item in kept], images, device))
-    finite = torch.isfinite(result.features).flatten(1).all(dim=1)  # (B,), checked on the device
-    outputs = (images.view(len(kept), -1, *images.shape[1:]), result.features.to(torch.float16), finite)
+    images = processor.resize_frames([frame for item in filled for frame in item.frames], device)  # (B*C, 3, 224, 224)
+    result = extractor.forward(processor.collate([item.prompt for item in filled], images, device))
+    features = result.features[:rows].to(torch.float16)  # (rows, L, D)
+    finite = torch.isfinite(features).flatten(1).all(dim=1)  # (rows,), checked on the device
+    outputs = (images.view(len(filled), -1, *images.shape[1:])[:rows], features, finite)
     if device.type != "cuda":
         return InFlight(kept, *outputs)  # (B, C, 3, 224, 224) uint8, (B, L, D) float16, (B,) bool
     copy_stream.wait_stream(torch.cuda.current_stream(device))
