@@ -241,7 +241,7 @@ def test_prefetch_keeps_order_and_raises_the_readers_error():
     import threading
     import time
 
-    from groot_sage_ros.offline.extract import prefetch
+    from groot_sage_ros.offline.pipeline import prefetch
 
     def slow_square(n):  # later items finish first: the order must come from the queue, not the pool
         time.sleep(0.002 * (n % 4))
