@@ -17,6 +17,6 @@ python3 -m groot_sage_ros.cli tiny-checkpoint --full-size --out /tmp/full
 python3 -m groot_sage_ros.cli bench --checkpoint /tmp/full --device cuda --dtype float16 --batch 1 --actions \
     --compare eager --throughput-batch 64 --start-times --out "$OUT/h100.json" > "$OUT/bench.log" 2>&1
 tail -c 1500 "$OUT/bench.log"
-python3 benchmarks/extract_throughput.py --checkpoint /tmp/full --device cuda --dtype float16 --batches 8 32 64 \
+python3 benchmarks/extract_throughput.py --checkpoint /tmp/full --device cuda --dtype float16 --batches 1 8 32 64 \
     --arc-tasks 400 --repeat-bag 6 --out "$OUT/h100_extract.json" > "$OUT/extract.log" 2>&1
 grep -v "^extract:" "$OUT/extract.log" | tail -c 3000
