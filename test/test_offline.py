@@ -291,3 +291,15 @@ def test_short_batches_are_filled_to_the_batch_size(arc_bag, arc_dataset, tiny_c
         hook.remove()
     assert seen and set(seen) == {3}  # the warm-up and every batch
     assert_same_samples(FeatureDataset(tmp_path / "filled"), FeatureDataset(arc_dataset))
+
+
+def test_non_finite_teacher_features_are_skipped_and_counted(arc_bag, tiny_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    shard = tiny_copy / "model-00001-of-00002.safetensors"
+    weights = load_file(shard)
+    weights["backbone.eagle_model.vision_model.vision_model.embeddings.patch_embedding.bias"].fill_(float("nan"))
+    save_file(weights, shard, metadata={"format": "pt"})
+    manifest = extract(tiny_copy, [arc_bag], tmp_path / "nan")
+    assert manifest["num_samples"] == 0 and manifest["skipped"]["nonfinite_features"] == 7
+    assert len(FeatureDataset(tmp_path / "nan")) == 0

@@ -19,7 +19,9 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -38,7 +40,7 @@ def shard_name(k: int) -> str:
 class Sample:
     index: int  # position in the input stream of frame sets
     images: torch.Tensor  # (C, 3, 224, 224) uint8, the processor's frames
-    input_ids: list[int]
+    input_ids: Sequence[int]  # the prompt's ids (the processor's cached tuple, shared, not copied)
     layout: TokenLayout
     features: torch.Tensor  # (L, D) float16
     stamp_ns: int
@@ -51,16 +53,16 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
     length = max((len(s.input_ids) for s in samples), default=0)
     cameras = samples[0].images.shape[0] if samples else 0
     image_size = samples[0].images.shape[-1] if samples else 0
-    input_ids = torch.full((n, length), PAD_TOKEN_ID, dtype=torch.int32)
+    input_ids = np.full((n, length), PAD_TOKEN_ID, dtype=np.int32)  # numpy takes tuples of ints fast
     features = torch.empty((n, length, feature_dim), dtype=torch.float16)  # one pass over fresh memory, not two
     for row, sample in enumerate(samples):
-        input_ids[row, : len(sample.input_ids)] = torch.tensor(sample.input_ids, dtype=torch.int32)
+        input_ids[row, : len(sample.input_ids)] = sample.input_ids
         tokens = sample.features.shape[0]
         features[row, :tokens] = sample.features  # cast to float16 by the copy
         features[row, tokens:] = 0
     tensors = {
         "images": torch.stack([s.images for s in samples]) if samples else torch.zeros((0, cameras, 3, image_size, image_size), dtype=torch.uint8),
-        "input_ids": input_ids,
+        "input_ids": torch.from_numpy(input_ids),
         "lengths": torch.tensor([len(s.input_ids) for s in samples], dtype=torch.int32),
         "features": features,
         "stamps": torch.tensor([s.stamp_ns for s in samples], dtype=torch.int64),

@@ -182,15 +182,16 @@ class InFlight:
         if self.done is not None:
             self.done.synchronize()
         samples = []
+        finite = self.finite.tolist()  # one conversion, not a tensor index a row
         for row, item in enumerate(self.kept):
-            if not self.finite[row]:
+            if not finite[row]:
                 skipped["nonfinite_features"] += 1
                 continue
             frame_set, (ids, layout) = item.frame_set, item.prompt
             source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
                       "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
             features = self.features[row, : layout.seq_len].clone()  # own memory: the batch's buffers are pinned
-            samples.append(Sample(frame_set.index, self.frames[row].clone(), list(ids), layout, features,
+            samples.append(Sample(frame_set.index, self.frames[row].clone(), ids, layout, features,
                                   frame_set.stamp_ns, source))  # fmt: skip
         return samples
 
