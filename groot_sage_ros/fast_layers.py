@@ -31,7 +31,7 @@ from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from .compilation import compiled_regions
 from .model.action_head import DiTBlock, SelfAttentionBlock
-from .model.fused_linear import concatenate_linears
+from .model.fused_linear import register_fused
 
 
 def siglip_layer_forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs) -> torch.Tensor:
@@ -92,9 +92,7 @@ def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 def fuse_siglip_layer(layer: nn.Module) -> None:
     """One q/k/v weight and bias on a SigLIP layer's attention."""
     attn = layer.self_attn
-    weight, bias = concatenate_linears([attn.q_proj, attn.k_proj, attn.v_proj])
-    attn.register_buffer("fused_qkv_weight", weight, persistent=False)
-    attn.register_buffer("fused_qkv_bias", bias, persistent=False)
+    register_fused(attn, "fused_qkv", [attn.q_proj, attn.k_proj, attn.v_proj])
 
 
 def fuse_qwen3_layer(layer: nn.Module) -> None:
@@ -103,12 +101,9 @@ def fuse_qwen3_layer(layer: nn.Module) -> None:
     if getattr(attn, "sliding_window", None) is not None:
         raise ValueError("the fused Qwen3 layer has no sliding-window attention; run with compile off")
     linears = [attn.q_proj, attn.k_proj, attn.v_proj]
-    weight, bias = concatenate_linears(linears)
-    attn.register_buffer("fused_qkv_weight", weight, persistent=False)
-    attn.register_buffer("fused_qkv_bias", bias, persistent=False)
+    register_fused(attn, "fused_qkv", linears)
     attn.fused_qkv_sizes = [linear.out_features for linear in linears]
-    gate_up, _ = concatenate_linears([mlp.gate_proj, mlp.up_proj])
-    mlp.register_buffer("fused_gate_up_weight", gate_up, persistent=False)
+    register_fused(mlp, "fused_gate_up", [mlp.gate_proj, mlp.up_proj])  # no biases: fused_gate_up_bias is None
 
 
 def fuse_head_block(block: nn.Module) -> None:

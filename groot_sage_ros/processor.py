@@ -129,10 +129,15 @@ def crop_and_resize(image: torch.Tensor, size: int, crop_scale: float) -> torch.
     return out[0] if single else out
 
 
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A host array as a tensor sharing its memory when it can (a copy if read-only or not contiguous)."""
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
 def to_device(array: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """A host array on ``device``; to CUDA through pinned memory, so the copy does not wait for queued work
     (a copy from pageable memory would block the host until the GPU has finished everything queued)."""
-    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.require(array, requirements=["C", "W"]))
+    tensor = array if isinstance(array, torch.Tensor) else host_tensor(array)
     if torch.device(device).type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
@@ -186,7 +191,7 @@ class Processor:
         for k, image in enumerate(images):
             rgb = to_rgb_uint8(image, f"camera {k}")
             centre_crop_box(rgb.shape[0], rgb.shape[1], self.config.crop_scale)  # raises for too small a frame
-            frames.append(torch.from_numpy(np.require(rgb, requirements=["C", "W"])))
+            frames.append(host_tensor(rgb))
         return frames
 
     def resize_frames(self, frames: Sequence[torch.Tensor], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ActionHeadConfig
-from .fused_linear import concatenate_linears
+from .fused_linear import register_fused
 
 
 class CategorySpecificLinear(nn.Module):
@@ -111,9 +111,7 @@ class Attention(nn.Module):
     def fuse_projections(self, with_query: bool) -> None:
         """One weight for q, k and v (``with_query``, self-attention) or for k and v (cross-attention)."""
         linears = [self.to_q, self.to_k, self.to_v] if with_query else [self.to_k, self.to_v]
-        weight, bias = concatenate_linears(linears)
-        self.register_buffer("fused_weight", weight, persistent=False)
-        self.register_buffer("fused_bias", bias, persistent=False)
+        register_fused(self, "fused", linears)
         self.fused_with_query = with_query
         self.fused = True
 

@@ -23,3 +23,11 @@ def concatenate_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.T
             linear.bias = nn.Parameter(bias[rows], requires_grad=False)
         start += linear.out_features
     return weight, bias
+
+
+def register_fused(module: nn.Module, name: str, linears: list[nn.Linear]) -> None:
+    """``concatenate_linears`` as non-persistent buffers ``{name}_weight`` and ``{name}_bias`` (None without
+    biases) on ``module``: kept out of the state dict, moved with the module."""
+    weight, bias = concatenate_linears(linears)
+    module.register_buffer(f"{name}_weight", weight, persistent=False)
+    module.register_buffer(f"{name}_bias", bias, persistent=False)
