@@ -110,8 +110,8 @@ def run_extract(args) -> dict:
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
     extractor.warmup(batch=args.batch_size)  # compile for, and capture, the full batch before timing
-    # The manifest's teacher hash reads every weight file (about 9 s for the 3B checkpoint's 6 GB on the H100
-    # machine); rank 0 runs it beside the extraction (hashlib and file reads release the GIL).
+    # The manifest's teacher hash reads every weight file (about 9 s a run at full size in a py-spy profile on
+    # the H100 machine); rank 0 runs it beside the extraction (hashlib and file reads release the GIL).
     hasher = ThreadPoolExecutor(max_workers=1)
     teacher_hash = hasher.submit(content_hash, read_checkpoint_files(args.checkpoint)) if rank == 0 else None
     size = args.shard_size
