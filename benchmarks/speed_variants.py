@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,10 @@ VARIANTS = {
     "static_default": {"dynamic_lengths": False},
     "static_max_autotune": {"dynamic_lengths": False, "compile_mode": "max-autotune-no-cudagraphs"},
     "dynamic_bucket8": {"length_bucket": 8},
+    # inductor tunes its pointwise and reduction kernels' launch configs by coordinate descent
+    "coordinate_descent": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
+    # SDPA picks among flash and memory-efficient attention only (cuDNN's is first otherwise on an H100)
+    "no_cudnn_attention": {"sdpa_cudnn": False},
 }
 
 
@@ -29,6 +34,8 @@ def measure(variant: dict, throughput_batch: int) -> dict:
     from groot_sage_ros.config import RuntimeConfig, n15_3b_config
     from groot_sage_ros.engine import FeatureExtractor
 
+    variant = {key: value for key, value in variant.items() if key != "env"}  # env: set by main's subprocess
+    torch.backends.cuda.enable_cudnn_sdp(variant.pop("sdpa_cudnn", True))
     runtime = RuntimeConfig(compile="on", compile_cache_dir=tempfile.mkdtemp(), **variant)
     start = time.perf_counter()
     fx = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16", action_head=True,
@@ -65,8 +72,9 @@ def main() -> None:
         return
     results = {}
     for name in args.variants:
+        env = {**os.environ, **VARIANTS[name].get("env", {})}
         done = subprocess.run([sys.executable, __file__, "--one", name, "--throughput-batch",
-                               str(args.throughput_batch)], capture_output=True, text=True)  # fmt: skip
+                               str(args.throughput_batch)], capture_output=True, text=True, env=env)  # fmt: skip
         results[name] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else \
             {"error": done.stderr[-1500:]}  # fmt: skip
         print(name, json.dumps(results[name]), flush=True)
