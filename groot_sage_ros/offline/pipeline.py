@@ -28,7 +28,7 @@ from .frame_sets import RecordedFrameSet
 
 log = logging.getLogger(__name__)
 
-BATCHES_IN_FLIGHT = 2  # queued on the device or waiting for the collector; each holds pinned result buffers
+BATCHES_IN_FLIGHT = 3  # queued on the device or waiting for the collector; each holds pinned result buffers
 WRITER_THREADS = 2  # one thread writes about 1,300 samples/s of 295x2048 features on the H100 machine
 
 
@@ -36,12 +36,15 @@ class ShardPipeline:
     """``add`` prepared frame sets in stream order, then ``finish``; shard k of ``shard_size`` frame sets
     lands in ``out`` as one file. ``phases`` holds the main thread's seconds: ``launch_s`` (queueing
     batches), ``model_s`` (waiting for the device or the collector), ``write_wait_s`` (the final drain);
-    the caller adds ``inputs_s``."""
+    the caller adds ``inputs_s``. It also holds the other threads' busy seconds: ``collect_wait_s`` (the
+    collector waiting for a batch's results), ``collect_s`` (turning them into samples) and ``write_s``
+    (the writers, summed)."""
 
     def __init__(self, extractor: FeatureExtractor, out: Path, batch_size: int, shard_size: int, progress):
         self.extractor, self.out, self.batch_size, self.shard_size = extractor, out, batch_size, shard_size
         self.progress = progress
         self.phases: Counter = Counter()
+        self.phases_lock = threading.Lock()
         self.collector = ThreadPoolExecutor(max_workers=1)
         self.writer = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.write_slots = threading.Semaphore(2 * WRITER_THREADS)  # closed shards in memory, not yet written
@@ -95,16 +98,26 @@ class ShardPipeline:
             if item.skip_reason:
                 skips[item.skip_reason] += 1
         if pending is not None:
+            tick = time.perf_counter()
+            pending.wait()
+            tock = time.perf_counter()
             samples.extend(pending.samples(skips))
+            self.phases["collect_wait_s"] += tock - tick
+            self.phases["collect_s"] += time.perf_counter() - tock
         self.progress.update(len(prepared))
 
     def _write(self, shard: int, samples: list, skips: Counter) -> None:
         """On the collector, after the shard's last batch: hand the shard to a writer thread."""
         self.write_slots.acquire()  # back-pressure: the collector, then the main thread, wait for slow disks
-        write = self.writer.submit(write_shard, self.out / shard_name(shard), samples, skips,
-                                   self.extractor.feature_dim)  # fmt: skip
+        write = self.writer.submit(self._timed_write, self.out / shard_name(shard), samples, skips)
         write.add_done_callback(lambda _: self.write_slots.release())
         self.writes.append(write)
+
+    def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
+        tick = time.perf_counter()
+        write_shard(path, samples, skips, self.extractor.feature_dim)
+        with self.phases_lock:  # two writer threads
+            self.phases["write_s"] += time.perf_counter() - tick
 
 
 @dataclass
@@ -177,12 +190,18 @@ class InFlight:
     finite: torch.Tensor  # (B,) bool, likewise
     done: torch.cuda.Event | None = None
 
-    def samples(self, skipped: Counter) -> list[Sample]:
-        """Wait for the copies, then one Sample per finite row (non-finite rows are counted)."""
+    def wait(self) -> None:
+        """Until the results are in host memory."""
         if self.done is not None:
             self.done.synchronize()
-        samples = []
+
+    def samples(self, skipped: Counter) -> list[Sample]:
+        """One Sample per finite row (non-finite rows are counted), after ``wait``. The batch's pinned
+        buffers are copied once, whole, to ordinary memory (pinned memory is scarce and slow to allocate, so
+        it goes back at once); the samples are views of that copy, not 2 x B copies of their own."""
         finite = self.finite.tolist()  # one conversion, not a tensor index a row
+        features, frames = self.features.clone(), self.frames.clone()  # (B, L, D), (B, C, 3, 224, 224)
+        samples = []
         for row, item in enumerate(self.kept):
             if not finite[row]:
                 skipped["nonfinite_features"] += 1
@@ -190,8 +209,7 @@ class InFlight:
             frame_set, (ids, layout) = item.frame_set, item.prompt
             source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
                       "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
-            features = self.features[row, : layout.seq_len].clone()  # own memory: the batch's buffers are pinned
-            samples.append(Sample(frame_set.index, self.frames[row].clone(), ids, layout, features,
+            samples.append(Sample(frame_set.index, frames[row], ids, layout, features[row, : layout.seq_len],
                                   frame_set.stamp_ns, source))  # fmt: skip
         return samples
 
