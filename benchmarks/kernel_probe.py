@@ -1,6 +1,7 @@
-"""The non-GEMM kernels of a batch-64 backbone call, in isolation: attention under each SDPA backend and
-SigLIP's layer norms as inductor and ATen write them (the shapes of one 224x224 camera and a 295-token
-prompt). Times are CUDA-event medians over 50 calls after warm-up.
+"""The kernels of a batch-64 backbone call, in isolation: attention under each SDPA backend, SigLIP's layer
+norms as inductor and ATen write them, and the layers' GEMMs through cuBLAS and cuBLASLt (the shapes of one
+224x224 camera and a 295-token prompt); with ``--model``, the compiled model's frames/s under each BLAS
+library. Times are CUDA-event medians over 50 calls after warm-up.
 
     python benchmarks/kernel_probe.py --batch 64 --out kernel_probe.json
 """
@@ -83,14 +84,55 @@ def layer_norm_times(batch: int) -> dict:
     return results
 
 
+# (name, tokens per frame, in, out) of every GEMM of a backbone layer, fused as the fast path runs them
+GEMMS = [("siglip_qkv", 256, 1152, 3456), ("siglip_out", 256, 1152, 1152), ("siglip_fc1", 256, 1152, 4304),
+         ("siglip_fc2", 256, 4304, 1152), ("qwen3_qkv", 295, 2048, 4096), ("qwen3_o", 295, 2048, 2048),
+         ("qwen3_gate_up", 295, 2048, 12288), ("qwen3_down", 295, 6144, 2048)]  # fmt: skip
+
+
+def gemm_tflops(batch: int) -> dict:
+    """TFLOP/s of each layer GEMM at ``batch`` frames, under cuBLAS and cuBLASLt."""
+    results = {}
+    for library in ("cublas", "cublaslt"):
+        torch.backends.cuda.preferred_blas_library(library)
+        for name, tokens, k, n in GEMMS:
+            x = torch.randn(batch * tokens, k, device="cuda", dtype=torch.float16)  # (M, K)
+            w = torch.randn(n, k, device="cuda", dtype=torch.float16)  # (N, K), as nn.Linear stores it
+            ms = median_ms(lambda: F.linear(x, w))
+            results[f"{name}_{library}_tflops"] = 2 * x.shape[0] * k * n / ms / 1e9
+    torch.backends.cuda.preferred_blas_library("cublas")
+    return results
+
+
+def model_fps(batch: int) -> dict:
+    """Frames/s of the compiled model without graphs (they would keep the kernels of their capture)."""
+    from groot_sage_ros.bench import frame_sets
+    from groot_sage_ros.config import RuntimeConfig, n15_3b_config
+    from groot_sage_ros.engine import FeatureExtractor
+
+    extractor = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16",
+                                             runtime=RuntimeConfig(compile="on", cuda_graphs=False))  # fmt: skip
+    inputs = extractor.prepare(frame_sets(batch, 1))
+    results = {}
+    for library in ("cublas", "cublaslt", "cublas"):
+        torch.backends.cuda.preferred_blas_library(library)
+        ms = median_ms(lambda: extractor.forward(inputs), iters=20, warmup=3)
+        results.setdefault(f"model_{library}_fps", []).append(batch * 1000 / ms)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--model", action="store_true", help="also the compiled model's frames/s per BLAS library")
     args = parser.parse_args()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch}
     report.update(attention_times(args.batch))
     report.update(layer_norm_times(args.batch))
+    report.update(gemm_tflops(args.batch))
+    if args.model:
+        report.update(model_fps(args.batch))
     text = json.dumps(report, indent=2)
     print(text)
     with open(args.out, "w") as handle:
