@@ -13,7 +13,7 @@ $g make-bag --out /tmp/arc_b --arc --limit 200 --arc-split eval --compressed
 extract="extract /tmp/arc_a /tmp/arc_b --checkpoint /tmp/full --camera-topics /camera/image_raw/compressed --device cuda --batch-size 32 --shard-size 64"
 CUDA_VISIBLE_DEVICES=0 $g $extract --out /tmp/one | tee "$OUT/extract_1gpu.txt"
 $tr $extract --out /tmp/two | tee "$OUT/extract_2gpu.txt"
-distill="distill /tmp/one --device cuda --max-steps 400 --batch-size 32 --eval-every 100 --save-every 400 --log-every 400"
+distill="distill /tmp/one --device cuda --max-steps 300 --batch-size 32 --eval-every 100 --save-every 300 --log-every 100"
 CUDA_VISIBLE_DEVICES=0 $g $distill --out /tmp/student_one | tee "$OUT/distill_1gpu.txt"
 $tr $distill --out /tmp/student_two | tee "$OUT/distill_2gpu.txt"
 python3 - "$OUT/compare.json" <<'PY'
