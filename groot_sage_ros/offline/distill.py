@@ -153,7 +153,7 @@ def load_student(path: str | Path, device: str = "cpu") -> tuple[SageStudent, di
 
 
 def run_distill(args) -> dict:
-    rank, world, local_rank = distributed()
+    rank, world, local_rank = distributed(args.device)
     device = torch.device(args.device if not (args.device.startswith("cuda") and world > 1) else f"cuda:{local_rank}")
     dataset = FeatureDataset(args.dataset)
     out = Path(args.out)

@@ -28,16 +28,26 @@ from .frame_sets import read_frame_sets
 from .pipeline import ShardPipeline, prefetch, prepare
 
 
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment, with a process group when world > 1."""
+def distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment, with a process group when world > 1:
+    NCCL with each rank on GPU ``LOCAL_RANK`` when ``device`` is CUDA, gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, 0
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            # The rank's GPU becomes the current device before anything else touches CUDA: NCCL's communicator,
+            # barrier() and every call that takes the current device use it (a run without this hung on the
+            # two-H200 machine: rank 1 reported no batch while rank 0 waited at the final barrier).
+            gpu = torch.device("cuda", local_rank)
+            torch.cuda.set_device(gpu)
+            dist.init_process_group("nccl", device_id=gpu)
+        else:
+            dist.init_process_group("gloo")
+    return dist.get_rank(), world, local_rank
 
 
 def end_distributed() -> None:
@@ -100,7 +110,7 @@ def prepare_output(out: Path, overwrite: bool, rank: int, world: int) -> None:
 
 
 def run_extract(args) -> dict:
-    rank, world, local_rank = distributed()
+    rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
     prepare_output(out, args.overwrite, rank, world)
     device = args.device
@@ -142,7 +152,7 @@ def run_extract(args) -> dict:
     if world > 1:  # all ranks' frames over the slowest rank's time
         import torch.distributed as dist
 
-        totals = torch.tensor([float(frames), seconds], dtype=torch.float64)
+        totals = torch.tensor([float(frames), seconds], dtype=torch.float64, device=extractor.device)  # NCCL: on the GPU
         frames_t, seconds_t = totals[:1].clone(), totals[1:].clone()
         dist.all_reduce(frames_t)
         dist.all_reduce(seconds_t, op=dist.ReduceOp.MAX)
