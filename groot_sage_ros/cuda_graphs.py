@@ -54,6 +54,7 @@ class GraphCache:
         # torch.cuda.graph captures on a new stream of the current device: make that the model's device, which
         # for "cuda:1" (a second GPU, a torchrun rank) is not the process's default one. thread_local: the ROS
         # executor thread may touch CUDA while the worker thread captures.
-        with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        capture = torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local")
+        with torch.cuda.device(self.device), capture:
             static_out = self.fn(*static_inputs)
         return graph, static_inputs, static_out

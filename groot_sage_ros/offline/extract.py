@@ -119,7 +119,8 @@ def run_extract(args) -> dict:
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
-    extractor.warmup(batch=args.batch_size)  # compile for, and capture, the full batch before timing
+    # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
+    extractor.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
     # The manifest's teacher hash reads every weight file (about 9 s a run at full size in a py-spy profile on
     # the H100 machine); rank 0 runs it beside the extraction (hashlib and file reads release the GIL).
     hasher = ThreadPoolExecutor(max_workers=1)
@@ -152,7 +153,7 @@ def run_extract(args) -> dict:
     if world > 1:  # all ranks' frames over the slowest rank's time
         import torch.distributed as dist
 
-        totals = torch.tensor([float(frames), seconds], dtype=torch.float64, device=extractor.device)  # NCCL: on the GPU
+        totals = torch.tensor([float(frames), seconds], dtype=torch.float64, device=extractor.device)  # NCCL: GPU
         frames_t, seconds_t = totals[:1].clone(), totals[1:].clone()
         dist.all_reduce(frames_t)
         dist.all_reduce(seconds_t, op=dist.ReduceOp.MAX)
