@@ -303,3 +303,14 @@ def test_non_finite_teacher_features_are_skipped_and_counted(arc_bag, tiny_copy,
     manifest = extract(tiny_copy, [arc_bag], tmp_path / "nan")
     assert manifest["num_samples"] == 0 and manifest["skipped"]["nonfinite_features"] == 7
     assert len(FeatureDataset(tmp_path / "nan")) == 0
+
+
+def test_torchrun_on_cuda_without_a_gpu_for_the_rank_is_a_clear_error(monkeypatch):
+    from groot_sage_ros.offline.extract import distributed
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has GPUs: the call would start NCCL and wait for the other rank")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="local rank 1 needs GPU 1, but 0 GPU"):
+        distributed("cuda")
