@@ -19,6 +19,19 @@ from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
 
 
+def arc_bag(work: Path, tasks: int) -> tuple[Path, dict]:
+    """An ARC-AGI bag of ``tasks`` tasks (raw 480x240 frames on /camera/image_raw) in ``work``, and its summary."""
+    bag = work / "arc_bag"
+    return bag, make_bag(build_parser().parse_args(["make-bag", "--out", str(bag), "--arc", "--limit", str(tasks)]))
+
+
+def extract_argv(args, bag: Path, out: Path, batch: int) -> list[str]:
+    """``groot-sage extract`` over ``bag`` passed ``args.repeat_bag`` times, at ``batch``, shards of 1,024."""
+    return ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", args.checkpoint, "--camera-topics",
+            "/camera/image_raw", "--out", str(out), "--device", args.device, "--dtype", args.dtype,
+            "--batch-size", str(batch), "--shard-size", "1024"]  # fmt: skip
+
+
 def torch_profiled(run, args, path: str) -> dict:
     """``run(args)`` under torch.profiler: the runtime calls that block the host (graph launches, copies,
     pinned allocations) by CPU time, and the kernels' total GPU time against the wall time."""
@@ -59,14 +72,11 @@ def main() -> None:
                         help="write the largest batch's CPU and CUDA activity table (torch.profiler) to FILE")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
-    bag = work / "arc_bag"
-    summary = make_bag(build_parser().parse_args(["make-bag", "--out", str(bag), "--arc", "--limit", str(args.arc_tasks)]))
+    bag, summary = arc_bag(work, args.arc_tasks)
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
     report = {"frames": summary["frames"] * args.repeat_bag, "frame_size": "480x240 rgb8 (ARC renders)", "runs": []}
     for batch in args.batches:
-        argv = ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", args.checkpoint, "--camera-topics", "/camera/image_raw",
-                "--out", str(work / f"ds{batch}"), "--device", args.device, "--dtype", args.dtype,
-                "--batch-size", str(batch), "--shard-size", "1024"]  # fmt: skip
+        argv = extract_argv(args, bag, work / f"ds{batch}", batch)
         if args.profile and batch == max(args.batches):
             import cProfile
             import pstats

@@ -23,8 +23,9 @@ from groot_sage_ros.cli import build_parser
 from groot_sage_ros.engine import FeatureExtractor
 from groot_sage_ros.offline import pipeline
 from groot_sage_ros.offline.extract import run_extract
-from groot_sage_ros.offline.make_bag import make_bag
 from groot_sage_ros.processor import Processor
+
+from extract_throughput import arc_bag, extract_argv  # benchmarks/, the script's folder, is on sys.path
 
 LABELLED = [(pipeline, "launch"), (pipeline.ShardPipeline, "_flush"), (pipeline.InFlight, "samples"),
             (pipeline, "write_shard"), (pipeline, "prepare"), (Processor, "resize_frames"), (Processor, "collate"),
@@ -105,18 +106,13 @@ def main() -> None:
     parser.add_argument("--trace", help="also keep the Chrome trace here (gzip)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
-    bag = work / "arc_bag"
-    make_bag(build_parser().parse_args(["make-bag", "--out", str(bag), "--arc", "--limit", str(args.arc_tasks)]))
-    def argv(out: str) -> list[str]:
-        return ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", args.checkpoint, "--camera-topics",
-                "/camera/image_raw", "--out", str(work / out), "--device", args.device, "--dtype", args.dtype,
-                "--batch-size", str(args.batch), "--shard-size", "1024"]  # fmt: skip
-
-    run_extract(build_parser().parse_args(argv("warm")))  # the kernels in the compile cache before the profile
+    bag, _ = arc_bag(work, args.arc_tasks)
+    # a first run puts the kernels in the compile cache before the profiled one
+    run_extract(build_parser().parse_args(extract_argv(args, bag, work / "warm", args.batch)))
     for owner, name in LABELLED:
         label(owner, name)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        manifest = run_extract(build_parser().parse_args(argv("ds")))
+        manifest = run_extract(build_parser().parse_args(extract_argv(args, bag, work / "ds", args.batch)))
     trace_path = work / "trace.json"
     prof.export_chrome_trace(str(trace_path))
     if args.trace:
