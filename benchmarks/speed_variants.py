@@ -24,6 +24,8 @@ VARIANTS = {
     "coordinate_descent": {"env": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}},
     # SDPA picks among flash and memory-efficient attention only (cuDNN's is first otherwise on an H100)
     "no_cudnn_attention": {"sdpa_cudnn": False},
+    # inductor writes persistent and looped versions of each reduction and times both on first use
+    "multi_kernel": {"env": {"TORCHINDUCTOR_MULTI_KERNEL": "1"}},
 }
 
 
@@ -57,7 +59,31 @@ def measure(variant: dict, throughput_batch: int) -> dict:
     report["first_big_batch_s"] = time.perf_counter() - tick
     report["throughput_fps"] = throughput(fx, throughput_batch, 1, iters=10, warmup=5, compare_eager=False)[
         "throughput_fps"]
+    report["kernels_ms"] = kernel_times(fx, throughput_batch)
     return report
+
+
+def kernel_times(fx, batch: int, rows: int = 30) -> dict[str, float]:
+    """The top CUDA kernels (ms, summed over one call) of the compiled backbone at ``batch``, outside the
+    CUDA graph so that the profiler sees every kernel."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from groot_sage_ros.bench import frame_sets
+    from groot_sage_ros.engine import pad_to_bucket
+
+    inputs = fx.prepare(frame_sets(batch, 1))
+    ids = pad_to_bucket(inputs.input_ids, fx.runtime.length_bucket)
+    with torch.inference_mode():
+        fx._backbone_features(ids, inputs.images)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fx._backbone_features(ids, inputs.images)
+            torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda event: -event.self_device_time_total)
+    table = {event.key[:90]: round(event.self_device_time_total / 1000, 3) for event in events[:rows]}
+    table["total"] = round(sum(event.self_device_time_total for event in events) / 1000, 3)
+    return table
 
 
 def main() -> None:

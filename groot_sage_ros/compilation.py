@@ -45,6 +45,20 @@ def compiled_regions(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return regions
 
 
+def compile_arguments(mode: str) -> dict:
+    """``torch.compile`` keyword arguments for a region: ``mode``'s inductor options, plus one-pass
+    reductions for rows up to 2,048 wide (``reductions.py``) where this PyTorch lets us choose them."""
+    import torch._inductor
+    from torch._inductor import config as inductor_config
+
+    if not hasattr(inductor_config, "inductor_choices_class"):  # older PyTorch: its own heuristics
+        return {"mode": mode}
+    from .reductions import WidePersistentReductions
+
+    options = torch._inductor.list_mode_options(mode)
+    return {"options": {**options, "inductor_choices_class": WidePersistentReductions}}
+
+
 def compile_cache_counts() -> dict[str, int]:
     """Compiled graphs served from the on-disk cache (hits) and compiled afresh (misses), this process."""
     from torch._dynamo.utils import counters

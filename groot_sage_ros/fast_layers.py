@@ -29,7 +29,7 @@ from torch import nn
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, apply_rotary_pos_emb
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
-from .compilation import compiled_regions
+from .compilation import compile_arguments, compiled_regions
 from .model.action_head import DiTBlock, SelfAttentionBlock
 from .model.fused_linear import register_fused
 
@@ -128,6 +128,7 @@ class FastLayers:
         if compile and not dynamic_lengths:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.calls, self.attentions = [], []
+        compile_kwargs = compile_arguments(mode) if compile else {}
         for layer, lengths_vary in compiled_regions(model):
             fuse, forward = FAST_PATHS[type(layer)]
             fuse(layer)
@@ -140,7 +141,7 @@ class FastLayers:
             if compile:
                 # None: PyTorch's default, dynamic only once a shape changes; False: one program per shape
                 dynamic = (True if lengths_vary else None) if dynamic_lengths else False
-                call = torch.compile(call, mode=mode, dynamic=dynamic)
+                call = torch.compile(call, dynamic=dynamic, **compile_kwargs)
             self.calls.append((layer, call))
         self.enable(True)
 

@@ -14,6 +14,7 @@ from groot_sage_ros.config import RuntimeConfig
 from groot_sage_ros.engine import FeatureExtractor, pad_batch, pad_to_bucket
 from groot_sage_ros.fast_layers import FastLayers
 from groot_sage_ros.processor import PAD_TOKEN_ID
+from groot_sage_ros.reductions import WidePersistentReductions
 
 from conftest import random_image
 
@@ -31,6 +32,9 @@ def test_compiled_layers_match_eager(compiled_extractor):
     assert sum(fx.compile_cache.values()) > 0  # the warm-up really compiled (or loaded) kernels
     assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
                for layer, _ in compiled_regions(fx.model))  # fmt: skip
+    # every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)
+    assert all(call.get_compiler_config()["inductor_choices_class"] is WidePersistentReductions
+               for _, call in fx.fast_layers.calls)  # fmt: skip
     frame_sets = [([random_image(120, 160, 1)], "pick up the cube"),
                   ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length")]  # fmt: skip
     inputs = fx.prepare(frame_sets)
@@ -123,3 +127,22 @@ def test_batched_preprocessing_equals_one_by_one(tiny_extractor):
     mixed = processor.preprocess_images([frames[0], random_image(50, 70, 9)])  # different sizes
     assert mixed.shape == (2, 3, 224, 224) and mixed.dtype == torch.uint8
     assert np.array_equal(mixed[0].numpy(), together[0].numpy())
+
+
+def test_rows_up_to_2048_wide_reduce_in_one_pass_in_compiled_regions():
+    import sympy
+    from torch._inductor.runtime.hints import ReductionHint
+
+    from groot_sage_ros.compilation import compile_arguments
+    from groot_sage_ros.reductions import one_pass
+
+    inner = ReductionHint.INNER
+    assert one_pass(inner, False, sympy.Integer(1152)) and one_pass(inner, False, sympy.Integer(2048))  # SigLIP, Qwen3
+    assert not one_pass(inner, False, sympy.Integer(4096))  # wider rows: inductor's own choice
+    assert not one_pass(ReductionHint.OUTER, False, sympy.Integer(1152))  # column-wise: inductor's own choice
+    assert not one_pass(inner, True, sympy.Integer(1152))  # split (cooperative) reductions too
+    assert not one_pass(inner, False, sympy.Symbol("s0"))  # a dynamic width
+    # every compiled region gets the heuristic, and the mode's own options are kept
+    options = compile_arguments("max-autotune-no-cudagraphs")["options"]
+    assert options["inductor_choices_class"] is WidePersistentReductions and options["max_autotune"]
+    assert WidePersistentReductions().uuid()  # inductor's compiled-graph cache needs a key for it

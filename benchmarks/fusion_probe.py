@@ -1,0 +1,144 @@
+"""How much a deferred residual add saves: each repeated layer returns (residual, last branch output) and the
+next layer adds them inside its first norm, so inductor fuses that add into the norm's kernel (regional
+compilation stops fusion at the layer boundary otherwise). Times the SigLIP and Qwen3 stacks at a
+throughput batch both ways on the full-size random model, and checks the outputs agree.
+
+    python benchmarks/fusion_probe.py --batch 64 --out fusion_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+from groot_sage_ros.compilation import compile_arguments
+from groot_sage_ros.config import n15_3b_config
+from groot_sage_ros.engine import FeatureExtractor
+from groot_sage_ros.fast_layers import linear_gelu_tanh
+
+
+def siglip_deferred(self, residual, delta):
+    hidden_states = residual if delta is None else residual + delta  # the previous layer's MLP residual add
+    attn = self.self_attn
+    batch, length, _ = hidden_states.shape
+    qkv = F.linear(self.layer_norm1(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+    hidden = hidden_states + attn.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+    return hidden, self.mlp.fc2(linear_gelu_tanh(self.layer_norm2(hidden), self.mlp.fc1))
+
+
+def qwen3_deferred(self, residual, delta, position_embeddings):
+    hidden_states = residual if delta is None else residual + delta
+    attn, mlp = self.self_attn, self.mlp
+    batch, length, _ = hidden_states.shape
+    qkv = F.linear(self.input_layernorm(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    q, k, v = qkv.split(attn.fused_qkv_sizes, dim=-1)
+    q = attn.q_norm(q.view(batch, length, -1, attn.head_dim)).transpose(1, 2)
+    k = attn.k_norm(k.view(batch, length, -1, attn.head_dim)).transpose(1, 2)
+    v = v.view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
+    hidden = hidden_states + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+    gate, up = F.linear(self.post_attention_layernorm(hidden), mlp.fused_gate_up_weight).chunk(2, dim=-1)
+    return hidden, mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+def cuda_ms(fn, iters: int = 10, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    if not torch.cuda.is_available():  # a CPU dry run of the script
+        return 0.0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--length", type=int, default=304)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tiny", action="store_true", help="the tiny config on the CPU: a dry run")
+    args = parser.parse_args()
+    if args.tiny:
+        from groot_sage_ros.config import RuntimeConfig
+        from groot_sage_ros.tiny_checkpoint import tiny_config
+
+        fx = FeatureExtractor.from_random(tiny_config(), device="cpu", dtype="float32",
+                                          runtime=RuntimeConfig(compile="on"))  # fmt: skip
+    else:
+        fx = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16")
+    device = fx.device
+    eagle = fx.model.backbone.eagle_model
+    vision = eagle.vision_model.vision_model
+    lm = eagle.language_model.model
+    report = {"batch": args.batch, "length": args.length}
+
+    options = compile_arguments("default")  # as FastLayers compiles the plain regions
+    deferred_vision = [torch.compile(types.MethodType(siglip_deferred, layer), **options)
+                       for layer in vision.encoder.layers]  # fmt: skip
+    deferred_lm = [torch.compile(types.MethodType(qwen3_deferred, layer), dynamic=True, **options)
+                   for layer in lm.layers]  # fmt: skip
+
+    def vision_plain(hidden):
+        for layer in vision.encoder.layers:
+            hidden = layer(hidden)
+        return vision.post_layernorm(hidden)
+
+    def vision_deferred(hidden):
+        residual, delta = hidden, None
+        for call in deferred_vision:
+            residual, delta = call(residual, delta)
+        return vision.post_layernorm(residual + delta)
+
+    def lm_inputs(batch, length):
+        embeds = torch.randn(batch, length, lm.config.hidden_size, device=device, dtype=fx.dtype) * 0.02
+        positions = torch.arange(length, device=device).unsqueeze(0)
+        return embeds, positions, lm.rotary_emb(embeds, positions)
+
+    def lm_plain(embeds, positions, rotary):
+        hidden = embeds
+        for layer in lm.layers:
+            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        return lm.norm(hidden)
+
+    def lm_deferred(embeds, positions, rotary):
+        residual, delta = embeds, None
+        for call in deferred_lm:
+            residual, delta = call(residual, delta, rotary)
+        return lm.norm(residual + delta)
+
+    width = vision.config.hidden_size
+    for batch in (1, args.batch):  # batch 1 first, as the engine's warm-up does (then one dynamic recompile)
+        patches = torch.randn(batch, vision.embeddings.num_patches, width, device=device, dtype=fx.dtype)
+        vision_plain(patches), vision_deferred(patches)
+        lm_args = lm_inputs(batch, args.length)
+        lm_plain(*lm_args), lm_deferred(*lm_args)
+    a, b = vision_plain(patches).float(), vision_deferred(patches).float()
+    report["vision_max_rel_diff"] = ((a - b).norm() / a.norm()).item()
+    a, b = lm_plain(*lm_args).float(), lm_deferred(*lm_args).float()
+    report["lm_max_rel_diff"] = ((a - b).norm() / a.norm()).item()
+    for _ in range(2):  # twice: the spread between repeats
+        report.setdefault("vision_plain_ms", []).append(cuda_ms(lambda: vision_plain(patches)))
+        report.setdefault("vision_deferred_ms", []).append(cuda_ms(lambda: vision_deferred(patches)))
+        report.setdefault("lm_plain_ms", []).append(cuda_ms(lambda: lm_plain(*lm_args)))
+        report.setdefault("lm_deferred_ms", []).append(cuda_ms(lambda: lm_deferred(*lm_args)))
+    print(json.dumps(report, indent=1))
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
