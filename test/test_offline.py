@@ -314,3 +314,13 @@ def test_torchrun_on_cuda_without_a_gpu_for_the_rank_is_a_clear_error(monkeypatc
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ValueError, match="local rank 1 needs GPU 1, but 0 GPU"):
         distributed("cuda")
+
+
+def test_under_torchrun_a_cuda_device_means_the_ranks_own_gpu():
+    from groot_sage_ros.offline.extract import rank_device
+
+    # an explicit index would put every rank on one GPU, while NCCL binds each to GPU LOCAL_RANK
+    assert rank_device("cuda:1", world=2, local_rank=0) == "cuda:0"
+    assert rank_device("cuda", world=2, local_rank=1) == "cuda:1"
+    assert rank_device("cuda:1", world=1, local_rank=0) == "cuda:1"  # one process: as given
+    assert rank_device("cpu", world=2, local_rank=1) == "cpu"  # gloo ranks share the CPU

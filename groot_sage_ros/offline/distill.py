@@ -28,7 +28,7 @@ from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..model.student import SageStudent
 from ..processor import PAD_TOKEN_ID, normalize
 from .dataset import FeatureDataset
-from .extract import barrier, distributed
+from .extract import barrier, distributed, rank_device
 
 
 def group_of(source: dict) -> str:
@@ -154,7 +154,7 @@ def load_student(path: str | Path, device: str = "cpu") -> tuple[SageStudent, di
 
 def run_distill(args) -> dict:
     rank, world, local_rank = distributed(args.device)
-    device = torch.device(args.device if not (args.device.startswith("cuda") and world > 1) else f"cuda:{local_rank}")
+    device = torch.device(rank_device(args.device, world, local_rank))
     dataset = FeatureDataset(args.dataset)
     out = Path(args.out)
     train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)

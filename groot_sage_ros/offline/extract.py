@@ -54,6 +54,13 @@ def distributed(device: str) -> tuple[int, int, int]:
     return dist.get_rank(), world, local_rank
 
 
+def rank_device(device: str, world: int, local_rank: int) -> str:
+    """The device one process runs on. Under torchrun (world > 1) a CUDA ``--device`` means the rank's own
+    GPU, ``cuda:LOCAL_RANK``, the one ``distributed`` bound NCCL to (pick the GPUs with
+    ``CUDA_VISIBLE_DEVICES``, not with an index); any other device is taken as given."""
+    return f"cuda:{local_rank}" if world > 1 and device.startswith("cuda") else device
+
+
 def end_distributed() -> None:
     """Tear down the process group before exit; left to the interpreter's teardown, gloo's threads can abort."""
     import torch.distributed as dist
@@ -117,10 +124,7 @@ def run_extract(args) -> dict:
     rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
     prepare_output(out, args.overwrite, rank, world)
-    device = args.device
-    if device.startswith("cuda") and world > 1 and ":" not in device:
-        device = f"cuda:{local_rank}"
-    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
+    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=rank_device(args.device, world, local_rank), dtype=args.dtype,
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
