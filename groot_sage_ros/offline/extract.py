@@ -124,7 +124,8 @@ def run_extract(args) -> dict:
     rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
     prepare_output(out, args.overwrite, rank, world)
-    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=rank_device(args.device, world, local_rank), dtype=args.dtype,
+    device = rank_device(args.device, world, local_rank)
+    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
