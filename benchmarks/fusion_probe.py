@@ -1,7 +1,12 @@
-"""How much a deferred residual add saves: each repeated layer returns (residual, last branch output) and the
-next layer adds them inside its first norm, so inductor fuses that add into the norm's kernel (regional
-compilation stops fusion at the layer boundary otherwise). Times the SigLIP and Qwen3 stacks at a
-throughput batch both ways on the full-size random model, and checks the outputs agree.
+"""Two ways to take the residual adds out of their own kernels, timed on the SigLIP and Qwen3 stacks at a
+throughput batch (full-size random model) against the fast path, with the outputs compared:
+
+- deferred: each repeated layer returns (residual, last branch output) and the next layer adds them inside
+  its first norm, so inductor fuses that add into the norm's kernel (regional compilation stops fusion at
+  the layer boundary otherwise);
+- epilogue: the residual is the C matrix of the output projection's and the MLP's last GEMM
+  (``addmm``, beta = 1), so cuBLAS adds it in the GEMM's epilogue; SigLIP's two biases join the norm
+  kernel between them (the second one folded into the residual that the last GEMM reads).
 
     python benchmarks/fusion_probe.py --batch 64 --out fusion_probe.json
 """
@@ -49,6 +54,33 @@ def qwen3_deferred(self, residual, delta, position_embeddings):
     return hidden, mlp.down_proj(mlp.act_fn(gate) * up)
 
 
+def siglip_epilogue(self, hidden_states):
+    attn, mlp = self.self_attn, self.mlp
+    batch, length, width = hidden_states.shape
+    qkv = F.linear(self.layer_norm1(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale).transpose(1, 2).reshape(-1, width)  # (N T, C)
+    hidden = torch.addmm(hidden_states.reshape(-1, width), out, attn.out_proj.weight.t()) + attn.out_proj.bias
+    mlp_in = linear_gelu_tanh(self.layer_norm2(hidden), mlp.fc1)  # (N T, 4304)
+    return torch.addmm(hidden + mlp.fc2.bias, mlp_in, mlp.fc2.weight.t()).view(batch, length, width)
+
+
+def qwen3_epilogue(self, hidden_states, position_embeddings):
+    attn, mlp = self.self_attn, self.mlp
+    batch, length, width = hidden_states.shape
+    qkv = F.linear(self.input_layernorm(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    q, k, v = qkv.split(attn.fused_qkv_sizes, dim=-1)
+    q = attn.q_norm(q.view(batch, length, -1, attn.head_dim)).transpose(1, 2)
+    k = attn.k_norm(k.view(batch, length, -1, attn.head_dim)).transpose(1, 2)
+    v = v.view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
+    out = out.transpose(1, 2).reshape(batch * length, -1)  # (B L, Hq d)
+    hidden = torch.addmm(hidden_states.reshape(-1, width), out, attn.o_proj.weight.t())  # (B L, D)
+    gate, up = F.linear(self.post_attention_layernorm(hidden), mlp.fused_gate_up_weight).chunk(2, dim=-1)
+    return torch.addmm(hidden, mlp.act_fn(gate) * up, mlp.down_proj.weight.t()).view(batch, length, width)
+
+
 def cuda_ms(fn, iters: int = 10, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
@@ -91,6 +123,10 @@ def main() -> None:
                        for layer in vision.encoder.layers]  # fmt: skip
     deferred_lm = [torch.compile(types.MethodType(qwen3_deferred, layer), dynamic=True, **options)
                    for layer in lm.layers]  # fmt: skip
+    epilogue_vision = [torch.compile(types.MethodType(siglip_epilogue, layer), **options)
+                       for layer in vision.encoder.layers]  # fmt: skip
+    epilogue_lm = [torch.compile(types.MethodType(qwen3_epilogue, layer), dynamic=True, **options)
+                   for layer in lm.layers]  # fmt: skip
 
     def vision_plain(hidden):
         for layer in vision.encoder.layers:
@@ -102,6 +138,17 @@ def main() -> None:
         for call in deferred_vision:
             residual, delta = call(residual, delta)
         return vision.post_layernorm(residual + delta)
+
+    def vision_epilogue(hidden):
+        for call in epilogue_vision:
+            hidden = call(hidden)
+        return vision.post_layernorm(hidden)
+
+    def lm_epilogue(embeds, positions, rotary):
+        hidden = embeds
+        for call in epilogue_lm:
+            hidden = call(hidden, rotary)
+        return lm.norm(hidden)
 
     def lm_inputs(batch, length):
         embeds = torch.randn(batch, length, lm.config.hidden_size, device=device, dtype=fx.dtype) * 0.02
@@ -123,18 +170,21 @@ def main() -> None:
     width = vision.config.hidden_size
     for batch in (1, args.batch):  # batch 1 first, as the engine's warm-up does (then one dynamic recompile)
         patches = torch.randn(batch, vision.embeddings.num_patches, width, device=device, dtype=fx.dtype)
-        vision_plain(patches), vision_deferred(patches)
+        vision_plain(patches), vision_deferred(patches), vision_epilogue(patches)
         lm_args = lm_inputs(batch, args.length)
-        lm_plain(*lm_args), lm_deferred(*lm_args)
-    a, b = vision_plain(patches).float(), vision_deferred(patches).float()
-    report["vision_max_rel_diff"] = ((a - b).norm() / a.norm()).item()
-    a, b = lm_plain(*lm_args).float(), lm_deferred(*lm_args).float()
-    report["lm_max_rel_diff"] = ((a - b).norm() / a.norm()).item()
+        lm_plain(*lm_args), lm_deferred(*lm_args), lm_epilogue(*lm_args)
+    stacks = {"vision": (patches,), "lm": lm_args}
+    variants = {"vision": {"plain": vision_plain, "deferred": vision_deferred, "epilogue": vision_epilogue},
+                "lm": {"plain": lm_plain, "deferred": lm_deferred, "epilogue": lm_epilogue}}  # fmt: skip
+    for stack, calls in variants.items():
+        reference = calls["plain"](*stacks[stack]).float()
+        for name in ("deferred", "epilogue"):
+            other = calls[name](*stacks[stack]).float()
+            report[f"{stack}_{name}_rel_diff"] = ((other - reference).norm() / reference.norm()).item()
     for _ in range(2):  # twice: the spread between repeats
-        report.setdefault("vision_plain_ms", []).append(cuda_ms(lambda: vision_plain(patches)))
-        report.setdefault("vision_deferred_ms", []).append(cuda_ms(lambda: vision_deferred(patches)))
-        report.setdefault("lm_plain_ms", []).append(cuda_ms(lambda: lm_plain(*lm_args)))
-        report.setdefault("lm_deferred_ms", []).append(cuda_ms(lambda: lm_deferred(*lm_args)))
+        for stack, calls in variants.items():
+            for name, call in calls.items():
+                report.setdefault(f"{stack}_{name}_ms", []).append(cuda_ms(lambda call=call, inputs=stacks[stack]: call(*inputs)))
     print(json.dumps(report, indent=1))
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)
