@@ -38,12 +38,7 @@ def siglip_layer_forward(self, hidden_states: torch.Tensor, attention_mask=None,
     """``SiglipEncoderLayer.forward`` with one q/k/v GEMM; the vision tower attends to every patch."""
     if attention_mask is not None:
         raise ValueError("the fused SigLIP layer attends to every patch; got an attention mask")
-    attn = self.self_attn
-    batch, length, _ = hidden_states.shape
-    qkv = F.linear(self.layer_norm1(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)  # (N, T, 3 H d)
-    q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, T, d)
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (N, H, T, d)
-    hidden = hidden_states + attn.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+    hidden = hidden_states + self.self_attn.out_proj(siglip_attention(self, self.layer_norm1(hidden_states)))
     mlp = self.mlp
     return hidden + mlp.fc2(linear_gelu_tanh(self.layer_norm2(hidden), mlp.fc1))
 
@@ -55,17 +50,35 @@ def qwen3_layer_forward(self, hidden_states: torch.Tensor, attention_mask=None, 
     if attention_mask is not None or past_key_values is not None:
         raise ValueError("the fused Qwen3 layer runs causal attention without a mask or a KV cache")
     attn, mlp = self.self_attn, self.mlp
-    batch, length, _ = hidden_states.shape
-    qkv = F.linear(self.input_layernorm(hidden_states), attn.fused_qkv_weight, attn.fused_qkv_bias)
+    out = qwen3_attention(self, self.input_layernorm(hidden_states), position_embeddings)  # (B, L, Hq d)
+    hidden = hidden_states + attn.o_proj(out)
+    gate, up = F.linear(self.post_attention_layernorm(hidden), mlp.fused_gate_up_weight).chunk(2, dim=-1)
+    return hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+def siglip_attention(self, normed: torch.Tensor) -> torch.Tensor:
+    """A SigLIP layer's self-attention up to its output projection, q/k/v in one GEMM: (N, T, C) -> (N, T, C)."""
+    attn = self.self_attn
+    batch, length, _ = normed.shape
+    qkv = F.linear(normed, attn.fused_qkv_weight, attn.fused_qkv_bias)  # (N, T, 3 H d)
+    q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, T, d)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)  # (N, H, T, d)
+    return out.transpose(1, 2).reshape(batch, length, -1)
+
+
+def qwen3_attention(self, normed: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """A Qwen3 layer's causal self-attention up to its output projection, q/k/v in one GEMM, q/k norms and
+    rotary positions: (B, L, D) -> (B, L, Hq d)."""
+    attn = self.self_attn
+    batch, length, _ = normed.shape
+    qkv = F.linear(normed, attn.fused_qkv_weight, attn.fused_qkv_bias)
     q, k, v = qkv.split(attn.fused_qkv_sizes, dim=-1)  # (B, L, Hq d), (B, L, Hkv d), (B, L, Hkv d)
     q = attn.q_norm(q.view(batch, length, -1, attn.head_dim)).transpose(1, 2)  # (B, Hq, L, d)
     k = attn.k_norm(k.view(batch, length, -1, attn.head_dim)).transpose(1, 2)  # (B, Hkv, L, d)
     v = v.view(batch, length, -1, attn.head_dim).transpose(1, 2)  # (B, Hkv, L, d)
     q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
-    hidden = hidden_states + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-    gate, up = F.linear(self.post_attention_layernorm(hidden), mlp.fused_gate_up_weight).chunk(2, dim=-1)
-    return hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+    return out.transpose(1, 2).reshape(batch, length, -1)
 
 
 def self_attention_block_forward(self, x: torch.Tensor) -> torch.Tensor:
