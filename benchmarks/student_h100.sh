@@ -12,7 +12,7 @@ $g extract /tmp/arc_bag .gpu_data/photos_0 .gpu_data/photos_1 --checkpoint /tmp/
     --camera-topics /camera/image_raw/compressed --out /tmp/features --device cuda --batch-size 32
 $g distill /tmp/features --out /tmp/student --device cuda --max-steps 1500 --batch-size 32 \
     --eval-every 250 --save-every 500 --log-every 250
-$g evaluate --student /tmp/student/student.pt --dataset /tmp/features --teacher /tmp/full --device cuda \
+$g evaluate --student /tmp/student/student.safetensors --dataset /tmp/features --teacher /tmp/full --device cuda \
     --json "$OUT/student_eval.json" --report-dir /tmp/student/evaluation
 cp /tmp/student/metrics.jsonl /tmp/student/loss.png /tmp/student/cosine.png /tmp/student/evaluation/report.md \
     /tmp/student/evaluation/token_cosine.png "$OUT/"
@@ -21,8 +21,8 @@ python3 - <<'PY'
 import numpy as np, torch
 from groot_sage_ros.student_engine import StudentExtractor
 frames = [np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)]
-graphed = StudentExtractor.from_checkpoint("/tmp/student/student.pt", device="cuda")
-eager = StudentExtractor.from_checkpoint("/tmp/student/student.pt", device="cuda")
+graphed = StudentExtractor.from_checkpoint("/tmp/student/student.safetensors", device="cuda")
+eager = StudentExtractor.from_checkpoint("/tmp/student/student.safetensors", device="cuda")
 eager.cuda_graphs = False
 for text in ("pick up the cube", "pick up the cube", "stack the red blocks"):  # replay, then a new shape
     a, b = graphed.extract(frames, text).features, eager.extract(frames, text).features

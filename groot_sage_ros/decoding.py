@@ -47,9 +47,20 @@ def cdr_header_stamp_ns(data: bytes) -> int:
     CompressedImage), read from the CDR bytes without deserialising the rest: 4 bytes of encapsulation
     (byte 1 = 1 for little endian), then stamp.sec (int32) and stamp.nanosec (uint32)."""
     if len(data) < 12:
-        raise BadImage("size_mismatch", f"serialised message of {len(data)} bytes is too short for a header")
+        raise BadImage("corrupt_message", f"serialised message of {len(data)} bytes is too short for a header")
     sec, nanosec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
     return sec * 1_000_000_000 + nanosec
+
+
+def deserialize_checked(deserialize, data: bytes, msgtype):
+    """``deserialize(data, msgtype)``, with any failure of a damaged CDR payload (rosbags and rclpy raise
+    many kinds) turned into BadImage("corrupt_message"): a bad message is a counted skip, never fatal."""
+    try:
+        return deserialize(data, msgtype)
+    except Exception as err:  # noqa: BLE001 -- whatever the deserialiser raises on bad bytes
+        name = getattr(msgtype, "__name__", msgtype)
+        raise BadImage("corrupt_message", f"{len(data)}-byte {name} message does not deserialise "
+                       f"({type(err).__name__})") from None  # fmt: skip
 
 
 def image_to_array(msg) -> np.ndarray:

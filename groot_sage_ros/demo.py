@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out", help="working folder (default: demo_out)")
     parser.add_argument("--frames", type=int, default=48, help="camera frames in the bag (default: 48)")
     parser.add_argument("--hz", type=float, default=10.0, help="camera rate in the bag (default: 10)")
-    parser.add_argument("--student", default=None, help="serve this student.pt with sage_node instead of groot_node")
+    parser.add_argument("--student", default=None, help="serve this student.safetensors with sage_node instead of groot_node")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

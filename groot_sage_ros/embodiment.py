@@ -22,12 +22,35 @@ class EmbodimentConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"embodiment config {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}  # safe_load: a Python tag is an error, never code
+        except yaml.YAMLError as err:
+            raise ValueError(f"embodiment config {path}: not plain YAML ({' '.join(str(err).split())})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"embodiment config {path}: expected a mapping at the top, got {type(data).__name__}")
         missing = [k for k in ("embodiment_tag", "state", "action") if k not in data]
         if missing:
             raise ValueError(f"embodiment config {path}: missing {missing}")
-        limits = {name: (float(lo), float(hi)) for name, (lo, hi) in (data.get("limits") or {}).items()}
-        return cls(data["embodiment_tag"], data["state"], data["action"], data.get("normalization") or {}, limits)
+        for key in ("state", "action"):
+            groups = data[key]
+            if not isinstance(groups, dict) or not all(
+                    isinstance(joints, list) and all(isinstance(j, str) for j in joints) for joints in groups.values()):
+                raise ValueError(f"embodiment config {path}: '{key}' must map each key to a list of joint names")
+        limits, raw_limits = {}, data.get("limits") or {}
+        if not isinstance(raw_limits, dict):
+            raise ValueError(f"embodiment config {path}: 'limits' must map joint names to [low, high]")
+        for name, bounds in raw_limits.items():
+            try:
+                low, high = (float(b) for b in bounds)
+            except (TypeError, ValueError):
+                raise ValueError(f"embodiment config {path}: limits.{name} = {bounds!r}, expected [low, high]") from None
+            if not low <= high:
+                raise ValueError(f"embodiment config {path}: limits.{name} = {bounds!r}, expected low <= high")
+            limits[name] = (low, high)
+        normalization = data.get("normalization") or {}
+        if not isinstance(normalization, dict):
+            raise ValueError(f"embodiment config {path}: 'normalization' must map keys to mode names")
+        return cls(str(data["embodiment_tag"]), data["state"], data["action"], normalization, limits)
 
     @property
     def action_joints(self) -> list[str]:

@@ -41,6 +41,9 @@ class FeatureNodeConfig:
     diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
     autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
+    max_instruction_chars: int = param(
+        2000, "longer instructions are rejected and counted (rejected_instruction_too_long)", range=(1, 1_000_000)
+    )
 
 
     def __post_init__(self) -> None:
@@ -99,7 +102,7 @@ class TeacherNodeConfig(FeatureNodeConfig):
 class StudentNodeConfig(FeatureNodeConfig):
     """sage_node: a distilled student behind the same topics."""
 
-    student: str = param("", "student checkpoint (student.pt from groot-sage distill)", True)
+    student: str = param("", "student checkpoint (student.safetensors from groot-sage distill, or its run folder)", True)
     teacher_features_topic: str = param(
         "", "teacher ~/features topic to pair with by stamp for live cosine fidelity; empty = off", True
     )

@@ -12,6 +12,7 @@ from .config import parse_dtype
 from .cuda_graphs import GraphCache
 from .engine import FeatureResult, resolve_device
 from .processor import ModelInputs, Processor, ProcessorConfig
+from .student_checkpoint import load_student
 
 
 class StudentExtractor:
@@ -27,8 +28,6 @@ class StudentExtractor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentExtractor":
-        from .offline.distill import load_student
-
         torch_device, torch_dtype = resolve_device(device), parse_dtype(dtype, "dtype")
         model, _ = load_student(path, "cpu")
         model = model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)

@@ -19,6 +19,7 @@ from .config import GrootConfig, n15_3b_config
 from .engine import random_init_
 from .model.action_head import FlowMatchingActionHead
 from .model.backbone import EagleBackbone
+from .output_folder import OutputFolder
 
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 TINY_TEXT = {
@@ -78,9 +79,17 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
 
 def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0) -> Path:
     """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB)."""
-    out = Path(out)
-    (out / "experiment_cfg").mkdir(parents=True, exist_ok=True)
     config = GrootConfig.from_dict(raw)  # validates what we are about to write
+    folder = OutputFolder.claim(out, "checkpoint")  # a new folder, or one this function wrote before
+    try:
+        _write_random_checkpoint(folder.path, raw, config, seed, norm_noise)
+    finally:
+        folder.release()
+    return folder.path
+
+
+def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float) -> None:
+    (out / "experiment_cfg").mkdir(exist_ok=True)
     config.backbone.build_siglip_head = True  # the reference module saves the unused pooling head too
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
@@ -110,4 +119,3 @@ def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_nois
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     (out / "experiment_cfg" / "metadata.json").write_text(json.dumps(tiny_metadata(), indent=2))
-    return out

@@ -1,6 +1,6 @@
 """Teacher and student side by side on the same cameras; the student reports live fidelity to the teacher.
 
-    ros2 launch groot_sage_ros groot_sage.launch.py checkpoint:=nvidia/GR00T-N1.5-3B student:=/models/student.pt
+    ros2 launch groot_sage_ros groot_sage.launch.py checkpoint:=nvidia/GR00T-N1.5-3B student:=/models/student.safetensors
 """
 
 import os
@@ -15,7 +15,7 @@ from launch import LaunchDescription
 
 ARGUMENTS = {
     "checkpoint": ("nvidia/GR00T-N1.5-3B", "teacher checkpoint folder or cached Hugging Face repo id"),
-    "student": ("", "student.pt from groot-sage distill"),
+    "student": ("", "student.safetensors from groot-sage distill"),
     "device": ("cuda", "torch device string, both nodes"),
     "camera_topics": ("['camera/image_raw']", "camera topics in prompt order, as a YAML list"),
     "instruction": ("Perform the default behavior.", "default instruction until one arrives on the topic"),

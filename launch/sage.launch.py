@@ -1,6 +1,6 @@
 """Start the SAGE student alone, with config/sage.yaml and a few overrides.
 
-    ros2 launch groot_sage_ros sage.launch.py student:=/models/student.pt camera_topics:="['/front/image_raw']"
+    ros2 launch groot_sage_ros sage.launch.py student:=/models/student.safetensors camera_topics:="['/front/image_raw']"
 """
 
 import os
@@ -14,7 +14,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "student": ("", "student.pt from groot-sage distill"),
+    "student": ("", "student.safetensors from groot-sage distill"),
     "device": ("cuda", "torch device string"),
     "dtype": ("float16", "float16 | bfloat16 | float32"),
     "camera_topics": ("['camera/image_raw']", "camera topics in prompt order, as a YAML list"),

@@ -116,13 +116,15 @@ def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, 
 def test_interrupted_extract_resumes_to_the_same_result(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
     partial = Path(shutil.copytree(arc_dataset, tmp_path / "partial"))
     (partial / "manifest.json").unlink()  # a run that died before finishing
-    (partial / "shard-00001.safetensors").rename(partial / "shard-00001.tmp")  # half-written shard
+    (partial / "shard-00001.safetensors").rename(partial / ".shard-00001.safetensors.4242-0badf00d.tmp")  # half-written
+    (partial / "notes.tmp").write_text("the user's own file")  # never ours to delete
     with pytest.raises(ValueError, match="no manifest.json"):
         FeatureDataset(partial)
     kept = (partial / "shard-00000.safetensors").stat().st_mtime_ns
     extract(tiny_checkpoint, [arc_bag], partial)
     assert (partial / "shard-00000.safetensors").stat().st_mtime_ns == kept  # finished shard not redone
-    assert not list(partial.glob("*.tmp"))
+    assert sorted(p.name for p in partial.glob("*.tmp")) == ["notes.tmp"]  # the crashed run's temporary is gone
+    assert (partial / "notes.tmp").read_text() == "the user's own file"
     assert_same_samples(FeatureDataset(partial), FeatureDataset(arc_dataset))
 
 
@@ -300,9 +302,10 @@ def test_non_finite_teacher_features_are_skipped_and_counted(arc_bag, tiny_copy,
     weights = load_file(shard)
     weights["backbone.eagle_model.vision_model.vision_model.embeddings.patch_embedding.bias"].fill_(float("nan"))
     save_file(weights, shard, metadata={"format": "pt"})
-    manifest = extract(tiny_copy, [arc_bag], tmp_path / "nan")
-    assert manifest["num_samples"] == 0 and manifest["skipped"]["nonfinite_features"] == 7
-    assert len(FeatureDataset(tmp_path / "nan")) == 0
+    with pytest.raises(ValueError, match="no frame set became a sample.*nonfinite_features=7"):
+        extract(tiny_copy, [arc_bag], tmp_path / "nan")
+    assert not (tmp_path / "nan" / "manifest.json").exists()  # an empty dataset is never written
+    assert not list((tmp_path / "nan").glob("shard-*"))
 
 
 def test_torchrun_on_cuda_without_a_gpu_for_the_rank_is_a_clear_error(monkeypatch):

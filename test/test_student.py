@@ -18,6 +18,8 @@ from groot_sage_ros.offline.distill import run_distill
 from groot_sage_ros.offline.evaluate import run_evaluate
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
+from groot_sage_ros.student_checkpoint import load_student
+from safetensors.torch import load_file
 
 SMALL = ["--width", "128", "--layers", "2", "--heads", "4", "--warmup-steps", "5", "--log-every", "1000"]
 
@@ -50,9 +52,9 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
     evals = [m for m in metrics(trained) if "eval_mse" in m]
     first, last = evals[0], evals[-1]
     assert last["eval_mse"] + 1 - last["eval_cosine"] < first["eval_mse"] + 1 - first["eval_cosine"]
-    for name in ("student.pt", "last.pt", "loss.png", "cosine.png"):
+    for name in ("student.safetensors", "last.safetensors", "loss.png", "cosine.png"):
         assert (trained / name).is_file(), name
-    report = run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", dataset,
+    report = run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
                               "--json", tmp_path / "eval.json", "--report-dir", tmp_path / "report"))  # fmt: skip
     saved = json.loads((tmp_path / "eval.json").read_text())
     for key in ("student", "mean_feature_baseline", "untrained_baseline"):
@@ -64,9 +66,10 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
 
 
 def test_held_out_split_is_by_arc_task(trained, dataset):
-    from groot_sage_ros.offline.distill import group_of, load_student
+    from groot_sage_ros.offline.distill import group_of
+    from groot_sage_ros.student_checkpoint import load_student
 
-    _, state = load_student(trained / "student.pt")
+    _, state = load_student(trained / "student.safetensors")
     data = FeatureDataset(dataset)
     tasks = {group_of(data.source(i)) for i in range(len(data))}
     held = set(state["eval_groups"])
@@ -76,7 +79,7 @@ def test_held_out_split_is_by_arc_task(trained, dataset):
 
 def test_resume_continues_the_same_loss_curve(dataset, trained, tmp_path):
     crashed = Path(shutil.copytree(trained, tmp_path / "crashed"))
-    shutil.copyfile(crashed / "step-20.pt", crashed / "last.pt")  # as if it had died after step 20's save
+    shutil.copyfile(crashed / "step-20.safetensors", crashed / "last.safetensors")  # died after step 20's save
     run_distill(cli("distill", dataset, "--out", crashed, "--max-steps", 80, "--eval-every", 20, "--save-every", 20,
                     "--resume", *SMALL))  # fmt: skip
     original, resumed = metrics(trained), metrics(crashed)
@@ -95,8 +98,8 @@ def test_two_processes_train_the_same_as_one(dataset, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     np.testing.assert_allclose([m["loss"] for m in metrics(tmp_path / "two")],
                                [m["loss"] for m in metrics(tmp_path / "one")], rtol=1e-4)  # fmt: skip
-    one = torch.load(tmp_path / "one" / "student.pt", weights_only=False)["model"]
-    two = torch.load(tmp_path / "two" / "student.pt", weights_only=False)["model"]
+    one = load_file(tmp_path / "one" / "student.safetensors")
+    two = load_file(tmp_path / "two" / "student.safetensors")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4)
 
@@ -109,12 +112,15 @@ def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
     samples = [Sample(i, d["images"], d["input_ids"].tolist(), d["layout"], torch.full_like(d["features"], float("nan")),
                       d["source"]["stamp_ns"], {k: v for k, v in d["source"].items() if k != "stamp_ns"})
                for i, d in enumerate(data[i] for i in range(len(data)))]  # fmt: skip
-    write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim)
+    size, sha256 = write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim)
+    manifest = json.loads((poisoned / "manifest.json").read_text())
+    manifest["shards"][0].update(bytes=size, sha256=sha256)  # a dataset whose teacher really produced NaN
+    (poisoned / "manifest.json").write_text(json.dumps(manifest))
     run = Path(shutil.copytree(trained, tmp_path / "run"))
-    shutil.copyfile(run / "step-20.pt", run / "last.pt")
-    with pytest.raises(RuntimeError, match=r"loss is nan at step 21 \(batch from \[.*arc/"):
+    shutil.copyfile(run / "step-20.safetensors", run / "last.safetensors")
+    with pytest.raises(ValueError, match=r"loss is nan at step 21 \(batch from \[.*arc/"):
         run_distill(cli("distill", poisoned, "--out", run, "--max-steps", 80, "--resume", *SMALL))
-    assert torch.load(run / "last.pt", weights_only=False)["step"] == 20  # the last good checkpoint stays
+    assert load_student(run / "last.safetensors")[1]["step"] == 20  # the last good checkpoint stays
 
 
 def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
@@ -127,12 +133,12 @@ def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
     manifest["teacher"]["feature_dim"] = 2048
     (wide / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="the student predicts 64-d features but .* holds 2048-d"):
-        run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", wide))
+        run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", wide))
     manifest["teacher"].update(feature_dim=64, tokenizer="/some/other/tokenizer")
     (wide / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="tokenizer"):
-        run_evaluate(cli("evaluate", "--student", trained / "student.pt", "--dataset", wide))
-    with pytest.raises(ValueError, match="is not empty; pass --resume"):
+        run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", wide))
+    with pytest.raises(ValueError, match="holds a distill run; pass --resume"):
         run_distill(cli("distill", dataset, "--out", trained, "--max-steps", 1))
 
 
@@ -148,7 +154,7 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
     teacher = student = None
     try:
         teacher = TeacherHarness("pair", tiny_checkpoint)
-        student = TeacherHarness("pair", trained / "student.pt", node_cls=StudentNode, model_param="student",
+        student = TeacherHarness("pair", trained / "student.safetensors", node_cls=StudentNode, model_param="student",
                                  teacher_features_topic="/pair/groot_node/features", diagnostics_period_s=0.2)  # fmt: skip
         image = random_image(48, 64)
         sent = teacher.publish_rgb(image, frame_id="cam")
@@ -157,8 +163,8 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
         assert msg.width == teacher.features[0].width == 64 and msg.height == teacher.features[0].height
         layout = json.loads(student.layouts[-1].data)
-        assert layout["feature_dim"] == 64 and layout["model_id"].endswith("student.pt")
-        expected = StudentExtractor.from_checkpoint(trained / "student.pt").extract([image], layout["instruction"])
+        assert layout["feature_dim"] == 64 and layout["model_id"].endswith("student.safetensors")
+        expected = StudentExtractor.from_checkpoint(trained / "student.safetensors").extract([image], layout["instruction"])
         np.testing.assert_allclose(image_msg_to_features(msg), expected.features[0].numpy(), atol=1e-4, rtol=1e-4)
         assert wait_for(lambda: student.diag_values().get("fidelity_cosine_mean", "n/a") != "n/a")
         assert -1.0 <= float(student.diag_values()["fidelity_cosine_mean"]) <= 1.0

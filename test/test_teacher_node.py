@@ -361,3 +361,79 @@ def test_action_head_without_embodiment_config_fails_configure(tiny_checkpoint):
         assert len(messages) == 1 and "parameter 'action_head.embodiment_config'" in messages[0]
     finally:
         node.destroy_node()
+
+
+def test_a_message_that_does_not_deserialise_is_a_counted_skip(harness_factory):
+    from rclpy.serialization import serialize_message
+
+    from groot_sage_ros.ros.conversions import array_to_image
+
+    h = harness_factory(diagnostics_period_s=0.2)
+    msg = array_to_image(random_image(32, 32))
+    msg.header.stamp = h.stamp()
+    h.camera_pubs[0].publish(serialize_message(msg)[:60])  # raw CDR bytes, cut inside the pixel array
+    assert wait_for(lambda: h.counter("rejected_corrupt_message") == 1)
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: h.features)  # the node goes on serving
+    assert h.counter("rejected_internal_error") == 0
+
+
+def test_long_instructions_are_rejected_and_quoted_with_a_bounded_prefix(harness_factory):
+    h = harness_factory(diagnostics_period_s=0.2, max_instruction_chars=200)
+    warnings = []
+    h.node.get_logger().warning = lambda text, **kw: warnings.append(text)
+    h.instruction_pub.publish(String(data="wave"))
+    assert wait_for(lambda: h.node._instruction == "wave")
+    h.instruction_pub.publish(String(data="pick up the cube " * 6000))  # 102 kB
+    assert wait_for(lambda: h.counter("rejected_instruction_too_long") == 1)
+    assert h.node._instruction == "wave"
+    assert warnings and all(len(w) < 400 for w in warnings), warnings
+    assert "(102000 characters)" in warnings[-1] and "max_instruction_chars=200" in warnings[-1]
+    h.instruction_pub.publish(String(data=" " * 199))  # rejected by the processor: quoted, bounded too
+    assert wait_for(lambda: h.counter("rejected_instruction") == 1)
+    assert len(warnings[-1]) < 400
+
+
+def broken_embodiment(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpoint, tmp_path):
+    from groot_sage_ros.ros.student_node import StudentNode
+
+    marker = tmp_path / "yaml_payload_ran"
+    so100 = (Path(__file__).parents[1] / "config" / "embodiments" / "so100.yaml").read_text()
+    heads0 = Path(__import__("shutil").copytree(tiny_checkpoint, tmp_path / "heads0"))
+    config = json.loads((heads0 / "config.json").read_text())
+    config["backbone_cfg"]["eagle_config"]["text_config"]["num_attention_heads"] = 0
+    (heads0 / "config.json").write_text(json.dumps(config))
+    (tmp_path / "student.safetensors").write_text(json.dumps(["not", "a", "student"]))
+    head = {"action_head.enabled": True}
+    cases = [
+        (StudentNode, {"student": str(tmp_path / "student.safetensors")}, "parameter 'student'"),
+        (StudentNode, {"student": str(tmp_path / "old_student.pt")}, "pickle-based checkpoint is never loaded"),
+        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(
+            tmp_path / "python_tag.yaml", so100 + f"extra: !!python/object/apply:os.system ['touch {marker}']\n")},
+         "parameter 'action_head.embodiment_config': embodiment config"),
+        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(
+            tmp_path / "limits.yaml", so100.replace("gripper: [-0.17, 1.75]", "gripper: [0.5]"))},
+         "limits.gripper = [0.5], expected [low, high]"),
+        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(tmp_path / "list.yaml", "- a\n- b\n")},
+         "expected a mapping at the top"),
+        (TeacherNode, {"checkpoint": str(heads0)}, "text_config.num_attention_heads: 0 is not a whole number"),
+    ]  # fmt: skip
+    for node_cls, params, expected in cases:
+        base = {"device": "cpu", "dtype": "float32", "autostart": False}
+        if node_cls is TeacherNode:
+            base["checkpoint"] = str(tiny_checkpoint)
+        node = node_cls(namespace=f"m{next(_names)}",
+                        parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()])  # fmt: skip
+        messages = []
+        node.get_logger().error = lambda text, **kw: messages.append(text)
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert len(messages) == 1 and expected in messages[0] and "\n" not in messages[0], messages
+        finally:
+            node.destroy_node()
+    assert not marker.exists()

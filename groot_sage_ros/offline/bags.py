@@ -1,11 +1,17 @@
 """rosbag2 reading and writing with ``rosbags`` (pure Python, MCAP or sqlite3; no ROS needed).
 
 Messages are serialised to CDR with rosbags' typestore, so bags written here play with ``ros2 bag play``.
+A bag is written into a claimed output folder (``output_folder``): first in a private staging folder
+inside it, then its files move up, ``metadata.yaml`` last, so a folder with ``metadata.yaml`` holds a
+complete bag and a crashed run leaves nothing that looks like one.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,10 +23,38 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..output_folder import OutputError, OutputFolder, temporary_path
+
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+BAG_FILES = ("metadata.yaml", "*.mcap", "*.db3")  # what a bag folder of ours holds
+
+
+def claim_bag_folder(path: str | Path, option: str = "--out") -> OutputFolder:
+    """Lock a new bag folder for this run; refuse one that already holds a bag."""
+    folder = OutputFolder.claim(path, "bag", option=option)
+    if (folder.path / "metadata.yaml").exists():
+        folder.release()
+        raise OutputError(f"{option} {path}: already holds a bag; choose another folder")
+    folder.delete_own_files(BAG_FILES)  # a crashed run's partial files
+    return folder
+
+
+@contextmanager
+def bag_writer(folder: OutputFolder, storage: str = "mcap") -> Iterator[Writer]:
+    """A rosbags Writer whose bag lands in the claimed ``folder`` whole, or not at all."""
+    staging = temporary_path(folder.path / "staging")
+    staging.mkdir()
+    inner = staging / folder.path.name  # rosbags names the storage file after its folder
+    try:
+        with Writer(inner, version=9, storage_plugin=STORAGE[storage]) as writer:
+            yield writer
+        for item in sorted(inner.iterdir(), key=lambda p: p.name == "metadata.yaml"):  # metadata.yaml last
+            os.replace(item, folder.path / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @lru_cache(maxsize=1)
@@ -72,23 +106,25 @@ def write_camera_bag(
     compressed: bool = False,
     storage: str = "mcap",
 ) -> Path:
-    """A bag with one camera topic (raw, or JPEG on ``<topic>/compressed``) and an instruction topic."""
+    """A bag with one camera topic (raw, or JPEG on ``<topic>/compressed``) and an instruction topic, in a
+    new folder ``out`` (claimed for the run)."""
     store = typestore()
     out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; choose another path or remove it")
     if compressed and not camera_topic.endswith("/compressed"):
         camera_topic += "/compressed"
-    writer = Writer(out, version=9, storage_plugin=STORAGE[storage])
-    with writer:
-        camera = writer.add_connection(camera_topic, COMPRESSED if compressed else IMAGE, typestore=store,
-                                       offered_qos_profiles=[SENSOR_QOS])  # fmt: skip
-        text = writer.add_connection(instruction_topic, STRING, typestore=store, offered_qos_profiles=[LATCHED_QOS])
-        for stamp_ns, instruction in instructions:
-            writer.write(text, stamp_ns, store.serialize_cdr(store.types[STRING](data=instruction), STRING))
-        for frame in frames:
-            msg = image_message(store, frame, compressed)
-            writer.write(camera, frame.stamp_ns, store.serialize_cdr(msg, camera.msgtype))
+    folder = claim_bag_folder(out)
+    try:
+        with bag_writer(folder, storage) as writer:
+            camera = writer.add_connection(camera_topic, COMPRESSED if compressed else IMAGE, typestore=store,
+                                           offered_qos_profiles=[SENSOR_QOS])  # fmt: skip
+            text = writer.add_connection(instruction_topic, STRING, typestore=store, offered_qos_profiles=[LATCHED_QOS])
+            for stamp_ns, instruction in instructions:
+                writer.write(text, stamp_ns, store.serialize_cdr(store.types[STRING](data=instruction), STRING))
+            for frame in frames:
+                msg = image_message(store, frame, compressed)
+                writer.write(camera, frame.stamp_ns, store.serialize_cdr(msg, camera.msgtype))
+    finally:
+        folder.release()
     return out
 
 
@@ -98,6 +134,12 @@ class RawMessage:
     msgtype: str
     timestamp_ns: int  # receive/record time in the bag
     data: bytes  # CDR
+
+
+def bag_topics(bag: str | Path) -> list[str]:
+    """The topics recorded in a bag (from its metadata)."""
+    with Reader(Path(bag)) as reader:
+        return [c.topic for c in reader.connections]
 
 
 def read_raw(bag: str | Path, topics: Iterable[str] | None = None) -> Iterator[RawMessage]:

@@ -3,19 +3,25 @@
 Layout of a dataset folder::
 
     manifest.json            schema_version, num_samples, skipped counts, teacher (checkpoint, content hash,
-                             feature_dim, dtype), cameras, source bags, shard list; written last
+                             feature_dim, dtype), cameras, source bags, shards (file name, samples, bytes,
+                             sha256); written last
     shard-00000.safetensors  images (N, C, 3, 224, 224) uint8, input_ids (N, Lmax) int32 (right padded),
                              lengths (N,) int32, features (N, Lmax, D) float16 (zero padded), stamps (N,)
                              int64, index (N,) int64; metadata "samples" (JSON: layout, bag, topics,
                              frame_id, instruction per row) and "skipped" (JSON counts of this shard)
 
-A shard is written to a temporary name and renamed, so a shard file that exists is complete.
+A shard is written to a temporary name no other run uses, flushed to disk and renamed, so a shard file that
+exists is complete. Readers trust nothing in the folder: shard names must be plain file names inside it, and
+each shard's size (at open) and sha256 (on its first read, or at open with ``verify="all"``) must match
+the manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +29,17 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..output_folder import temporary_path
 from ..processor import PAD_TOKEN_ID, TokenLayout
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: shards carry their size and sha256
 MANIFEST = "manifest.json"
+DATASET_FILES = (MANIFEST, "shard-*.safetensors")  # what --overwrite may delete in a dataset folder
+SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
+VERIFY_MODES = ("lazy", "all")
 
 
 def shard_name(k: int) -> str:
@@ -47,8 +57,19 @@ class Sample:
     source: dict  # bag, topics, frame_id, instruction
 
 
-def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int) -> None:
-    """All samples of one shard, atomically (temporary file, then rename)."""
+def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int) -> tuple[int, str]:
+    """All samples of one shard, atomically (a temporary name of this process, fsync, rename); returns the
+    file's (size, sha256) for the manifest."""
     n = len(samples)
     length = max((len(s.input_ids) for s in samples), default=0)
     cameras = samples[0].images.shape[0] if samples else 0
@@ -70,16 +91,41 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
     }  # fmt: skip
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
     metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(skipped))}
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # its I/O errors (no space, permission) as the OSError they are
+            raise OSError(f"writing {path}: {' '.join(str(err).split())}") from None
+        digest = file_digest(tmp)  # read back while the pages are still cached
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 def read_shard_info(path: Path) -> tuple[int, dict]:
-    """(number of samples, skipped counts) of a shard, from its header only."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        return handle.get_slice("index").get_shape()[0], json.loads(metadata.get("skipped", "{}"))
+    """(number of samples, skipped counts) of a shard, from its header only; ValueError naming a damaged one."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return handle.get_slice("index").get_shape()[0], json.loads(metadata.get("skipped", "{}"))
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
+
+
+def shard_path(root: Path, name) -> Path:
+    """``root / name`` for a manifest's shard name, which must be a plain file name inside ``root``."""
+    if not isinstance(name, str) or not SHARD_NAME.match(name):
+        raise ValueError(f"{root / MANIFEST}: shard name {name!r} is not a plain *.safetensors file name in the "
+                         "dataset folder; refusing to read it")  # fmt: skip
+    path = root / name
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link; a dataset's shards must be files inside its folder")
+    return path
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -87,32 +133,64 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     ``dataset[i]`` -> dict with ``images`` (C, 3, 224, 224) uint8, ``input_ids`` (L,) int64, ``features``
     (L, D) float16, ``layout`` (TokenLayout) and ``source`` (bag, topics, frame_id, instruction, stamp).
+
+    Verification: at open, every shard must be a plain file name inside ``root`` with the manifest's size
+    and sample count (cheap: a stat and a header each). Each shard's sha256 is checked the first time it is
+    read (``verify="lazy"``, the default: opening a large dataset to look at its manifest or a few samples
+    costs no full read, and training reads every shard anyway), or for every shard at open
+    (``verify="all"``). A shard that differs is refused with a ValueError naming it.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, verify: str = "lazy"):
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify {verify!r}: expected one of {list(VERIFY_MODES)}")
         self.root = Path(root)
         manifest_path = self.root / MANIFEST
         if not manifest_path.is_file():
             raise ValueError(f"{self.root}: no {MANIFEST}; not a finished dataset (an interrupted extract "
                              "resumes when run again with the same arguments)")  # fmt: skip
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            shards = self.manifest["shards"]
+            expected_total = int(self.manifest["num_samples"])
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            raise ValueError(f"{manifest_path}: not a dataset manifest ({err})") from None
         if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{manifest_path}: schema_version {self.manifest.get('schema_version')}, "
-                             f"expected {SCHEMA_VERSION}")  # fmt: skip
+            raise ValueError(f"{manifest_path}: schema_version {self.manifest.get('schema_version')}, expected "
+                             f"{SCHEMA_VERSION} (a dataset from an older version: extract it again)")  # fmt: skip
         self.rows: list[tuple[int, int]] = []
-        for k, shard in enumerate(self.manifest["shards"]):
-            path = self.root / shard["file"]
+        self._paths: list[Path] = []
+        for k, shard in enumerate(shards):
+            path = shard_path(self.root, shard.get("file") if isinstance(shard, dict) else None)
             if not path.is_file():
                 raise ValueError(f"{self.root}: manifest lists {shard['file']}, which is missing")
+            if path.stat().st_size != shard.get("bytes"):
+                raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says {shard.get('bytes')}; "
+                                 "the shard was changed or damaged after extract wrote it")  # fmt: skip
             count, _ = read_shard_info(path)
             if count != shard["num_samples"]:
                 raise ValueError(f"{path}: holds {count} samples, the manifest says {shard['num_samples']}")
+            self._paths.append(path)
             self.rows += [(k, row) for row in range(count)]
-        if len(self.rows) != self.manifest["num_samples"]:
-            raise ValueError(f"{manifest_path}: num_samples {self.manifest['num_samples']} but the shards hold "
+        if len(self.rows) != expected_total:
+            raise ValueError(f"{manifest_path}: num_samples {expected_total} but the shards hold "
                              f"{len(self.rows)}")  # fmt: skip
         self._handles: dict[int, object] = {}
         self._rows_meta: dict[int, list[dict]] = {}
+        self._verified: set[int] = set()
+        if verify == "all":
+            for k in range(len(self._paths)):
+                self._verify(k)
+
+    def _verify(self, k: int) -> None:
+        if k in self._verified:
+            return
+        path, expected = self._paths[k], self.manifest["shards"][k]
+        size, sha256 = file_digest(path)
+        if (size, sha256) != (expected.get("bytes"), expected.get("sha256")):
+            raise ValueError(f"{path}: content does not match the manifest's sha256 (the shard was changed or "
+                             "damaged after extract wrote it); refusing to serve it")  # fmt: skip
+        self._verified.add(k)
 
     @property
     def feature_dim(self) -> int:
@@ -137,9 +215,13 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     def _shard(self, k: int):
         if k not in self._handles:  # opened once per worker process; safetensors memory-maps the file
-            handle = safe_open(str(self.root / self.manifest["shards"][k]["file"]), framework="pt")
+            self._verify(k)
+            try:
+                handle = safe_open(str(self._paths[k]), framework="pt")
+                self._rows_meta[k] = json.loads(handle.metadata()["samples"])
+            except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{self._paths[k]}: not a readable dataset shard ({err})") from None
             self._handles[k] = handle
-            self._rows_meta[k] = json.loads(handle.metadata()["samples"])
         return self._handles[k], self._rows_meta[k]
 
     def __getitem__(self, i: int) -> dict:
@@ -156,7 +238,7 @@ class FeatureDataset(torch.utils.data.Dataset):
             | {"stamp_ns": int(handle.get_slice("stamps")[row : row + 1][0])},
         }
 
-    def __getstate__(self):  # DataLoader workers open their own memory maps
+    def __getstate__(self):  # DataLoader workers open their own memory maps (verified shards stay verified)
         state = dict(self.__dict__)
         state["_handles"], state["_rows_meta"] = {}, {}
         return state

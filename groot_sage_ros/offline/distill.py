@@ -6,18 +6,20 @@ AdamW, linear warm-up then cosine decay, bf16 autocast on the GPU. The held-out 
 (``frame_id`` ``arc/<task>/<pair>``) or else by source bag, never by frame. Under torchrun each rank
 takes a slice of every global batch and DDP averages the gradients, so the steps equal one process's.
 The batch order is a function of (seed, step), so ``--resume`` continues the same loss curve.
+
+The run owns ``--out`` (``output_folder``): ``student.safetensors``, ``last.safetensors`` and ``step-N.safetensors``
+(``student_checkpoint``: safetensors plus JSON, no pickle), ``metrics.jsonl`` and the plots. ``--overwrite``
+deletes only those in a folder an earlier distill wrote.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..engine import resolve_device
 from ..model.student import SageStudent
+from ..output_folder import OutputError, OutputFolder, temporary_path, write_bytes_atomic
 from ..processor import PAD_TOKEN_ID, normalize
+from ..student_checkpoint import RESUME_FILE, STUDENT_FILE, load_training_state, save_student
 from .dataset import FeatureDataset
 from .extract import barrier, distributed, rank_device
+
+RUN_FILES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "loss.png", "cosine.png")
 
 
 def group_of(source: dict) -> str:
@@ -131,45 +138,66 @@ def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8)
             "eval_cosine_text": sums["cos_text"] / max(counts["text"], 1)}  # fmt: skip
 
 
-def save_checkpoint(path: Path, model: SageStudent, optimizer, step: int, extra: dict) -> None:
-    state = {"config": asdict(model.cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "step": step, **extra}  # fmt: skip
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> OutputFolder:
+    """Lock the run folder. A fresh run needs a new or empty folder (or ``overwrite``, which deletes only an
+    earlier run's files); ``resume`` needs the folder's resume state."""
+    folder = OutputFolder.claim(out, "distill_run", RUN_FILES, overwrite=overwrite)
+    try:
+        if resume and not (out / RESUME_FILE).is_file():
+            raise OutputError(f"--resume: no {out / RESUME_FILE} (a run saves it every --save-every steps)")
+        if not resume and any(any(out.glob(pattern)) for pattern in RUN_FILES):
+            raise OutputError(f"{out} holds a distill run; pass --resume to continue or --overwrite to start over")
+    except BaseException:
+        folder.release()
+        raise
+    folder.remove_stale_temporaries()
+    return folder
 
 
-def load_student(path: str | Path, device: str = "cpu") -> tuple[SageStudent, dict]:
-    """A trained student and its checkpoint dict (config, statistics, split)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "student.pt"
-    if not path.is_file():
-        raise ValueError(f"student checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = SageStudent(StudentConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), state
+def read_metrics(path: Path, up_to_step: int) -> list[str]:
+    """The lines of ``metrics.jsonl`` up to ``up_to_step``. A torn last line (a run killed mid-write) is
+    dropped; a damaged line before it is an error naming the file and the line."""
+    lines = path.read_text(errors="replace").splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not a metrics record; fix or remove the line to resume") from None
+        if step <= up_to_step:
+            kept.append(line)
+    return kept
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    tmp = temporary_path(target)
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
 
 
 def run_distill(args) -> dict:
     rank, world, local_rank = distributed(args.device)
-    device = torch.device(rank_device(args.device, world, local_rank))
-    dataset = FeatureDataset(args.dataset)
-    out = Path(args.out)
-    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
+    device = resolve_device(rank_device(args.device, world, local_rank))  # before a pass over the data
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
-    resume_path = out / "last.pt"
-    if args.resume and not resume_path.is_file():
-        raise ValueError(f"--resume: no {resume_path}")
-    if rank == 0:
-        if out.exists() and not args.resume and any(out.iterdir()):
-            if not args.overwrite:
-                raise ValueError(f"{out} is not empty; pass --resume to continue or --overwrite to start over")
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-    barrier(world)
+    out = Path(args.out)
+    folder = claim_run_folder(out, args.resume, args.overwrite) if rank == 0 else None
+    try:
+        barrier(world)
+        return train_student(args, out, rank, world, device)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def train_student(args, out: Path, rank: int, world: int, device: torch.device) -> dict:
+    """The training loop, into a claimed run folder."""
+    dataset = FeatureDataset(args.dataset)
+    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
+    resume_path = out / RESUME_FILE
     manifest = dataset.manifest
     vocab, mean, std = training_stats(dataset, train)
     config = StudentConfig(teacher_dim=dataset.feature_dim, vocab=vocab, width=args.width, layers=args.layers,
@@ -184,17 +212,14 @@ def run_distill(args) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start_step = 0
     if args.resume:
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = state["step"]
+        start_step = load_training_state(resume_path, model, optimizer)
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     metrics_path = out / "metrics.jsonl"
     if rank == 0 and args.resume and metrics_path.exists():  # drop lines past the checkpoint we resume from
-        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
-        metrics_path.write_text("".join(line + "\n" for line in lines))
+        lines = read_metrics(metrics_path, start_step)
+        write_bytes_atomic(metrics_path, "".join(line + "\n" for line in lines).encode())
     extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(args.dataset)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     started, last_metrics = time.monotonic(), {}
@@ -216,7 +241,7 @@ def run_distill(args) -> dict:
         loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks
         if not torch.isfinite(loss):
             bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
-            raise RuntimeError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
+            raise ValueError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
                                f"good checkpoint is {resume_path if resume_path.exists() else 'not written yet'}")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -237,8 +262,8 @@ def run_distill(args) -> dict:
                 handle.write(json.dumps(record) + "\n")
             last_metrics = record
             if done % args.save_every == 0 or done == args.max_steps:
-                save_checkpoint(out / "last.pt", model, optimizer, done, extra)
-                shutil.copyfile(out / "last.pt", out / f"step-{done}.pt")
+                save_student(resume_path, model, extra, done, optimizer)
+                copy_atomic(resume_path, out / f"step-{done}.safetensors")
             rate = (done - start_step) / max(time.monotonic() - started, 1e-9)
             if done % args.log_every == 0 or done == args.max_steps:
                 print(f"distill: step {done}/{args.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
@@ -246,7 +271,7 @@ def run_distill(args) -> dict:
     barrier(world)
     seconds = time.monotonic() - started
     if rank == 0:
-        shutil.copyfile(out / "last.pt", out / "student.pt")
+        save_student(out / STUDENT_FILE, model, extra, args.max_steps)  # weights only, no optimizer state
         plot_metrics(metrics_path, out)
         steps = args.max_steps - start_step
         last_metrics = {**last_metrics, "seconds": seconds, "processes": world,

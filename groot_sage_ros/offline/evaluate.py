@@ -18,11 +18,31 @@ import torch
 import torch.nn.functional as F
 
 from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..engine import resolve_device
 from ..model.student import SageStudent
+from ..output_folder import OutputFolder
 from ..processor import normalize
+from ..student_checkpoint import load_student, resolve_student_file
 from ..student_engine import StudentExtractor
 from .dataset import FeatureDataset
-from .distill import collate, group_of, load_student
+from .distill import collate, group_of
+
+REPORT_FILES = ("report.md", "token_cosine.png")
+
+
+def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None) -> None:
+    """The student's teacher (content hash of its weights) must be the dataset's, and ``--teacher``'s."""
+    from ..checkpoint import content_hash, read_checkpoint_files
+
+    mine = student.cfg.teacher_content_hash
+    recorded = {f"the dataset {dataset.root}": dataset.manifest["teacher"].get("content_hash")}
+    if teacher_checkpoint:
+        recorded[f"--teacher {teacher_checkpoint}"] = content_hash(read_checkpoint_files(teacher_checkpoint))
+    for what, theirs in recorded.items():
+        if mine and theirs and mine != theirs:
+            raise ValueError(f"the student was distilled from teacher {mine[:12]}... but {what} comes from teacher "
+                             f"{theirs[:12]}... (content hashes of the weights); evaluate a student against its own "
+                             "teacher's features")  # fmt: skip
 
 
 def check_compatible(student: SageStudent, state: dict, dataset: FeatureDataset) -> None:
@@ -35,7 +55,9 @@ def check_compatible(student: SageStudent, state: dict, dataset: FeatureDataset)
         raise ValueError(f"the student was trained with tokenizer {cfg.tokenizer!r}, {dataset.root} uses {tokenizer!r}")
 
 
-def held_out_indices(dataset: FeatureDataset, groups: list[str]) -> tuple[list[int], list[int]]:
+def held_out_indices(dataset: FeatureDataset, groups) -> tuple[list[int], list[int]]:
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("the student checkpoint records no held-out groups (eval_groups); was it written by distill?")
     held = set(groups)
     tags = [group_of(dataset.source(i)) for i in range(len(dataset))]
     evaluation = [i for i, g in enumerate(tags) if g in held]
@@ -105,15 +127,27 @@ def latency(fn, device: torch.device, iters: int = 20) -> dict:
 
 
 def run_evaluate(args) -> dict:
-    device = torch.device(args.device)
-    student, state = load_student(args.student, args.device)
+    device = resolve_device(args.device)  # before any pass over the data
+    student_file = resolve_student_file(args.student)
+    student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)
     check_compatible(student, state, dataset)
-    train, held = held_out_indices(dataset, state["eval_groups"])
+    check_same_teacher(student, dataset, args.teacher)
+    folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", REPORT_FILES,
+                                overwrite=True, option="--report-dir")  # fmt: skip
+    try:
+        return evaluate_into(args, folder.path, device, student_file, student, state, dataset)
+    finally:
+        folder.release()
+
+
+def evaluate_into(args, out: Path, device, student_file: Path, student: SageStudent, state: dict,
+                  dataset: FeatureDataset) -> dict:  # fmt: skip
+    train, held = held_out_indices(dataset, state.get("eval_groups"))
     mean, std = student.feature_mean, student.feature_std
     by_position = position_means(dataset, train or held).to(device)
     torch.manual_seed(args.seed)
-    untrained = SageStudent(StudentConfig(**state["config"])).to(device).eval()
+    untrained = SageStudent(StudentConfig.from_dict(state["config"])).to(device).eval()
     untrained.feature_mean.copy_(mean)
     untrained.feature_std.copy_(std)
 
@@ -133,7 +167,7 @@ def run_evaluate(args) -> dict:
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
     images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
     frame_set = [(images, dataset.source(held[0])["instruction"])]
-    serving = StudentExtractor.from_checkpoint(args.student, device=args.device, dtype=args.student_dtype)
+    serving = StudentExtractor.from_checkpoint(student_file, device=args.device, dtype=args.student_dtype)
     student_inputs = serving.prepare(frame_set)
     results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
     results["student"]["serving_dtype"] = args.student_dtype
@@ -147,7 +181,6 @@ def run_evaluate(args) -> dict:
                               **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))
-    out = Path(args.report_dir or Path(args.student).parent / "evaluation")
     write_report(out, report, results)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

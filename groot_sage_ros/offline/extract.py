@@ -5,13 +5,15 @@ computes the shards with k % world_size == r (every rank reads the stream, only 
 decoded), so the shard files are the same whatever the number of processes; rank 0 writes the manifest
 once all ranks are done. A shard file is renamed into place only when complete, so a run that stops
 resumes by skipping the shards that exist. The manifest is written last: a folder without one is unfinished.
+
+The run owns ``--out`` (and ``--out-bag``) for its lifetime (``output_folder``): rank 0 claims both before
+the model loads, after checking the bags (``survey_bags``), so a wrong topic, a missing instruction or a
+busy folder costs seconds, not a model load. A run whose frame sets all fail writes no manifest.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -22,9 +24,11 @@ import torch
 
 from ..checkpoint import content_hash, read_checkpoint_files
 from ..config import RuntimeConfig
-from ..engine import FeatureExtractor
-from .dataset import MANIFEST, SCHEMA_VERSION, read_shard_info, shard_name
-from .frame_sets import read_frame_sets
+from ..engine import FeatureExtractor, resolve_device
+from ..output_folder import OutputFolder, write_json_atomic
+from .bags import claim_bag_folder
+from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, file_digest, read_shard_info, shard_name
+from .frame_sets import read_frame_sets, survey_bags
 from .pipeline import ShardPipeline, prefetch, prepare
 
 
@@ -94,37 +98,38 @@ class Progress:
         print(f"extract: {self.done}{of} frame sets computed, {rate:.1f} frame sets/s{eta}", file=sys.stderr)
 
 
-def camera_message_count(bags: list[str], topic: str) -> int | None:
-    """Messages on ``topic`` per the bags' metadata (for the ETA); None if unknown."""
-    from rosbags.rosbag2 import Reader
-
-    total = 0
-    try:
-        for bag in bags:
-            with Reader(Path(bag)) as reader:
-                total += sum(c.msgcount for c in reader.connections if c.topic == topic)
-    except Exception:  # noqa: BLE001 -- only an estimate; broken bags are reported by the real pass
-        return None
-    return total
-
-
-def prepare_output(out: Path, overwrite: bool, rank: int, world: int) -> None:
-    if rank == 0:
-        if (out / MANIFEST).exists() and not overwrite:
-            raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob("*.tmp"):  # half-written shards of an interrupted run
-            stale.unlink()
-    barrier(world)
+def claim_output(out: Path, overwrite: bool) -> OutputFolder:
+    """Lock ``out`` for this run; refuse a finished dataset unless ``overwrite`` (which deletes only the
+    dataset's own files); clear a crashed run's temporaries, keeping its finished shards for the resume."""
+    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
+    if (out / MANIFEST).exists():
+        folder.release()
+        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
+    folder.remove_stale_temporaries()
+    return folder
 
 
 def run_extract(args) -> dict:
     rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
-    prepare_output(out, args.overwrite, rank, world)
     device = rank_device(args.device, world, local_rank)
+    resolve_device(device)  # CUDA asked for but absent: one line before anything else
+    total, owned = None, {}
+    try:
+        if rank == 0:
+            total = survey_bags(args.bags, args.camera_topics, args.instruction_topic, args.instruction)
+            owned["out"] = claim_output(out, args.overwrite)
+            if args.out_bag:
+                owned["out_bag"] = claim_bag_folder(args.out_bag, "--out-bag")
+        barrier(world)
+        return extract_into(args, out, rank, world, device, total, owned)
+    finally:
+        for folder in owned.values():
+            folder.release()
+
+
+def extract_into(args, out: Path, rank: int, world: int, device: str, total: int | None, owned: dict) -> dict:
+    """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders)."""
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
@@ -136,7 +141,7 @@ def run_extract(args) -> dict:
     teacher_hash = hasher.submit(content_hash, read_checkpoint_files(args.checkpoint)) if rank == 0 else None
     size = args.shard_size
     counts: Counter = Counter()
-    progress = Progress(camera_message_count(args.bags, args.camera_topics[0]) if rank == 0 else None)
+    progress = Progress(total)
     pipeline = ShardPipeline(extractor, out, args.batch_size, size, progress)
     start, captured_before = time.perf_counter(), extractor.capture_seconds
     stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
@@ -149,11 +154,15 @@ def run_extract(args) -> dict:
         # oversubscribing the cores and starving the thread that launches the GPU work.
         torch.set_num_threads(1)
     tick = time.perf_counter()
-    for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
-        pipeline.phases["inputs_s"] += time.perf_counter() - tick
-        pipeline.add(item)
-        tick = time.perf_counter()
-    pipeline.finish()
+    try:
+        for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
+            pipeline.phases["inputs_s"] += time.perf_counter() - tick
+            pipeline.add(item)
+            tick = time.perf_counter()
+        pipeline.finish()
+    except BaseException:
+        pipeline.abort()
+        raise
     phases = pipeline.phases
     progress.update(0, final=True)
     barrier(world)
@@ -169,7 +178,7 @@ def run_extract(args) -> dict:
         frames, seconds = int(frames_t.item()), seconds_t.item()
     if rank != 0:
         return {}
-    manifest = write_manifest(out, args, extractor, counts, teacher_hash.result())
+    manifest = write_manifest(out, args, extractor, counts, teacher_hash.result(), pipeline.digests, owned["out"])
     hasher.shutdown()
     phases["graph_capture_s"] = extractor.capture_seconds - captured_before  # shapes first seen during the run
     manifest["timing"] = {"seconds": seconds, "frame_sets": frames, "processes": world,
@@ -178,18 +187,31 @@ def run_extract(args) -> dict:
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
-        write_feature_bag(out, args.out_bag, args.bags, args.camera_topics, args.instruction_topic)
+        write_feature_bag(out, args.out_bag, args.bags, args.camera_topics, args.instruction_topic,
+                          folder=owned["out_bag"])  # fmt: skip
         manifest["out_bag"] = str(args.out_bag)
     return manifest
 
 
-def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter, teacher_hash: str) -> dict:
+def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter, teacher_hash: str,
+                   digests: dict[str, tuple[int, str]], folder: OutputFolder) -> dict:  # fmt: skip
+    """The manifest, written last and atomically. ``digests`` holds this process's shards' (bytes, sha256);
+    shards of other ranks or of an interrupted earlier run are hashed here, in parallel."""
+    paths = sorted(out.glob("shard-*.safetensors"))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        hashed = dict(zip([p.name for p in paths], pool.map(lambda p: digests.get(p.name) or file_digest(p), paths)))
     shards, skipped, total = [], Counter({k: v for k, v in counts.items() if v}), 0
-    for path in sorted(out.glob("shard-*.safetensors")):
+    for path in paths:
         count, shard_skips = read_shard_info(path)
         skipped.update(shard_skips)
-        shards.append({"file": path.name, "num_samples": count})
+        size, sha256 = hashed[path.name]
+        shards.append({"file": path.name, "num_samples": count, "bytes": size, "sha256": sha256})
         total += count
+    if total == 0:
+        folder.delete_own_files(DATASET_FILES)  # so that a corrected rerun starts afresh
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "no frame sets in the bags"
+        hint = " (pass --instruction TEXT)" if "no_instruction" in skipped else ""
+        raise ValueError(f"no frame set became a sample, so no dataset was written to {out}; skipped: {reasons}{hint}")
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "num_samples": total,
@@ -212,7 +234,5 @@ def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter
         "shard_size": args.shard_size,
         "shards": shards,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2 import Reader
 
+from ..decoding import BadImage, deserialize_checked
+from ..output_folder import OutputFolder, write_json_atomic
 from ..processor import Processor, ProcessorConfig, TokenLayout
-from .bags import LATCHED_QOS, STORAGE, STRING, typestore
-from .dataset import MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, shard_name, write_shard
-from .frame_sets import read_frame_sets
+from .bags import LATCHED_QOS, STRING, bag_topics, bag_writer, claim_bag_folder, typestore
+from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, shard_name, write_shard
+from .frame_sets import read_frame_sets, survey_bags
 
 log = logging.getLogger(__name__)
 FEATURES_TOPIC = "/groot_node/features"
@@ -30,16 +32,24 @@ IMAGE = "sensor_msgs/msg/Image"
 
 
 def write_feature_bag(dataset_dir, out_bag, bags, camera_topics, instruction_topic,
-                      features_topic: str = FEATURES_TOPIC, storage: str = "mcap") -> Path:  # fmt: skip
+                      features_topic: str = FEATURES_TOPIC, storage: str = "mcap",
+                      folder: OutputFolder | None = None) -> Path:  # fmt: skip
+    """The bag, in ``out_bag`` (``folder``: already claimed by the caller, else claimed here)."""
+    claimed = folder or claim_bag_folder(out_bag, "--out-bag")
+    try:
+        return _write_feature_bag(dataset_dir, claimed, bags, camera_topics, instruction_topic, features_topic, storage)
+    finally:
+        if folder is None:
+            claimed.release()
+
+
+def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_topic, features_topic, storage) -> Path:
     dataset = FeatureDataset(dataset_dir)
     by_stamp = {key: i for i, key in enumerate(dataset.keys())}  # (bag, newest camera stamp) -> row
     store = typestore()
     types = store.types
-    out_bag = Path(out_bag)
-    if out_bag.exists():
-        raise ValueError(f"--out-bag {out_bag} exists; remove it or choose another path")
     teacher = dataset.manifest["teacher"]
-    with Writer(out_bag, version=9, storage_plugin=STORAGE[storage]) as writer:
+    with bag_writer(folder, storage) as writer:
         connections = {}
         feature_conn = writer.add_connection(features_topic, IMAGE, typestore=store)
         layout_conn = writer.add_connection(features_topic + "/layout", STRING, typestore=store,
@@ -56,7 +66,10 @@ def write_feature_bag(dataset_dir, out_bag, bags, camera_topics, instruction_top
                     writer.write(connections[connection.topic], timestamp, bytes(data))
                     if connection.topic not in camera_topics:
                         continue
-                    msg = store.deserialize_cdr(bytes(data), connection.msgtype)
+                    try:
+                        msg = deserialize_checked(store.deserialize_cdr, bytes(data), connection.msgtype)
+                    except BadImage:
+                        continue  # extract counted it; it has no features row
                     stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                     row = by_stamp.pop((str(bag), stamp), None)
                     if row is None:
@@ -75,20 +88,33 @@ def write_feature_bag(dataset_dir, out_bag, bags, camera_topics, instruction_top
                                          encoding="16FC1", is_bigendian=0, step=features.shape[1] * 2,
                                          data=np.frombuffer(features.tobytes(), dtype=np.uint8))  # fmt: skip
                     writer.write(feature_conn, timestamp, store.serialize_cdr(image, IMAGE))
-    return out_bag
+    return folder.path
 
 
 def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, overwrite=False,
                      shard_size: int = 256, sync_slop_s: float = 0.05) -> dict:  # fmt: skip
     """Pair recorded ``features_topic`` messages with their camera frame sets into a dataset at ``out``."""
     out = Path(out)
-    if (out / MANIFEST).exists() and not overwrite:
-        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    survey_bags(bags, camera_topics, None, instruction="(see layout)")
     layouts = read_layouts(bags, features_topic + "/layout")
     if not layouts:
-        raise ValueError(f"no {features_topic}/layout messages in {list(map(str, bags))}: was groot_node recorded?")
+        topics = sorted({topic for bag in bags for topic in bag_topics(bag)})
+        raise ValueError(f"no {features_topic}/layout messages in {', '.join(map(str, bags))}, so no recorded teacher "
+                         f"features to pair with (topics there: {', '.join(topics)}); record groot_node's "
+                         "~/features and ~/features/layout, or name them with --features-topic")  # fmt: skip
     first = layouts[0][1]
+    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
+    try:
+        if (out / MANIFEST).exists():
+            raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
+        folder.remove_stale_temporaries()
+        return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s)
+    finally:
+        folder.release()
+
+
+def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s) -> dict:
+    out = folder.path
     processor = Processor(ProcessorConfig(tokenizer=tokenizer))
     counts, shard_counts = Counter(), Counter()
     recent: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set awaiting its features
@@ -113,14 +139,17 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
                     index += 1
                 pending = next(features_msgs, None)
                 if len(samples) == shard_size:
-                    write_shard(out / shard_name(shard), samples, shard_counts, first["feature_dim"])
-                    shards.append({"file": shard_name(shard), "num_samples": len(samples)})
+                    shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"]))
                     samples, shard, shard_counts = [], shard + 1, Counter()
         counts["features_without_frames"] += len(list(features_msgs)) + (pending is not None)
-    if samples or not shards:
-        write_shard(out / shard_name(shard), samples, shard_counts, first["feature_dim"])
-        shards.append({"file": shard_name(shard), "num_samples": len(samples)})
     counts.update(shard_counts)
+    if samples:
+        shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"]))
+    if not shards:
+        folder.delete_own_files(DATASET_FILES)
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
+        raise ValueError(f"no recorded features paired with a camera frame set, so no dataset was written to {out} "
+                         f"(skipped: {reasons})")  # fmt: skip
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "num_samples": sum(s["num_samples"] for s in shards),
@@ -138,8 +167,13 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
         "shard_size": shard_size,
         "shards": shards,
     }  # fmt: skip
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest
+
+
+def shard_entry(out: Path, shard: int, samples: list, skipped: Counter, feature_dim: int) -> dict:
+    size, sha256 = write_shard(out / shard_name(shard), samples, skipped, feature_dim)
+    return {"file": shard_name(shard), "num_samples": len(samples), "bytes": size, "sha256": sha256}
 
 
 def iter_topic(bag, topic):
@@ -147,7 +181,10 @@ def iter_topic(bag, topic):
     with Reader(Path(bag)) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         for connection, _, data in reader.messages(connections=connections):
-            yield store.deserialize_cdr(bytes(data), connection.msgtype)
+            try:
+                yield deserialize_checked(store.deserialize_cdr, bytes(data), connection.msgtype)
+            except BadImage:
+                continue  # a damaged features message: its frame set is counted as frames_without_features
 
 
 def read_layouts(bags, topic) -> list[tuple[int, dict]]:
@@ -158,7 +195,10 @@ def read_layouts(bags, topic) -> list[tuple[int, dict]]:
         with Reader(Path(bag)) as reader:
             connections = [c for c in reader.connections if c.topic == topic]
             for connection, timestamp, data in reader.messages(connections=connections):
-                layouts.append((timestamp, json.loads(store.deserialize_cdr(bytes(data), STRING).data)))
+                try:
+                    layouts.append((timestamp, json.loads(deserialize_checked(store.deserialize_cdr, bytes(data), STRING).data)))
+                except (BadImage, ValueError):
+                    log.warning("%s: a damaged %s message was ignored", bag, topic)
     return layouts
 
 
@@ -183,7 +223,11 @@ def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: 
     if dtype is None:
         skipped["unknown_feature_encoding"] += 1
         return None
-    features = np.frombuffer(features_msg.data.tobytes(), dtype=dtype).reshape(features_msg.height, features_msg.width)
+    data = features_msg.data.tobytes()
+    if len(data) != features_msg.height * features_msg.width * np.dtype(dtype).itemsize:
+        skipped["corrupt_message"] += 1
+        return None
+    features = np.frombuffer(data, dtype=dtype).reshape(features_msg.height, features_msg.width)
     try:
         images = frame_set.decode()
         ids, token_layout = processor.encode(len(images), layout["instruction"])

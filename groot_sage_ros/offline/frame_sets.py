@@ -3,7 +3,9 @@
 Streams one message at a time (never a whole bag in memory). Camera messages stay serialised until a
 consumer decodes the ones it needs. Everything that is dropped is counted in ``counts`` by reason:
 ``unreadable_bag``, ``truncated_bag``, ``bag_without_camera_topics``, ``no_instruction`` (frames before any
-instruction), ``unsynchronised`` (frames that found no partner within the slop).
+instruction), ``unsynchronised`` (frames that found no partner within the slop), ``corrupt_message`` (a
+camera or instruction message whose bytes do not deserialise). ``survey_bags`` checks the inputs before
+any heavy work and raises one clear ValueError where no frame set could come out.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Iterable, Iterator
 
 from rosbags.rosbag2 import Reader
 
-from ..decoding import cdr_header_stamp_ns, message_to_array
+from ..decoding import BadImage, cdr_header_stamp_ns, deserialize_checked, message_to_array
 from ..frames import Frame, FrameSetSync
-from .bags import typestore
+from .bags import COMPRESSED, IMAGE, typestore
 
 log = logging.getLogger(__name__)
 STRING = "std_msgs/msg/String"
+CAMERA_TYPES = (IMAGE, COMPRESSED)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class RecordedFrameSet:
     def decode(self) -> list:
         """Camera arrays (raises decoding.BadImage with a reason for bad frames)."""
         store = typestore()
-        return [message_to_array(store.deserialize_cdr(f.data, f.msgtype)) for f in self.frames]
+        return [message_to_array(deserialize_checked(store.deserialize_cdr, f.data, f.msgtype)) for f in self.frames]
 
 
 def cdr_frame_id(data: bytes) -> str:
@@ -58,6 +61,40 @@ def cdr_frame_id(data: bytes) -> str:
     fmt = "<I" if data[1] & 1 else ">I"
     (size,) = struct.unpack_from(fmt, data, 12)
     return data[16 : 16 + size - 1].decode("utf-8", "replace")
+
+
+def survey_bags(bags: list, camera_topics: list[str], instruction_topic: str | None, instruction: str | None) -> int:
+    """Check the inputs from the bags' metadata, before any model is loaded; returns the number of messages
+    on the first camera topic (for progress). ValueError, naming the bag or topic, when a path does not
+    exist, no bag can be read, no bag has every camera topic, a camera topic is not an image topic, or
+    no frame can get an instruction (none given and none recorded)."""
+    total, usable, unreadable, instructions = 0, 0, [], 0
+    for bag in map(Path, bags):
+        if not bag.exists():
+            raise ValueError(f"bag {bag} does not exist")
+        try:
+            with Reader(bag) as reader:
+                topics = {c.topic: c for c in reader.connections}
+                counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in topics}
+        except Exception as err:  # noqa: BLE001 -- rosbags raises several types for broken files
+            unreadable.append(f"{bag} ({err})")
+            continue
+        for topic in camera_topics:
+            if topic in topics and topics[topic].msgtype not in CAMERA_TYPES:
+                raise ValueError(f"camera topic {topic} in {bag} carries {topics[topic].msgtype}, expected "
+                                 f"{' or '.join(CAMERA_TYPES)}")  # fmt: skip
+        if all(t in topics for t in camera_topics):
+            usable += 1
+            total += counts[camera_topics[0]]
+            instructions += counts.get(instruction_topic, 0) if instruction_topic else 0
+    if not usable:
+        if unreadable and len(unreadable) == len(bags):
+            raise ValueError(f"no input bag could be read: {'; '.join(unreadable[:3])}")
+        raise ValueError(f"no input bag has all camera topics {camera_topics}")
+    if instruction is None and not instructions:
+        raise ValueError(f"no message on the instruction topic {instruction_topic} in the bags with the cameras: "
+                         "pass --instruction TEXT to use one instruction for every frame set")  # fmt: skip
+    return total
 
 
 def read_frame_sets(
@@ -104,12 +141,21 @@ def read_frame_sets(
                     break
                 if connection.topic == instruction_topic and connection.topic not in camera_topics:
                     if instruction is None:  # an explicit --instruction wins over the bag's
-                        text = store.deserialize_cdr(bytes(data), STRING).data
+                        try:
+                            text = deserialize_checked(store.deserialize_cdr, bytes(data), STRING).data
+                        except BadImage:
+                            counts["corrupt_message"] += 1
+                            continue
                         current = text if text.strip() else current
                     continue
                 data = bytes(data)
                 camera = camera_topics.index(connection.topic)
-                frame = Frame(camera, cdr_header_stamp_ns(data), RecordedFrame(connection.topic, connection.msgtype, data))
+                try:
+                    stamp = cdr_header_stamp_ns(data)
+                except BadImage:
+                    counts["corrupt_message"] += 1
+                    continue
+                frame = Frame(camera, stamp, RecordedFrame(connection.topic, connection.msgtype, data))
                 before = sync.unmatched
                 frame_set = sync.add(frame)
                 counts["unsynchronised"] += sync.unmatched - before

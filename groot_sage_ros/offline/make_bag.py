@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..images import read_image
+from ..output_folder import check_owned
 from ..processor import to_rgb_uint8
 from .arc import ARC_INSTRUCTION, arc_frames
 from .bags import CameraFrame, write_camera_bag
@@ -22,6 +23,7 @@ def folder_frames(folder: Path, hz: float, start_ns: int):
 
 
 def make_bag(args) -> dict:
+    check_owned(Path(args.out), "bag")  # a user's folder is refused before any rendering
     start_ns = int(args.start * 1e9)
     if args.arc:
         frames = [frame for frame, _ in arc_frames(args.limit, args.hz, start_ns, args.arc_split)]

@@ -38,7 +38,10 @@ class ShardPipeline:
     batches), ``model_s`` (waiting for the device or the collector), ``write_wait_s`` (the final drain);
     the caller adds ``inputs_s``. It also holds the other threads' busy seconds: ``collect_wait_s`` (the
     collector waiting for a batch's results), ``collect_s`` (turning them into samples) and ``write_s``
-    (the writers, summed)."""
+    (the writers, summed). ``digests`` maps each written shard's file name to its (bytes, sha256).
+
+    A failed write (no space, permission, I/O) surfaces on the main thread at the next batch, not at the
+    end: the run stops within one batch, and the shards already renamed into place are complete."""
 
     def __init__(self, extractor: FeatureExtractor, out: Path, batch_size: int, shard_size: int, progress):
         self.extractor, self.out, self.batch_size, self.shard_size = extractor, out, batch_size, shard_size
@@ -51,6 +54,7 @@ class ShardPipeline:
         self.copy_stream = torch.cuda.Stream(extractor.device) if extractor.device.type == "cuda" else None
         self.gathering: deque = deque()  # collector futures, oldest first
         self.writes: list = []
+        self.digests: dict[str, tuple[int, str]] = {}
         self.batch: list[Prepared] = []
         self.shard, self.samples, self.skips = -1, [], Counter()  # the open shard
 
@@ -75,7 +79,18 @@ class ShardPipeline:
         self.writer.shutdown()
         self.phases["write_wait_s"] += time.perf_counter() - tick
 
+    def abort(self) -> None:
+        """After an error: drop the queued work (a write in progress finishes or fails on its own)."""
+        self.collector.shutdown(wait=False, cancel_futures=True)
+        self.writer.shutdown(wait=False, cancel_futures=True)
+
+    def _raise_failed_write(self) -> None:
+        for write in self.writes:
+            if write.done() and write.exception() is not None:
+                raise write.exception()
+
     def _flush(self) -> None:
+        self._raise_failed_write()
         tick = time.perf_counter()
         pending = launch(self.extractor, self.batch, self.batch_size, self.copy_stream)
         self.phases["launch_s"] += time.perf_counter() - tick
@@ -115,9 +130,10 @@ class ShardPipeline:
 
     def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
         tick = time.perf_counter()
-        write_shard(path, samples, skips, self.extractor.feature_dim)
+        digest = write_shard(path, samples, skips, self.extractor.feature_dim)
         with self.phases_lock:  # two writer threads
             self.phases["write_s"] += time.perf_counter() - tick
+            self.digests[path.name] = digest
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..decoding import (  # noqa: F401 -- re-exported for the nodes
     ENCODINGS,
     BadImage,
     cdr_header_stamp_ns,
+    deserialize_checked,
     compressed_to_array,
     image_to_array,
     message_to_array,

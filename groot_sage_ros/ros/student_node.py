@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from ..node_config import StudentNodeConfig
 from ..student_engine import StudentExtractor
 from .conversions import BadImage, image_msg_to_features, stamp_ns
-from .teacher_node import FEATURES_QOS, TeacherNode, check_device, spin_node
+from .teacher_node import FEATURES_QOS, TeacherNode, check_device, configure_error, spin_node
 
 PENDING = 64  # unmatched outputs kept per side while waiting for the other
 
@@ -39,12 +39,12 @@ class StudentNode(TeacherNode):
 
     def _load_model(self, cfg: StudentNodeConfig) -> StudentExtractor:
         if not cfg.student:
-            raise ValueError("parameter 'student': empty; expected a student.pt from groot-sage distill")
+            raise ValueError("parameter 'student': empty; expected a student.safetensors from groot-sage distill")
         check_device(cfg.device)
         try:
             return StudentExtractor.from_checkpoint(cfg.student, device=cfg.device, dtype=cfg.dtype)
-        except (ValueError, KeyError, RuntimeError, OSError) as err:
-            raise ValueError(f"parameter 'student': {err}") from None
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ValueError(f"parameter 'student': {configure_error(err)}") from None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)

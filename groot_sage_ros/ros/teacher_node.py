@@ -37,6 +37,7 @@ from ..stats import Counters, LatencyStats, RateMeter
 from .conversions import (
     BadImage,
     cdr_header_stamp_ns,
+    deserialize_checked,
     features_to_image_msg,
     layout_json,
     message_to_array,
@@ -46,6 +47,21 @@ from .params import declare_parameters, read_config
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 FEATURES_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def quote(text: str | None, limit: int = 80) -> str:
+    """A user's text for a log line: repr of at most ``limit`` characters, with the full length when cut."""
+    if text is None:
+        return "None"
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def configure_error(err: BaseException) -> str:
+    """One line for a configure failure: the message of a user error, the type too for anything else."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    text = " ".join(str(err).split()) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+    return text if len(text) <= 400 else f"{text[:400]}... ({len(text)} characters)"
 
 
 def check_device(device: str) -> None:
@@ -96,8 +112,8 @@ class TeacherNode(LifecycleNode):
         try:
             self.config = read_config(self, self.config_cls)
             self.extractor = self._load_model(self.config)
-        except ValueError as err:
-            self.get_logger().error(f"configure failed: {err}")
+        except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
+            self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
             return TransitionCallbackReturn.FAILURE
         self.start_seconds = time.perf_counter() - start
@@ -121,8 +137,8 @@ class TeacherNode(LifecycleNode):
         if self.extractor is None:  # released by deactivate
             try:
                 self.extractor = self._load_model(self.config)
-            except ValueError as err:
-                self.get_logger().error(f"activate failed: {err}")
+            except Exception as err:  # noqa: BLE001 -- as in configure
+                self.get_logger().error(f"activate failed: {configure_error(err)}")
                 return TransitionCallbackReturn.FAILURE
         cfg = self.config
         self._sync = FrameSetSync(len(cfg.camera_topics), int(cfg.sync_slop_s * 1e9), cfg.sync_queue_size)
@@ -196,14 +212,14 @@ class TeacherNode(LifecycleNode):
             )  # fmt: skip
             # Compile and capture for this node's cameras and default instruction before the first frame.
             extractor.warmup(cameras=len(cfg.camera_topics), instruction=cfg.default_instruction)
-        except (CheckpointError, FileNotFoundError) as err:
-            raise ValueError(f"parameter 'checkpoint': {err}") from None
+        except (CheckpointError, OSError) as err:
+            raise ValueError(f"parameter 'checkpoint': {configure_error(err)}") from None
         if cfg.action_head_enabled:
             try:
                 self._embodiment = EmbodimentConfig.from_yaml(cfg.action_head_embodiment_config)
                 self._normalizer = extractor.normalizer(self._embodiment.embodiment_tag, self._embodiment.normalization)
-            except ValueError as err:
-                raise ValueError(f"parameter 'action_head.embodiment_config': {err}") from None
+            except (ValueError, OSError) as err:
+                raise ValueError(f"parameter 'action_head.embodiment_config': {configure_error(err)}") from None
         return extractor
 
     def _release_model(self) -> None:
@@ -266,12 +282,17 @@ class TeacherNode(LifecycleNode):
             self.counters.add("dropped_superseded")
 
     def _on_instruction(self, msg: String) -> None:
-        text = msg.data
+        text, keeping = msg.data, quote(self._instruction)
+        if len(text) > self.config.max_instruction_chars:
+            self.counters.add("rejected_instruction_too_long")
+            self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: longer than "
+                       f"max_instruction_chars={self.config.max_instruction_chars}")  # fmt: skip
+            return
         try:
             self.extractor.processor.prompt(1, text)  # validates: non-empty, no special tokens
         except (ValueError, AttributeError) as err:
             self.counters.add("rejected_instruction")
-            self._warn("instruction", f"instruction {text!r} ignored, keeping {self._instruction!r}: {err}")
+            self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: {quote(str(err), 200)}")
             return
         self._instruction = text  # applies from the next frame set the worker takes
 
@@ -305,7 +326,8 @@ class TeacherNode(LifecycleNode):
         instruction = self._instruction or cfg.default_instruction
         t0 = time.perf_counter()
         try:
-            messages = [deserialize_message(f.payload, self._camera_types[f.camera]) for f in frame_set.frames]
+            messages = [deserialize_checked(deserialize_message, f.payload, self._camera_types[f.camera])
+                        for f in frame_set.frames]  # fmt: skip
             images = [message_to_array(msg) for msg in messages]
         except BadImage as err:
             self.counters.add(f"rejected_{err.reason}")
