@@ -52,7 +52,10 @@ def save_student(path: Path, model: SageStudent, extra: dict, step: int, optimiz
         metadata["optimizer"] = json.dumps(state["param_groups"])
     tmp = temporary_path(path)
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # its I/O errors (no space, permission) as the OSError they are
+            raise OSError(f"writing {path}: {' '.join(str(err).split())}") from None
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

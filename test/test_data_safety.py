@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_image
+from conftest import Payload, random_image
 from rosbags.rosbag2 import Writer
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -233,16 +233,6 @@ def test_manifest_names_outside_the_folder_and_changed_shards_are_refused(datase
         FeatureDataset(flipped)
 
 
-class Payload:
-    """Unpickling this runs ``touch <marker>``: what a hostile checkpoint would do."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_crafted_pickle_runs_nothing_at_any_entry_point(capsys, dataset, run_folder, tmp_path):
     from groot_sage_ros.student_engine import StudentExtractor
 
@@ -418,3 +408,12 @@ def test_a_torn_metrics_line_does_not_stop_a_resume(capsys, dataset, run_folder,
 
 def test_the_marker_and_lock_are_the_only_additions(dataset):
     assert sorted(p.name for p in dataset.iterdir() if p.name.startswith(".")) == sorted([LOCK, MARKER])
+
+
+def test_the_package_never_unpickles():
+    """torch.load and pickle run code from a file; the package reads safetensors and JSON only."""
+    package = Path(__file__).parents[1] / "groot_sage_ros"
+    offenders = [f"{path.relative_to(package)}:{number}" for path in package.rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if "torch.load(" in line or "import pickle" in line or "pickle.load" in line]  # fmt: skip
+    assert offenders == []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from conftest import random_image
+from conftest import Payload, random_image
 from diagnostic_msgs.msg import DiagnosticStatus
 from PIL import Image as PILImage
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -402,17 +402,20 @@ def broken_embodiment(path: Path, text: str) -> str:
 def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpoint, tmp_path):
     from groot_sage_ros.ros.student_node import StudentNode
 
-    marker = tmp_path / "yaml_payload_ran"
+    marker = tmp_path / "payload_ran"
     so100 = (Path(__file__).parents[1] / "config" / "embodiments" / "so100.yaml").read_text()
     heads0 = Path(__import__("shutil").copytree(tiny_checkpoint, tmp_path / "heads0"))
     config = json.loads((heads0 / "config.json").read_text())
     config["backbone_cfg"]["eagle_config"]["text_config"]["num_attention_heads"] = 0
     (heads0 / "config.json").write_text(json.dumps(config))
     (tmp_path / "student.safetensors").write_text(json.dumps(["not", "a", "student"]))
+    torch.save({"model": Payload(marker)}, tmp_path / "evil.pt")  # a crafted pickle, under both names
+    __import__("shutil").copyfile(tmp_path / "evil.pt", tmp_path / "evil.safetensors")
     head = {"action_head.enabled": True}
     cases = [
         (StudentNode, {"student": str(tmp_path / "student.safetensors")}, "parameter 'student'"),
-        (StudentNode, {"student": str(tmp_path / "old_student.pt")}, "pickle-based checkpoint is never loaded"),
+        (StudentNode, {"student": str(tmp_path / "evil.pt")}, "pickle-based checkpoint is never loaded"),
+        (StudentNode, {"student": str(tmp_path / "evil.safetensors")}, "not a readable safetensors file"),
         (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(
             tmp_path / "python_tag.yaml", so100 + f"extra: !!python/object/apply:os.system ['touch {marker}']\n")},
          "parameter 'action_head.embodiment_config': embodiment config"),
