@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from .offline.bags import CameraFrame, write_camera_bag
+from .offline.bags import BAG_FILES, CameraFrame, write_camera_bag
+from .output_folder import OutputError, OutputFolder
 from .tiny_checkpoint import write_tiny_checkpoint
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")
@@ -41,7 +41,7 @@ def photo_frames(count: int, hz: float) -> list[CameraFrame]:
 
 
 def write_demo_bag(out: Path, count: int, hz: float) -> Path:
-    shutil.rmtree(out, ignore_errors=True)
+    OutputFolder.claim(out, "bag", BAG_FILES, overwrite=True).release()  # replaces only an earlier demo's bag
     instructions = [(BAG_START_NS + int(t * 1e9), text) for t, text in INSTRUCTIONS]
     # JPEG, as robots usually record: ~50 kB a frame instead of ~800 kB raw
     return write_camera_bag(out, photo_frames(count, hz), instructions, camera_topic="/demo/camera/image_raw",
@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", default=None, help="serve this student.safetensors with sage_node instead of groot_node")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = OutputFolder.claim(out, "demo")  # a new folder or an earlier demo's; held while the demo runs
+    except OutputError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        return 2
     checkpoint = write_tiny_checkpoint(out / "tiny_checkpoint")
     bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
     print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30)
+        folder.release()
 
 
 def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
