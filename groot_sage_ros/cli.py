@@ -340,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--shard-size", type=POSITIVE_INT, default=256, help="samples per shard file (default: 256)")
     ext.add_argument("--sync-slop-s", type=NON_NEGATIVE_FLOAT, default=0.05, help="camera pairing window, as the node's")
     ext.add_argument("--overwrite", action="store_true", help="replace a finished dataset at --out")
-    ext.add_argument("--workers", type=COUNT, default=0, help="decode/preprocess threads (default: min(8, CPUs))")
+    ext.add_argument("--workers", type=COUNT, default=0,
+                     help="decode/preprocess threads (default: min(8, CPUs) with a GPU, half the CPUs without)")
+    ext.add_argument("--threads", type=COUNT, default=0,
+                     help="PyTorch threads on the CPU (default: idle cores less the decode threads)")  # fmt: skip
     add_runtime_args(ext)
     ext.set_defaults(func=cmd_extract)
 
@@ -382,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--save-every", type=POSITIVE_INT, default=100)
     dist.add_argument("--log-every", type=POSITIVE_INT, default=10)
     dist.add_argument("--seed", type=int, default=0)
+    dist.add_argument("--threads", type=COUNT, default=0, help="PyTorch threads on the CPU (default: idle cores)")
     dist.add_argument("--width", type=POSITIVE_INT, default=512)
     dist.add_argument("--layers", type=POSITIVE_INT, default=8)
     dist.add_argument("--heads", type=POSITIVE_INT, default=8)
@@ -401,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="also write the results here")
     ev.add_argument("--report-dir", default=None, help="report.md and plots (default: <student dir>/evaluation)")
     ev.add_argument("--seed", type=int, default=1234, help="seed of the untrained baseline")
+    ev.add_argument("--threads", type=COUNT, default=0, help="PyTorch threads on the CPU (default: idle cores)")
     ev.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser(

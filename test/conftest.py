@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +44,21 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> Path:
+    """The package built with colcon into an install space; returns the package's install prefix."""
+    colcon = Path(sys.executable).parent / "colcon"
+    if not colcon.exists():
+        pytest.skip("colcon is not installed in this environment (make env installs it)")
+    tmp = tmp_path_factory.mktemp("colcon")
+    src = tmp / "ws" / "src"
+    src.mkdir(parents=True)
+    (src / "groot_sage_ros").symlink_to(Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [str(colcon), "build", "--build-base", str(tmp / "build"), "--install-base", str(tmp / "install")],
+        cwd=tmp / "ws", capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return tmp / "install" / "groot_sage_ros"

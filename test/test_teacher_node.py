@@ -3,6 +3,10 @@
 import io
 import itertools
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +444,59 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
         finally:
             node.destroy_node()
     assert not marker.exists()
+
+
+def node_process(module: str, *ros_args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"groot_sage_ros.ros.{module}", *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def test_sigint_with_frames_flowing_stops_the_node_within_2_s_without_an_error_line(tiny_checkpoint):
+    namespace = f"sig{next(_names)}"
+    process = node_process("teacher_node", "--ros-args", "-r", f"__ns:=/{namespace}", "-p",
+                           f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32")  # fmt: skip
+    probe = rclpy.create_node("sigint_probe", namespace=namespace)
+    features = []
+    probe.create_subscription(Image, "groot_node/features", features.append, 10)
+    camera = probe.create_publisher(Image, "camera/image_raw", rclpy.qos.qos_profile_sensor_data)
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(probe)
+    image = random_image(64, 64)
+
+    def flowing():
+        from groot_sage_ros.ros.conversions import array_to_image
+
+        msg = array_to_image(image)
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        camera.publish(msg)
+        executor.spin_once(timeout_sec=0.01)
+        return len(features) >= 5
+
+    try:
+        assert wait_for(flowing, timeout=90, period=0.0), "no features from the node"
+        for _ in range(20):  # keep the worker busy while the signal arrives
+            flowing()
+        start = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=10)[0]
+        stopped_after = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+        executor.shutdown()
+        probe.destroy_node()
+    assert process.returncode == 0 and stopped_after < 2.0, (stopped_after, output)
+    assert "[ERROR]" not in output and "Traceback" not in output and "context is invalid" not in output, output
+
+
+def test_a_failed_autostart_exits_non_zero_and_help_prints_the_parameters(tmp_path):
+    process = node_process("student_node", "--ros-args", "-p", f"student:={tmp_path / 'missing.safetensors'}",
+                           "-p", "device:=cpu")  # fmt: skip
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, output
+    assert [line for line in output.splitlines() if "[ERROR]" in line] == [line for line in output.splitlines() if line]
+    assert "configure failed: parameter 'student'" in output
+    for module, parameter in (("teacher_node", "checkpoint"), ("student_node", "teacher_features_topic")):
+        process = node_process(module, "--help")
+        output = process.communicate(timeout=60)[0]
+        assert process.returncode == 0 and f"  {parameter} = " in output and "max_instruction_chars" in output, output

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..cpu_threads import set_cpu_threads
 from ..engine import resolve_device
 from ..model.student import SageStudent
 from ..output_folder import OutputError, OutputFolder, temporary_path, write_bytes_atomic
@@ -195,6 +196,8 @@ def run_distill(args) -> dict:
 
 def train_student(args, out: Path, rank: int, world: int, device: torch.device) -> dict:
     """The training loop, into a claimed run folder."""
+    if device.type == "cpu":
+        set_cpu_threads("distill", args.threads, processes=world)
     dataset = FeatureDataset(args.dataset)
     train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
     resume_path = out / RESUME_FILE

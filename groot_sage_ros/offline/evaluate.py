@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import IMAGE_TOKEN_ID, StudentConfig
+from ..cpu_threads import set_cpu_threads
 from ..engine import resolve_device
 from ..model.student import SageStudent
 from ..output_folder import OutputFolder
@@ -128,6 +129,8 @@ def latency(fn, device: torch.device, iters: int = 20) -> dict:
 
 def run_evaluate(args) -> dict:
     device = resolve_device(args.device)  # before any pass over the data
+    if device.type == "cpu":
+        set_cpu_threads("evaluate", args.threads)
     student_file = resolve_student_file(args.student)
     student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)

@@ -24,6 +24,7 @@ import torch
 
 from ..checkpoint import content_hash, read_checkpoint_files
 from ..config import RuntimeConfig
+from ..cpu_threads import available_cores, set_cpu_threads
 from ..engine import FeatureExtractor, resolve_device
 from ..output_folder import OutputFolder, write_json_atomic
 from .bags import claim_bag_folder
@@ -148,11 +149,14 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
                              instruction=args.instruction, sync_slop_s=args.sync_slop_s)  # fmt: skip
     mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
             if (fs.index // size) % world == rank and not (out / shard_name(fs.index // size)).exists())  # fmt: skip
-    workers = args.workers or min(8, os.cpu_count() or 1)
     if extractor.device.type == "cuda":
         # Parallelism comes from the worker threads; one intra-op thread each keeps OpenMP teams from
         # oversubscribing the cores and starving the thread that launches the GPU work.
+        workers = args.workers or min(8, os.cpu_count() or 1)
         torch.set_num_threads(1)
+    else:  # the model computes on the cores too: half of them decode, the rest (less load) compute
+        workers = args.workers or max(1, min(8, available_cores() // 2))
+        set_cpu_threads("extract", args.threads, busy_threads=workers, processes=world)
     tick = time.perf_counter()
     try:
         for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):

@@ -8,6 +8,7 @@ per-token cosine fidelity in its diagnostics.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict, deque
 
@@ -92,9 +93,9 @@ class StudentNode(TeacherNode):
                 "fidelity_cosine_mean": f"{np.mean(values):.4f}" if values else "n/a"}  # fmt: skip
 
 
-def main(args=None) -> None:
-    spin_node(StudentNode, args)
+def main(args=None) -> int:
+    return spin_node(StudentNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,8 @@ superseded and stale sets are dropped and counted, and executor callbacks never 
 from __future__ import annotations
 
 import gc
+import signal
+import sys
 import threading
 import time
 from dataclasses import fields
@@ -19,10 +21,11 @@ import torch
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -101,9 +104,10 @@ class TeacherNode(LifecycleNode):
         self._embodiment: EmbodimentConfig | None = None
         self._normalizer = None
         self.start_seconds: float | None = None
+        self.start_failed = False  # autostart's configure or activate failed: spin_node exits non-zero
         if self.get_parameter("autostart").value:
-            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                self.trigger_activate()
+            configured = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            self.start_failed = not configured or self.trigger_activate() != TransitionCallbackReturn.SUCCESS
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -482,24 +486,57 @@ class TeacherNode(LifecycleNode):
         return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
 
 
-def spin_node(node_cls, args=None) -> None:
-    """Run one node until Ctrl-C or shutdown, then stop its worker and release its model."""
-    rclpy.init(args=args)
+def print_help(node_cls) -> None:
+    """``<node> --help``: what the node is and every parameter with its default (from the config dataclass)."""
+    from .params import default_of
+
+    name = "groot_node" if node_cls.config_cls is TeacherNodeConfig else "sage_node"
+    module = sys.modules[node_cls.__module__]
+    print(f"usage: {name} [--help] [--ros-args -p NAME:=VALUE ... | --params-file FILE]\n")
+    print((module.__doc__ or "").strip().splitlines()[0] + "\n")
+    print("parameters (read-only ones are fixed once the node is configured):")
+    for f in fields(node_cls.config_cls):
+        meta = f.metadata
+        flags = " (read-only)" if meta.get("read_only") else ""
+        limits = f"; one of {', '.join(meta['choices'])}" if meta.get("choices") else ""
+        limits += f"; range {meta['range'][0]}..{meta['range'][1]}" if meta.get("range") else ""
+        print(f"  {ros_name(f)} = {default_of(f)!r}{flags}\n      {meta.get('description', '')}{limits}")
+
+
+def spin_node(node_cls, args=None) -> int:
+    """Run one node until SIGINT, SIGTERM or an external shutdown, then stop its worker before the ROS
+    context goes (so nothing publishes on a dead context), release its model and return 0. Returns 1 when
+    ``autostart``'s configure or activate failed (its one error line is already logged)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "--help" in own or "-h" in own:
+        print_help(node_cls)
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    # rclpy's own handlers would shut the context down first, while the worker may be publishing.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = node_cls()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and not node.start_failed and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         node._stop_worker()
         node._release_model()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    return 1 if node.start_failed else 0
 
 
-def main(args=None) -> None:
-    spin_node(TeacherNode, args)
+def main(args=None) -> int:
+    return spin_node(TeacherNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
