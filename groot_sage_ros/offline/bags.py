@@ -147,5 +147,7 @@ def read_raw(bag: str | Path, topics: Iterable[str] | None = None) -> Iterator[R
     with Reader(Path(bag)) as reader:
         wanted = set(topics) if topics is not None else None
         connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not connections:  # rosbags reads every topic when given none
+            return
         for connection, timestamp, data in reader.messages(connections=connections):
             yield RawMessage(connection.topic, connection.msgtype, timestamp, bytes(data))

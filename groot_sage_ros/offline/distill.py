@@ -196,10 +196,8 @@ def run_distill(args) -> dict:
 
 def train_student(args, out: Path, rank: int, world: int, device: torch.device) -> dict:
     """The training loop, into a claimed run folder."""
-    if device.type == "cpu":
-        set_cpu_threads("distill", args.threads, processes=world)
     dataset = FeatureDataset(args.dataset)
-    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
+    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)  # reads (and verifies) every shard
     resume_path = out / RESUME_FILE
     manifest = dataset.manifest
     vocab, mean, std = training_stats(dataset, train)
@@ -225,6 +223,8 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
         write_bytes_atomic(metrics_path, "".join(line + "\n" for line in lines).encode())
     extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(args.dataset)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if device.type == "cpu":  # after every check that can fail: a user error stays one line
+        set_cpu_threads("distill", args.threads, processes=world)
     started, last_metrics = time.monotonic(), {}
     for step in range(start_step, args.max_steps):
         lr = learning_rate(step, args.lr, args.warmup_steps, args.max_steps)

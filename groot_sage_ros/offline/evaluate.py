@@ -129,13 +129,13 @@ def latency(fn, device: torch.device, iters: int = 20) -> dict:
 
 def run_evaluate(args) -> dict:
     device = resolve_device(args.device)  # before any pass over the data
-    if device.type == "cpu":
-        set_cpu_threads("evaluate", args.threads)
     student_file = resolve_student_file(args.student)
     student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)
     check_compatible(student, state, dataset)
     check_same_teacher(student, dataset, args.teacher)
+    if device.type == "cpu":
+        set_cpu_threads("evaluate", args.threads)
     folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", REPORT_FILES,
                                 overwrite=True, option="--report-dir")  # fmt: skip
     try:

@@ -180,6 +180,8 @@ def iter_topic(bag, topic):
     store = typestore()
     with Reader(Path(bag)) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
+        if not connections:  # rosbags reads every topic when given none
+            return
         for connection, _, data in reader.messages(connections=connections):
             try:
                 yield deserialize_checked(store.deserialize_cdr, bytes(data), connection.msgtype)
@@ -194,6 +196,8 @@ def read_layouts(bags, topic) -> list[tuple[int, dict]]:
     for bag in bags:
         with Reader(Path(bag)) as reader:
             connections = [c for c in reader.connections if c.topic == topic]
+            if not connections:  # rosbags reads every topic when given none
+                continue
             for connection, timestamp, data in reader.messages(connections=connections):
                 try:
                     layouts.append((timestamp, json.loads(deserialize_checked(store.deserialize_cdr, bytes(data), STRING).data)))
