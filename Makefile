@@ -21,7 +21,8 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || { \
 	  echo "PyTorch: installing $(TORCH_SPEC)$(if $(TORCH_INDEX), (the CPU build, from $(TORCH_INDEX)), (the default build: CUDA on x86-64 Linux))"; \
-	  $(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)); }
+	  $(PY) -m pip install -q --no-deps "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) && \
+	  $(PY) -m pip install -q "$(TORCH_SPEC)"; }  # torch's own dependencies from the usual index
 	$(PY) -m pip install -q -e ".[ros,demo,test]"
 	touch $(STAMP)
 

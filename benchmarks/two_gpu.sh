@@ -3,24 +3,22 @@
 # global batch. NVLink multicast stays off (the machine's policy; set here too for safety).
 set -euo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-# A hung rank prints every thread's stack: faulthandler dumps them on SIGABRT, which watchdog sends.
+# A hung rank prints every thread's stack: faulthandler dumps them on SIGABRT, which `timeout` sends; the
+# step is killed 10 s later if it still runs, and nothing outlives the script (no background watchdog).
 export PYTHONFAULTHANDLER=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 g="python3 -m groot_sage_ros.cli"
 tr="python3 -m torch.distributed.run --standalone --nproc_per_node 2 -m groot_sage_ros.cli"
-watchdog() {  # watchdog SECONDS COMMAND: abort COMMAND's processes (with their stacks) if still running then
-  (sleep "$1"; pkill -ABRT -f "groot_sage_ros.cli $2" && echo "watchdog: $2 still running after $1 s") &
-}
 $g tiny-checkpoint --full-size --out /tmp/full
 $g make-bag --out /tmp/arc_a --arc --limit 200 --compressed
 $g make-bag --out /tmp/arc_b --arc --limit 200 --arc-split eval --compressed
 extract="extract /tmp/arc_a /tmp/arc_b --checkpoint /tmp/full --camera-topics /camera/image_raw/compressed --device cuda --batch-size 32 --shard-size 64"
 CUDA_VISIBLE_DEVICES=0 $g $extract --out /tmp/one | tee "$OUT/extract_1gpu.txt"
-watchdog 240 extract; $tr $extract --out /tmp/two 2>&1 | tee "$OUT/extract_2gpu.txt"; kill %% 2>/dev/null || true
+timeout -s ABRT -k 10 240 $tr $extract --out /tmp/two 2>&1 | tee "$OUT/extract_2gpu.txt"
 distill="distill /tmp/one --device cuda --max-steps 300 --batch-size 32 --eval-every 100 --save-every 300 --log-every 100"
 CUDA_VISIBLE_DEVICES=0 $g $distill --out /tmp/student_one | tee "$OUT/distill_1gpu.txt"
-watchdog 300 distill; $tr $distill --out /tmp/student_two 2>&1 | tee "$OUT/distill_2gpu.txt"; kill %% 2>/dev/null || true
+timeout -s ABRT -k 10 300 $tr $distill --out /tmp/student_two 2>&1 | tee "$OUT/distill_2gpu.txt"
 python3 - "$OUT/compare.json" <<'PY'
 import json, sys, torch
 from groot_sage_ros.offline.dataset import FeatureDataset

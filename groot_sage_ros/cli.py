@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if "torch.distributed" in sys.modules:  # extract and distill under torchrun
-            from .offline.extract import end_distributed
+            from .offline.distributed import end_distributed
 
             end_distributed()
 

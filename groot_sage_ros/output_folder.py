@@ -131,7 +131,8 @@ def check_owned(path: Path, kind: str, option: str = "--out") -> None:
             raise OutputError(f"{option} {path}: holds a {found or 'unknown'} output of this package, not a {kind}; "
                               "choose another folder")  # fmt: skip
         return
-    others = sorted(entry.name for entry in path.iterdir() if entry.name != LOCK)
+    # our lock and our temporaries (a run killed while writing the marker leaves one) do not make it foreign
+    others = sorted(entry.name for entry in path.iterdir() if entry.name != LOCK and not TEMPORARY.match(entry.name))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise OutputError(f"{option} {path}: holds files this package did not write ({shown}); nothing there is "

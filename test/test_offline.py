@@ -135,17 +135,28 @@ def test_finished_dataset_is_not_overwritten(arc_bag, arc_dataset, tiny_checkpoi
     assert extract(tiny_checkpoint, [arc_bag], out, "--overwrite")["num_samples"] == 7
 
 
-def test_two_processes_under_torchrun_give_the_same_samples(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
+def test_two_processes_under_torchrun_give_exactly_the_one_process_dataset(arc_bag, tiny_checkpoint, tmp_path):
+    from safetensors import safe_open
+
+    one_thread = ["--threads", "1"]  # the same intra-op threads in every process: the same bits
+    extract(tiny_checkpoint, [arc_bag], tmp_path / "one", *one_thread)
     out = tmp_path / "ddp"
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
          "groot_sage_ros.cli", "extract", str(arc_bag), "--checkpoint", str(tiny_checkpoint), "--camera-topics",
-         CAMERA, "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size", "4"],
+         CAMERA, "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size", "4", *one_thread],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "wrote" in run.stdout
-    assert_same_samples(FeatureDataset(out), FeatureDataset(arc_dataset))
+    one, two = (json.loads((d / "manifest.json").read_text()) for d in (tmp_path / "one", out))
+    assert [s["file"] for s in one["shards"]] == [s["file"] for s in two["shards"]] and one["num_samples"] == 7
+    for shard in one["shards"]:  # every tensor and the metadata equal, bit for bit
+        with safe_open(str(tmp_path / "one" / shard["file"]), "pt") as a, safe_open(str(out / shard["file"]), "pt") as b:
+            assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
+            for key in a.keys():
+                assert torch.equal(a.get_tensor(key), b.get_tensor(key)), (shard["file"], key)
+    assert two["timing"]["processes"] == 2 and len(two["timing"]["rank_start_s"]) == 2
 
 
 def write_bag(path, messages, storage="mcap"):
@@ -309,7 +320,7 @@ def test_non_finite_teacher_features_are_skipped_and_counted(arc_bag, tiny_copy,
 
 
 def test_torchrun_on_cuda_without_a_gpu_for_the_rank_is_a_clear_error(monkeypatch):
-    from groot_sage_ros.offline.extract import distributed
+    from groot_sage_ros.offline.distributed import distributed
 
     if torch.cuda.is_available():
         pytest.skip("this machine has GPUs: the call would start NCCL and wait for the other rank")
@@ -320,7 +331,7 @@ def test_torchrun_on_cuda_without_a_gpu_for_the_rank_is_a_clear_error(monkeypatc
 
 
 def test_under_torchrun_a_cuda_device_means_the_ranks_own_gpu():
-    from groot_sage_ros.offline.extract import rank_device
+    from groot_sage_ros.offline.distributed import rank_device
 
     # an explicit index would put every rank on one GPU, while NCCL binds each to GPU LOCAL_RANK
     assert rank_device("cuda:1", world=2, local_rank=0) == "cuda:0"

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -67,9 +68,12 @@ def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int) -> tuple[int, str]:
-    """All samples of one shard, atomically (a temporary name of this process, fsync, rename); returns the
-    file's (size, sha256) for the manifest."""
+def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int,
+                durable: bool = True) -> tuple[int, str]:  # fmt: skip
+    """All samples of one shard, atomically (a temporary name of this process, renamed when complete); returns
+    the file's (size, sha256) for the manifest. ``durable``: flush it to disk before the rename; ``extract``
+    passes False and flushes all its shards at once before its manifest (``sync_files``), so that the
+    writers do not wait on the disk one shard at a time."""
     n = len(samples)
     length = max((len(s.input_ids) for s in samples), default=0)
     cameras = samples[0].images.shape[0] if samples else 0
@@ -98,13 +102,24 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
         except SafetensorError as err:  # its I/O errors (no space, permission) as the OSError they are
             raise OSError(f"writing {path}: {' '.join(str(err).split())}") from None
         digest = file_digest(tmp)  # read back while the pages are still cached
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            sync_files([tmp])
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def sync_files(paths, threads: int = 8) -> None:
+    """fsync each file (in parallel: the kernel writes most of them back meanwhile anyway)."""
+
+    def sync(path) -> None:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(sync, paths))
 
 
 def read_shard_info(path: Path) -> tuple[int, dict]:
@@ -178,9 +193,9 @@ class FeatureDataset(torch.utils.data.Dataset):
         self._handles: dict[int, object] = {}
         self._rows_meta: dict[int, list[dict]] = {}
         self._verified: set[int] = set()
-        if verify == "all":
-            for k in range(len(self._paths)):
-                self._verify(k)
+        if verify == "all":  # hashlib releases the GIL on large reads: one thread per core, within reason
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                list(pool.map(self._verify, range(len(self._paths))))
 
     def _verify(self, k: int) -> None:
         if k in self._verified:

@@ -30,13 +30,15 @@ from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..cpu_threads import set_cpu_threads
 from ..engine import resolve_device
 from ..model.student import SageStudent
-from ..output_folder import OutputError, OutputFolder, temporary_path, write_bytes_atomic
+from ..output_folder import OutputError, OutputFolder, temporary_path, write_bytes_atomic, write_json_atomic
 from ..processor import PAD_TOKEN_ID, normalize
 from ..student_checkpoint import RESUME_FILE, STUDENT_FILE, load_training_state, save_student
 from .dataset import FeatureDataset
-from .extract import barrier, distributed, rank_device
+from .distributed import barrier, distributed, gather_json, rank_device
+from .pipeline import prefetch
 
-RUN_FILES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "loss.png", "cosine.png")
+RUN_FILES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "timing.json", "loss.png", "cosine.png")
+LOADER_THREADS = 4  # read and collate the next batches while the device trains on this one
 
 
 def group_of(source: dict) -> str:
@@ -59,32 +61,43 @@ def split(dataset: FeatureDataset, eval_fraction: float, seed: int) -> tuple[lis
     return train, held_out, sorted(held)
 
 
-def training_stats(dataset: FeatureDataset, indices: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """One pass over ``indices``: the token ids they use (sorted), and the per-dimension mean and std of the
-    teacher features over their real tokens."""
-    total, square, count, vocab = 0.0, 0.0, 0, set()
-    for i in indices:
+def training_stats(dataset: FeatureDataset, indices: list[int], rank: int = 0, world: int = 1,
+                   device: torch.device | str = "cpu") -> tuple[list[int], torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One pass over ``indices``, shared by the ranks (each reads every world-th sample, the sums are
+    all-reduced): the token ids they use (sorted), and the per-dimension mean and std of the teacher features
+    over their real tokens."""
+    dim = dataset.feature_dim
+    sums = torch.zeros(2 * dim + 1, dtype=torch.float64, device=device)  # sum, sum of squares, token count
+    vocab: set[int] = set()
+    for i in indices[rank::world]:
         sample = dataset[i]
         vocab.update(sample["input_ids"].tolist())
-        features = sample["features"].double()  # (L, D)
-        total = total + features.sum(0)
-        square = square + (features**2).sum(0)
-        count += features.shape[0]
-    mean = total / count
-    std = (square / count - mean**2).clamp(min=0).sqrt().clamp(min=1e-6)
+        features = sample["features"].to(device).double()  # (L, D), summed on the device
+        sums[:dim] += features.sum(0)
+        sums[dim : 2 * dim] += (features**2).sum(0)
+        sums[-1] += features.shape[0]
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)
+        vocab = {v for ids in gather_json(sorted(vocab), world, device) for v in ids}
+    sums = sums.cpu()
+    mean = sums[:dim] / sums[-1]
+    std = (sums[dim : 2 * dim] / sums[-1] - mean**2).clamp(min=0).sqrt().clamp(min=1e-6)
     return sorted(vocab), mean.float(), std.float()
 
 
 def collate(samples: list[dict]) -> dict:
-    """Right-padded batch: ids (B, L), features (B, L, D), mask (B, L), frames (B*C, 3, 224, 224) uint8."""
+    """Right-padded batch: ids (B, L), features (B, L, D) float16 as stored (half the bytes to move; cast on
+    the device), mask (B, L), frames (B*C, 3, 224, 224) uint8."""
     length = max(s["input_ids"].shape[0] for s in samples)
     dim = samples[0]["features"].shape[1]
     ids = torch.full((len(samples), length), PAD_TOKEN_ID, dtype=torch.int64)
-    features = torch.zeros((len(samples), length, dim), dtype=torch.float32)
+    features = torch.zeros((len(samples), length, dim), dtype=torch.float16)
     mask = torch.zeros((len(samples), length), dtype=torch.bool)
     for row, sample in enumerate(samples):
         n = sample["input_ids"].shape[0]
-        ids[row, :n], features[row, :n], mask[row, :n] = sample["input_ids"], sample["features"].float(), True
+        ids[row, :n], features[row, :n], mask[row, :n] = sample["input_ids"], sample["features"], True
     frames = torch.cat([s["images"] for s in samples])
     return {"input_ids": ids, "features": features, "mask": mask, "frames": frames,
             "sources": [s["source"] for s in samples]}  # fmt: skip
@@ -119,7 +132,7 @@ def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8)
         for start in range(0, len(indices), batch):
             data = collate([dataset[i] for i in indices[start : start + batch]])
             ids, mask = data["input_ids"].to(device), data["mask"].to(device)
-            target = (data["features"].to(device) - model.feature_mean) / model.feature_std
+            target = (data["features"].to(device).float() - model.feature_mean) / model.feature_std
             pred = model(ids, normalize(data["frames"].to(device))).float()
             mse, cos_loss = token_losses(pred, target)
             cosine = 1 - cos_loss
@@ -196,11 +209,12 @@ def run_distill(args) -> dict:
 
 def train_student(args, out: Path, rank: int, world: int, device: torch.device) -> dict:
     """The training loop, into a claimed run folder."""
-    dataset = FeatureDataset(args.dataset)
-    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)  # reads (and verifies) every shard
+    setup = time.monotonic()
+    dataset = FeatureDataset(args.dataset, verify="all")  # every shard's hash, in parallel, up front
+    train, held_out, held_groups = split(dataset, args.eval_fraction, args.seed)
     resume_path = out / RESUME_FILE
     manifest = dataset.manifest
-    vocab, mean, std = training_stats(dataset, train)
+    vocab, mean, std = training_stats(dataset, train, rank, world, device)
     config = StudentConfig(teacher_dim=dataset.feature_dim, vocab=vocab, width=args.width, layers=args.layers,
                            heads=args.heads, teacher_checkpoint=manifest["teacher"]["checkpoint"],
                            teacher_content_hash=manifest["teacher"].get("content_hash"),
@@ -210,7 +224,10 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     model.feature_mean.copy_(mean)
     model.feature_std.copy_(std)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # fused on CUDA: one kernel for the whole update instead of a dozen per parameter group (the small
+    # student's steps are bound by kernel launches, not by arithmetic)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                  fused=device.type == "cuda")  # fmt: skip
     start_step = 0
     if args.resume:
         start_step = load_training_state(resume_path, model, optimizer)
@@ -225,60 +242,75 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     if device.type == "cpu":  # after every check that can fail: a user error stays one line
         set_cpu_threads("distill", args.threads, processes=world)
+    setup_s = time.monotonic() - setup  # open and verify the data, statistics, model, resume state
     started, last_metrics = time.monotonic(), {}
-    for step in range(start_step, args.max_steps):
-        lr = learning_rate(step, args.lr, args.warmup_steps, args.max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        indices = batch_indices(train, step, args.batch_size, args.seed)[rank::world]
-        data = collate([dataset[i] for i in indices])
-        ids, mask = data["input_ids"].to(device), data["mask"].to(device)
-        target = (data["features"].to(device) - model.feature_mean) / model.feature_std
-        tokens = mask.sum().float()
-        if world > 1:
-            torch.distributed.all_reduce(tokens)
-        with autocast:
-            pred = trained(ids, normalize(data["frames"].to(device))).float()
-        mse, cos_loss = token_losses(pred, target)
-        per_token = args.mse_weight * mse + args.cosine_weight * cos_loss
-        loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks
-        if not torch.isfinite(loss):
-            bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
-            raise ValueError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
-                               f"good checkpoint is {resume_path if resume_path.exists() else 'not written yet'}")  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        done = step + 1
-        # the global batch's loss and metrics, summed over ranks
-        logged = torch.stack([loss.detach() / world, mse[mask].sum().detach() / tokens,
-                              (1 - cos_loss[mask]).sum().detach() / tokens])  # fmt: skip
-        if world > 1:
-            torch.distributed.all_reduce(logged)
-        if rank == 0:
-            record = {"step": done, "lr": lr, "loss": logged[0].item(), "train_mse": logged[1].item(),
-                      "train_cosine": logged[2].item()}  # fmt: skip
-            if held_out and (done % args.eval_every == 0 or done == args.max_steps):
-                record.update(evaluate_split(model, dataset, held_out, device))
-            with metrics_path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            last_metrics = record
-            if done % args.save_every == 0 or done == args.max_steps:
-                save_student(resume_path, model, extra, done, optimizer)
-                copy_atomic(resume_path, out / f"step-{done}.safetensors")
-            rate = (done - start_step) / max(time.monotonic() - started, 1e-9)
-            if done % args.log_every == 0 or done == args.max_steps:
-                print(f"distill: step {done}/{args.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
-                      f"{rate:.2f} steps/s ETA {(args.max_steps - done) / rate:.0f} s", file=sys.stderr)  # fmt: skip
-    barrier(world)
+    # This rank's slice of each step's global batch, read and collated by threads while the device trains.
+    steps = range(start_step, args.max_steps)
+    batches = prefetch(lambda step: collate([dataset[i] for i in batch_indices(train, step, args.batch_size,
+                                                                                args.seed)[rank::world]]),
+                       iter(steps), workers=LOADER_THREADS, depth=2 * LOADER_THREADS)  # fmt: skip
+    data_wait, tick = 0.0, time.monotonic()
+    try:
+        for step, data in zip(steps, batches):
+            data_wait += time.monotonic() - tick  # this rank waiting for its loader threads
+            lr = learning_rate(step, args.lr, args.warmup_steps, args.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ids, mask = data["input_ids"].to(device), data["mask"].to(device)
+            target = (data["features"].to(device).float() - model.feature_mean) / model.feature_std
+            tokens = mask.sum().float()
+            if world > 1:
+                torch.distributed.all_reduce(tokens)
+            with autocast:
+                pred = trained(ids, normalize(data["frames"].to(device))).float()
+            mse, cos_loss = token_losses(pred, target)
+            per_token = args.mse_weight * mse + args.cosine_weight * cos_loss
+            loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks
+            if not torch.isfinite(loss):
+                bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
+                raise ValueError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
+                                   f"good checkpoint is {resume_path if resume_path.exists() else 'not written yet'}")  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            done = step + 1
+            # the global batch's loss and metrics, summed over ranks
+            logged = torch.stack([loss.detach() / world, mse[mask].sum().detach() / tokens,
+                                  (1 - cos_loss[mask]).sum().detach() / tokens])  # fmt: skip
+            if world > 1:
+                torch.distributed.all_reduce(logged)
+            if rank == 0:
+                record = {"step": done, "lr": lr, "loss": logged[0].item(), "train_mse": logged[1].item(),
+                          "train_cosine": logged[2].item()}  # fmt: skip
+                if held_out and (done % args.eval_every == 0 or done == args.max_steps):
+                    record.update(evaluate_split(model, dataset, held_out, device))
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                last_metrics = record
+                if done % args.save_every == 0 or done == args.max_steps:
+                    save_student(resume_path, model, extra, done, optimizer)
+                    copy_atomic(resume_path, out / f"step-{done}.safetensors")
+                rate = (done - start_step) / max(time.monotonic() - started, 1e-9)
+                if done % args.log_every == 0 or done == args.max_steps:
+                    print(f"distill: step {done}/{args.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
+                          f"{rate:.2f} steps/s ETA {(args.max_steps - done) / rate:.0f} s", file=sys.stderr)  # fmt: skip
+            tick = time.monotonic()
+    finally:
+        batches.close()  # stops the loader threads, also after an error
     seconds = time.monotonic() - started
+    ranks = gather_json({"setup_s": round(setup_s, 2), "train_s": round(seconds, 2), "data_wait_s": round(data_wait, 2)},
+                        world, device)  # fmt: skip
     if rank == 0:
         save_student(out / STUDENT_FILE, model, extra, args.max_steps)  # weights only, no optimizer state
         plot_metrics(metrics_path, out)
-        steps = args.max_steps - start_step
-        last_metrics = {**last_metrics, "seconds": seconds, "processes": world,
-                        "samples_per_s": steps * args.batch_size / seconds if seconds else 0.0}  # fmt: skip
+        seconds = max(r["train_s"] for r in ranks)
+        timing = {"seconds": seconds, "processes": world, "steps": len(steps), "global_batch": args.batch_size,
+                  "samples_per_s": len(steps) * args.batch_size / seconds if seconds else 0.0,
+                  "rank_setup_s": [r["setup_s"] for r in ranks], "rank_train_s": [r["train_s"] for r in ranks],
+                  "rank_data_wait_s": [r["data_wait_s"] for r in ranks]}  # fmt: skip
+        write_json_atomic(out / "timing.json", timing)
+        last_metrics = {**last_metrics, **timing}
     return last_metrics
 
 

@@ -89,7 +89,7 @@ def score(predict, dataset, indices, mean, std, device) -> dict:
     with torch.no_grad():
         for start in range(0, len(indices), 8):
             data = collate([dataset[i] for i in indices[start : start + 8]])
-            target, mask, ids = data["features"].to(device), data["mask"].to(device), data["input_ids"].to(device)
+            target, mask, ids = data["features"].to(device).float(), data["mask"].to(device), data["input_ids"].to(device)
             pred = predict(data).float().to(device)
             cosine = F.cosine_similarity(pred, target, dim=-1)  # (B, L)
             mse = (((pred - target) / std) ** 2).mean(-1)  # standardised units

@@ -28,57 +28,10 @@ from ..cpu_threads import available_cores, set_cpu_threads
 from ..engine import FeatureExtractor, resolve_device
 from ..output_folder import OutputFolder, write_json_atomic
 from .bags import claim_bag_folder
-from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, file_digest, read_shard_info, shard_name
+from .distributed import barrier, distributed, gather_json, rank_device
+from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, file_digest, read_shard_info, shard_name, sync_files
 from .frame_sets import read_frame_sets, survey_bags
 from .pipeline import ShardPipeline, prefetch, prepare
-
-
-def distributed(device: str) -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment, with a process group when world > 1:
-    NCCL with each rank on GPU ``LOCAL_RANK`` when ``device`` is CUDA, gloo otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if device.startswith("cuda"):
-            visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if local_rank >= visible:
-                raise ValueError(f"--device {device} under torchrun: local rank {local_rank} needs GPU {local_rank}, "
-                                 f"but {visible} GPU(s) are visible")  # fmt: skip
-            # The rank's GPU becomes the current device before anything else touches CUDA: NCCL's communicator,
-            # barrier() and every call that takes the current device use it (a run without this hung on the
-            # two-H200 machine: rank 1 reported no batch while rank 0 waited at the final barrier).
-            gpu = torch.device("cuda", local_rank)
-            torch.cuda.set_device(gpu)
-            dist.init_process_group("nccl", device_id=gpu)
-        else:
-            dist.init_process_group("gloo")
-    return dist.get_rank(), world, local_rank
-
-
-def rank_device(device: str, world: int, local_rank: int) -> str:
-    """The device one process runs on. Under torchrun (world > 1) a CUDA ``--device`` means the rank's own
-    GPU, ``cuda:LOCAL_RANK``, the one ``distributed`` bound NCCL to (pick the GPUs with
-    ``CUDA_VISIBLE_DEVICES``, not with an index); any other device is taken as given."""
-    return f"cuda:{local_rank}" if world > 1 and device.startswith("cuda") else device
-
-
-def end_distributed() -> None:
-    """Tear down the process group before exit; left to the interpreter's teardown, gloo's threads can abort."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 class Progress:
@@ -131,11 +84,13 @@ def run_extract(args) -> dict:
 
 def extract_into(args, out: Path, rank: int, world: int, device: str, total: int | None, owned: dict) -> dict:
     """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders)."""
+    started = time.perf_counter()
     extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
                                                  tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
                                                  warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
     extractor.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
+    start_s = time.perf_counter() - started  # load, compile, graph capture
     # The manifest's teacher hash reads every weight file (about 9 s a run at full size in a py-spy profile on
     # the H100 machine); rank 0 runs it beside the extraction (hashlib and file reads release the GIL).
     hasher = ThreadPoolExecutor(max_workers=1)
@@ -168,26 +123,22 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
         pipeline.abort()
         raise
     phases = pipeline.phases
+    phases["graph_capture_s"] = extractor.capture_seconds - captured_before  # shapes first seen during the run
     progress.update(0, final=True)
-    barrier(world)
     seconds = time.perf_counter() - start  # reading, decoding, preprocessing, model, writing; not loading
-    frames = progress.done
-    if world > 1:  # all ranks' frames over the slowest rank's time
-        import torch.distributed as dist
-
-        totals = torch.tensor([float(frames), seconds], dtype=torch.float64, device=extractor.device)  # NCCL: GPU
-        frames_t, seconds_t = totals[:1].clone(), totals[1:].clone()
-        dist.all_reduce(frames_t)
-        dist.all_reduce(seconds_t, op=dist.ReduceOp.MAX)
-        frames, seconds = int(frames_t.item()), seconds_t.item()
+    mine_done = {"frames": progress.done, "seconds": seconds, "start_s": start_s, "digests": pipeline.digests,
+                 "phases": {k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
+    ranks = gather_json(mine_done, world, extractor.device)  # after every rank's last write (NCCL: on the GPU)
     if rank != 0:
         return {}
-    manifest = write_manifest(out, args, extractor, counts, teacher_hash.result(), pipeline.digests, owned["out"])
+    frames, seconds = sum(r["frames"] for r in ranks), max(r["seconds"] for r in ranks)
+    timing = {"seconds": seconds, "frame_sets": frames, "processes": world,  # all ranks' work, slowest rank's time
+              "frame_sets_per_s": frames / seconds if seconds else 0.0, **ranks[0]["phases"],
+              "rank_start_s": [round(r["start_s"], 2) for r in ranks],
+              "rank_seconds": [round(r["seconds"], 2) for r in ranks]}  # fmt: skip
+    digests = {name: tuple(digest) for r in ranks for name, digest in r["digests"].items()}
+    manifest = write_manifest(out, args, extractor, counts, teacher_hash.result(), digests, owned["out"], timing)
     hasher.shutdown()
-    phases["graph_capture_s"] = extractor.capture_seconds - captured_before  # shapes first seen during the run
-    manifest["timing"] = {"seconds": seconds, "frame_sets": frames, "processes": world,
-                          "frame_sets_per_s": frames / seconds if seconds else 0.0,
-                          **{k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
@@ -198,10 +149,13 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
 
 
 def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter, teacher_hash: str,
-                   digests: dict[str, tuple[int, str]], folder: OutputFolder) -> dict:  # fmt: skip
-    """The manifest, written last and atomically. ``digests`` holds this process's shards' (bytes, sha256);
-    shards of other ranks or of an interrupted earlier run are hashed here, in parallel."""
+                   digests: dict[str, tuple[int, str]], folder: OutputFolder, timing: dict) -> dict:  # fmt: skip
+    """The manifest, written last and atomically. ``digests`` holds the (bytes, sha256) of the shards this run's
+    ranks wrote; shards of an interrupted earlier run are hashed here, in parallel."""
     paths = sorted(out.glob("shard-*.safetensors"))
+    tick = time.perf_counter()
+    sync_files(paths)  # every shard on disk before a manifest says the dataset is complete
+    timing["sync_s"] = round(time.perf_counter() - tick, 2)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         hashed = dict(zip([p.name for p in paths], pool.map(lambda p: digests.get(p.name) or file_digest(p), paths)))
     shards, skipped, total = [], Counter({k: v for k, v in counts.items() if v}), 0
@@ -237,6 +191,7 @@ def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter
         "source_bags": [str(b) for b in args.bags],
         "shard_size": args.shard_size,
         "shards": shards,
+        "timing": timing,
     }
     write_json_atomic(out / MANIFEST, manifest)
     return manifest

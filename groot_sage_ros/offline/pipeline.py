@@ -130,7 +130,7 @@ class ShardPipeline:
 
     def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
         tick = time.perf_counter()
-        digest = write_shard(path, samples, skips, self.extractor.feature_dim)
+        digest = write_shard(path, samples, skips, self.extractor.feature_dim, durable=False)  # synced before the manifest
         with self.phases_lock:  # two writer threads
             self.phases["write_s"] += time.perf_counter() - tick
             self.digests[path.name] = digest
