@@ -51,7 +51,6 @@ def compare_shards(a: Path, b: Path, every: int = 4) -> dict:
     the metadata (sources, layouts, skipped counts); the ones that differ are listed."""
     from safetensors import safe_open
 
-    differences = []
     shards_a = json.loads((a / "manifest.json").read_text())["shards"]
     shards_b = {s["file"]: s for s in json.loads((b / "manifest.json").read_text())["shards"]}
     compared, differing = 0, []
