@@ -35,6 +35,18 @@ def wait_for(predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
     return predicate()
 
 
+def frame_sender(node, executor, publisher, image: np.ndarray, spin_s: float):
+    """A callable that publishes ``image`` stamped with ``node``'s clock now and spins ``executor`` once."""
+
+    def send() -> None:
+        msg = array_to_image(image)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        executor.spin_once(timeout_sec=spin_s)
+
+    return send
+
+
 class TeacherHarness:
     """groot_node (or, with ``node_cls``, sage_node) plus a probe node publishing and recording."""
 

@@ -26,7 +26,7 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import qos_profile_sensor_data
-from ros_harness import isolate_dds, wait_for
+from ros_harness import frame_sender, isolate_dds, wait_for
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -96,19 +96,14 @@ def get_parameters(probe, node: str, names: list[str]) -> dict:
 
 def features_flow(probe, camera_topic: str, features_topic: str) -> Image:
     """Publish frames on ``camera_topic`` until a features message arrives on ``features_topic``."""
-    from groot_sage_ros.ros.conversions import array_to_image
-
     node, executor = probe
     received = []
     sub = node.create_subscription(Image, features_topic, received.append, 10)
     pub = node.create_publisher(Image, camera_topic, qos_profile_sensor_data)
-    image = random_image(48, 64)
+    send = frame_sender(node, executor, pub, random_image(48, 64), spin_s=0.05)
 
     def publish_and_spin():
-        msg = array_to_image(image)
-        msg.header.stamp = node.get_clock().now().to_msg()
-        pub.publish(msg)
-        executor.spin_once(timeout_sec=0.05)
+        send()
         return bool(received)
 
     try:

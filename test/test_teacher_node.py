@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from PIL import Image as PILImage
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_harness import TeacherHarness, isolate_dds, wait_for
+from ros_harness import TeacherHarness, frame_sender, isolate_dds, wait_for
 from safetensors.torch import load_file, save_file
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -461,15 +461,10 @@ def test_sigint_with_frames_flowing_stops_the_node_within_2_s_without_an_error_l
     camera = probe.create_publisher(Image, "camera/image_raw", rclpy.qos.qos_profile_sensor_data)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(probe)
-    image = random_image(64, 64)
+    send = frame_sender(probe, executor, camera, random_image(64, 64), spin_s=0.01)
 
     def flowing():
-        from groot_sage_ros.ros.conversions import array_to_image
-
-        msg = array_to_image(image)
-        msg.header.stamp = probe.get_clock().now().to_msg()
-        camera.publish(msg)
-        executor.spin_once(timeout_sec=0.01)
+        send()
         return len(features) >= 5
 
     try:

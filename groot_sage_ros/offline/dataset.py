@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..output_folder import temporary_path
+from ..output_folder import OutputFolder, temporary_path
 from ..processor import PAD_TOKEN_ID, TokenLayout
 
 SCHEMA_VERSION = 2  # 2: shards carry their size and sha256
@@ -41,6 +41,17 @@ MANIFEST = "manifest.json"
 DATASET_FILES = (MANIFEST, "shard-*.safetensors")  # what --overwrite may delete in a dataset folder
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
 VERIFY_MODES = ("lazy", "all")
+
+
+def claim_dataset_folder(out: Path, overwrite: bool) -> OutputFolder:
+    """Lock ``out`` for a run that writes a dataset; refuse a finished dataset unless ``overwrite`` (which
+    deletes only the dataset's own files); clear a crashed run's temporaries, keeping its finished shards."""
+    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
+    if (Path(out) / MANIFEST).exists():
+        folder.release()
+        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
+    folder.remove_stale_temporaries()
+    return folder
 
 
 def shard_name(k: int) -> str:

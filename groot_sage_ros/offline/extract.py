@@ -29,7 +29,8 @@ from ..engine import FeatureExtractor, resolve_device
 from ..output_folder import OutputFolder, write_json_atomic
 from .bags import claim_bag_folder
 from .distributed import barrier, distributed, gather_json, rank_device
-from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, file_digest, read_shard_info, shard_name, sync_files
+from .dataset import (DATASET_FILES, MANIFEST, SCHEMA_VERSION, claim_dataset_folder, file_digest, read_shard_info,
+                      shard_name, sync_files)  # fmt: skip
 from .frame_sets import read_frame_sets, survey_bags
 from .pipeline import ShardPipeline, prefetch, prepare
 
@@ -52,17 +53,6 @@ class Progress:
         print(f"extract: {self.done}{of} frame sets computed, {rate:.1f} frame sets/s{eta}", file=sys.stderr)
 
 
-def claim_output(out: Path, overwrite: bool) -> OutputFolder:
-    """Lock ``out`` for this run; refuse a finished dataset unless ``overwrite`` (which deletes only the
-    dataset's own files); clear a crashed run's temporaries, keeping its finished shards for the resume."""
-    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
-    if (out / MANIFEST).exists():
-        folder.release()
-        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
-    folder.remove_stale_temporaries()
-    return folder
-
-
 def run_extract(args) -> dict:
     rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
@@ -72,7 +62,7 @@ def run_extract(args) -> dict:
     try:
         if rank == 0:
             total = survey_bags(args.bags, args.camera_topics, args.instruction_topic, args.instruction)
-            owned["out"] = claim_output(out, args.overwrite)
+            owned["out"] = claim_dataset_folder(out, args.overwrite)
             if args.out_bag:
                 owned["out_bag"] = claim_bag_folder(args.out_bag, "--out-bag")
         barrier(world)

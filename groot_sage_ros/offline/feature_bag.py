@@ -23,7 +23,8 @@ from ..decoding import BadImage, deserialize_checked
 from ..output_folder import OutputFolder, write_json_atomic
 from ..processor import Processor, ProcessorConfig, TokenLayout
 from .bags import LATCHED_QOS, STRING, bag_topics, bag_writer, claim_bag_folder, typestore
-from .dataset import DATASET_FILES, MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, shard_name, write_shard
+from .dataset import (DATASET_FILES, MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, claim_dataset_folder, shard_name,
+                      write_shard)  # fmt: skip
 from .frame_sets import read_frame_sets, survey_bags
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,8 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
                          f"features to pair with (topics there: {', '.join(topics)}); record groot_node's "
                          "~/features and ~/features/layout, or name them with --features-topic")  # fmt: skip
     first = layouts[0][1]
-    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
+    folder = claim_dataset_folder(out, overwrite)
     try:
-        if (out / MANIFEST).exists():
-            raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
-        folder.remove_stale_temporaries()
         return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s)
     finally:
         folder.release()
