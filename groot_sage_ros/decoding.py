@@ -99,7 +99,9 @@ def compressed_to_array(msg) -> np.ndarray:
             if image.mode not in ("L", "RGB", "RGBA"):
                 image = image.convert("RGB")
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except PILImage.DecompressionBombError as err:  # a header claiming billions of pixels
+        raise BadImage("image_too_large", f"{msg.format or 'compressed'} image refused: {err}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise BadImage("corrupt_compressed", f"cannot decode {msg.format or 'compressed'} image ({err})") from None
 
 

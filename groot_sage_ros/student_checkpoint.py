@@ -91,6 +91,11 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> tuple[
                                      f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")  # fmt: skip
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         state = {k.removeprefix("model."): handle.get_tensor(k) for k in found}
+    for name, tensor in model.state_dict().items():  # floating weights may be any float; ids stay integers
+        stored = state[name].dtype
+        if (stored.is_floating_point, stored if not stored.is_floating_point else None) != (
+                tensor.dtype.is_floating_point, tensor.dtype if not tensor.dtype.is_floating_point else None):
+            raise StudentCheckpointError(f"{path}: tensor model.{name} is {stored}, expected {tensor.dtype}")
     model.load_state_dict(state, assign=True)
     record = {"config": asdict(config), "step": _int(path, metadata, "step"), **_json(path, metadata, "extra", dict)}
     return model.to(device).eval(), record

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import Payload, random_image
@@ -417,3 +418,72 @@ def test_the_package_never_unpickles():
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if "torch.load(" in line or "import pickle" in line or "pickle.load" in line]  # fmt: skip
     assert offenders == []
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels and holds none: what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_an_image_claiming_billions_of_pixels_is_a_counted_skip(capsys, tiny_checkpoint, tmp_path):
+    store = typestore()
+    types = store.types
+    t0 = 1_700_000_000 * 10**9
+    topic, kind = CAMERA + "/compressed", "sensor_msgs/msg/CompressedImage"
+    with Writer(tmp_path / "bag", version=9, storage_plugin=STORAGE["mcap"]) as writer:
+        camera = writer.add_connection(topic, kind, typestore=store)
+        for k, data in enumerate([png_header(100_000, 100_000), None]):
+            stamp = t0 + k * 10**8
+            header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
+                sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")  # fmt: skip
+            if data is None:
+                import io
+
+                from PIL import Image as PILImage
+
+                buffer = io.BytesIO()
+                PILImage.fromarray(random_image(16, 16)).save(buffer, format="PNG")
+                data = buffer.getvalue()
+            msg = types[kind](header=header, format="png", data=np.frombuffer(data, np.uint8))
+            writer.write(camera, stamp, store.serialize_cdr(msg, kind))
+    argv = ["extract", tmp_path / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", topic, "--out",
+            tmp_path / "ds", "--dtype", "float32", "--instruction", "look"]  # fmt: skip
+    assert run_main(capsys, *argv)[0] == 0
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 1 and manifest["skipped"] == {"image_too_large": 1}
+
+
+def test_malformed_rows_and_wrong_tensor_types_are_refused_naming_the_file(dataset, run_folder, tmp_path):
+    from safetensors.torch import save_file as save
+
+    from groot_sage_ros.offline.dataset import file_digest
+    from groot_sage_ros.student_checkpoint import load_student
+
+    copy = Path(shutil.copytree(dataset, tmp_path / "rows"))
+    shard = copy / "shard-00000.safetensors"
+    with safe_open(str(shard), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        metadata = dict(handle.metadata())
+    metadata["samples"] = json.dumps([{"bag": "x"}] * 4)  # rows without their layout
+    save(tensors, str(shard), metadata=metadata)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    size, sha256 = file_digest(shard)
+    manifest["shards"][0].update(bytes=size, sha256=sha256)  # consistent with its manifest, so only the rows are wrong
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="shard-00000.safetensors: sample row 0 is malformed"):
+        FeatureDataset(copy)[0]
+
+    with safe_open(str(run_folder / "student.safetensors"), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        metadata = dict(handle.metadata())
+    tensors["model.vocab"] = tensors["model.vocab"].float()  # token ids as floats
+    save(tensors, str(tmp_path / "student.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match="tensor model.vocab is torch.float32, expected torch.int64"):
+        load_student(tmp_path / "student.safetensors")

@@ -252,6 +252,12 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         k, row = self.rows[i]
+        try:
+            return self._read(k, row)
+        except (KeyError, TypeError, IndexError, SafetensorError) as err:  # a shard whose rows are malformed
+            raise ValueError(f"{self._paths[k]}: sample row {row} is malformed ({type(err).__name__}: {err})") from None
+
+    def _read(self, k: int, row: int) -> dict:
         handle, meta = self._shard(k)
         length = int(handle.get_slice("lengths")[row : row + 1][0])
         info = meta[row]

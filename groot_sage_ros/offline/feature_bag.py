@@ -104,6 +104,8 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
                          f"features to pair with (topics there: {', '.join(topics)}); record groot_node's "
                          "~/features and ~/features/layout, or name them with --features-topic")  # fmt: skip
     first = layouts[0][1]
+    if not isinstance(first, dict) or not isinstance(first.get("feature_dim"), int) or first["feature_dim"] < 1:
+        raise ValueError(f"{features_topic}/layout in {bags[0]}: not a groot_node layout (no feature_dim)")
     folder = claim_dataset_folder(out, overwrite)
     try:
         return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s)
@@ -234,10 +236,14 @@ def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: 
         images = frame_set.decode()
         ids, token_layout = processor.encode(len(images), layout["instruction"])
         frames = processor.preprocess_images(images)
+        recorded = TokenLayout.from_dict(layout)
     except (BadImage, ValueError) as err:
         skipped[getattr(err, "reason", "bad_input")] += 1
         return None
-    if token_layout.seq_len != features.shape[0] or token_layout != TokenLayout.from_dict(layout):
+    except (KeyError, TypeError):  # a layout message without the fields groot_node writes
+        skipped["bad_layout"] += 1
+        return None
+    if token_layout.seq_len != features.shape[0] or token_layout != recorded:
         skipped["layout_mismatch"] += 1
         return None
     source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames], "frame_id": frame_set.frame_id(),

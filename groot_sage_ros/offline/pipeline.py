@@ -156,6 +156,9 @@ def prepare(processor, frame_set: RecordedFrameSet) -> Prepared:
     except ValueError as err:  # an image the processor refuses, or an unusable instruction
         log.warning("frame set %d skipped: %s", frame_set.index, err)
         return Prepared(frame_set, skip_reason="bad_input")
+    except Exception as err:  # noqa: BLE001 -- one frame set never ends the run; counted apart from bad input
+        log.warning("frame set %d skipped after an unexpected error: %r", frame_set.index, err)
+        return Prepared(frame_set, skip_reason="internal_error")
 
 
 def prefetch(fn, items: Iterator, workers: int, depth: int) -> Iterator:
