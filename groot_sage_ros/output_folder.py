@@ -27,7 +27,9 @@ import shutil
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 MARKER = ".groot-sage-output.json"
 LOCK = ".groot-sage.lock"
@@ -108,9 +110,6 @@ class OutputFolder:
             removed.append(entry.name)
         return removed
 
-    def temporary(self, name: str) -> Path:
-        return temporary_path(self.path / name)
-
     def release(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
@@ -149,14 +148,33 @@ def write_json_atomic(path: Path, value) -> None:
     write_bytes_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = temporary_path(path)
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """``with atomic_file(final) as tmp:`` write ``tmp``; it becomes ``final`` when the block ends, and is
+    removed if the block raises, so a file that exists under its final name is complete."""
+    tmp = temporary_path(final)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_safetensors(tensors: dict, path: Path, metadata: dict, final: Path) -> None:
+    """safetensors' ``save_file``, with its I/O errors (no space, permission) raised as the OSError they
+    are, naming ``final`` (the name the file is being written for)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        raise OSError(f"writing {final}: {' '.join(str(err).split())}") from None

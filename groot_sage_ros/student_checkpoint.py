@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .config import StudentConfig
 from .model.student import SageStudent
-from .output_folder import temporary_path
+from .output_folder import atomic_file, save_safetensors
 
 FORMAT, VERSION = "groot_sage_student", "1"
 STUDENT_FILE = "student.safetensors"
@@ -50,16 +49,8 @@ def save_student(path: Path, model: SageStudent, extra: dict, step: int, optimiz
             for name, value in values.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
         metadata["optimizer"] = json.dumps(state["param_groups"])
-    tmp = temporary_path(path)
-    try:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as err:  # its I/O errors (no space, permission) as the OSError they are
-            raise OSError(f"writing {path}: {' '.join(str(err).split())}") from None
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        save_safetensors(tensors, tmp, metadata, path)
 
 
 def resolve_student_file(path: str | Path) -> Path:
@@ -77,7 +68,12 @@ def resolve_student_file(path: str | Path) -> Path:
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> tuple[SageStudent, dict]:
     """A trained student in eval mode, and its record: ``config`` (dict), ``step`` and the ``extra`` fields."""
-    path = resolve_student_file(path)
+    model, record, _ = _load(resolve_student_file(path))
+    return model.to(device).eval(), record
+
+
+def _load(path: Path) -> tuple[SageStudent, dict, dict[str, str]]:
+    """The student on the CPU, its record, and the file's metadata (checked as ``load_student`` says)."""
     tensors, metadata = _read_checked(path)
     config = _config(path, metadata)
     with torch.device("meta"):
@@ -93,21 +89,20 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         state = {k.removeprefix("model."): handle.get_tensor(k) for k in found}
     for name, tensor in model.state_dict().items():  # floating weights may be any float; ids stay integers
         stored = state[name].dtype
-        if (stored.is_floating_point, stored if not stored.is_floating_point else None) != (
-                tensor.dtype.is_floating_point, tensor.dtype if not tensor.dtype.is_floating_point else None):
+        if stored.is_floating_point != tensor.dtype.is_floating_point or (
+                not stored.is_floating_point and stored != tensor.dtype):  # fmt: skip
             raise StudentCheckpointError(f"{path}: tensor model.{name} is {stored}, expected {tensor.dtype}")
     model.load_state_dict(state, assign=True)
     record = {"config": asdict(config), "step": _int(path, metadata, "step"), **_json(path, metadata, "extra", dict)}
-    return model.to(device).eval(), record
+    return model, record, metadata
 
 
 def load_training_state(path: Path, model: SageStudent, optimizer) -> int:
     """Fill ``model`` and ``optimizer`` from a resume state written by ``save_student``; returns its step."""
-    trained, record = load_student(path)
+    trained, record, metadata = _load(resolve_student_file(path))
     if record["config"] != asdict(model.cfg):
         raise StudentCheckpointError(f"{path}: its student config differs from this run's (the data or the "
                                      "shape options changed); start a new run folder")  # fmt: skip
-    _, metadata = _read_checked(path)
     groups = _json(path, metadata, "optimizer", list)
     state: dict[int, dict] = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:

@@ -31,9 +31,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from ..output_folder import OutputFolder, temporary_path
+from ..output_folder import OutputFolder, atomic_file, save_safetensors
 from ..processor import PAD_TOKEN_ID, TokenLayout
 
 SCHEMA_VERSION = 2  # 2: shards carry their size and sha256
@@ -106,19 +105,11 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
     }  # fmt: skip
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
     metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(skipped))}
-    tmp = temporary_path(path)
-    try:
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        except SafetensorError as err:  # its I/O errors (no space, permission) as the OSError they are
-            raise OSError(f"writing {path}: {' '.join(str(err).split())}") from None
+    with atomic_file(path) as tmp:
+        save_safetensors({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata, path)
         digest = file_digest(tmp)  # read back while the pages are still cached
         if durable:
             sync_files([tmp])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return digest
 
 

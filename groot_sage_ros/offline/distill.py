@@ -30,7 +30,7 @@ from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..cpu_threads import set_cpu_threads
 from ..engine import resolve_device
 from ..model.student import SageStudent
-from ..output_folder import OutputError, OutputFolder, temporary_path, write_bytes_atomic, write_json_atomic
+from ..output_folder import OutputError, OutputFolder, atomic_file, write_bytes_atomic, write_json_atomic
 from ..processor import PAD_TOKEN_ID, normalize
 from ..student_checkpoint import RESUME_FILE, STUDENT_FILE, load_training_state, save_student
 from .dataset import FeatureDataset
@@ -187,9 +187,8 @@ def read_metrics(path: Path, up_to_step: int) -> list[str]:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    tmp = temporary_path(target)
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    with atomic_file(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def run_distill(args) -> dict:
