@@ -14,7 +14,7 @@ from pathlib import Path
 
 from groot_sage_ros.bench import throughput
 from groot_sage_ros.cli import build_parser
-from groot_sage_ros.engine import FeatureExtractor
+from groot_sage_ros.engine import load_engine
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
 
@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     bag, summary = arc_bag(work, args.arc_tasks)
-    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
+    extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype)
     report = {"frames": summary["frames"] * args.repeat_bag, "frame_size": "480x240 rgb8 (ARC renders)", "runs": []}
     for batch in args.batches:
         argv = extract_argv(args, bag, work / f"ds{batch}", batch)

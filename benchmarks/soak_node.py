@@ -34,7 +34,7 @@ from std_msgs.msg import String
 
 from groot_sage_ros.ros.conversions import array_to_image
 from groot_sage_ros.ros.teacher_node import LATCHED
-from groot_sage_ros.tiny_checkpoint import write_tiny_checkpoint
+from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
 
 NODE = "soak"
 

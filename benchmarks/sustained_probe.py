@@ -18,8 +18,8 @@ import time
 import torch
 
 from groot_sage_ros.bench import frame_sets
-from groot_sage_ros.config import n15_3b_config
-from groot_sage_ros.engine import FeatureExtractor
+from groot_sage_ros.engine import random_engine
+from groot_sage_ros.families import DEFAULT_FAMILY
 
 
 def call_ms(call) -> float:
@@ -44,7 +44,7 @@ def smi_samples(text: str) -> list[tuple[float, float]]:
 
 def model_call(batch: int):
     """The graphed backbone call on ``batch`` frame sets (full-size random weights)."""
-    fx = FeatureExtractor.from_random(n15_3b_config(), device="cuda", dtype="float16")
+    fx = random_engine(DEFAULT_FAMILY, device="cuda", dtype="float16")
     inputs = fx.prepare(frame_sets(batch, 1))
     return lambda: fx.forward(inputs)
 

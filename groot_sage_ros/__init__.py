@@ -1,6 +1,6 @@
-"""groot_sage_ros: GR00T N1.5 backbone features on ROS 2, and a SAGE student distilled from them.
+"""groot_sage_ros: GR00T backbone features on ROS 2, and a SAGE student distilled from them.
 
-The core (config, checkpoint, tokenizer, processor, model, engine) imports no ROS package.
+The core (api, engine, families, fastpath, checkpoint, student, serving) imports no ROS package.
 """
 
 __version__ = "0.1.0"
@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # Lazy so that ``import groot_sage_ros`` stays cheap (no torch import) for tools that only need metadata.
-    if name == "FeatureExtractor":
-        from .engine import FeatureExtractor
+    if name in ("FeatureExtractor", "load_engine"):
+        from . import engine
 
-        return FeatureExtractor
+        return getattr(engine, name)
     raise AttributeError(name)

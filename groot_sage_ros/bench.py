@@ -2,7 +2,7 @@
 
 Stages: ``preprocess`` (crop, resize, tokenise, copy to the device), ``backbone`` (features from prepared
 inputs), ``action_head`` (4 Euler steps on given features) and ``full`` (backbone + head). With
-``compare_eager`` the plain PyTorch path (``FeatureExtractor.forward_eager``: no compile, no graphs) is timed
+``compare_eager`` the plain PyTorch path (``forward_reference``: no compile, no graphs) is timed
 in the same run on the same weights, its figures under ``eager_*`` keys, and the two paths' outputs are
 compared (the numerics check). Start times come from fresh processes (``start_times``).
 """
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from .engine import FeatureExtractor
+from .api import FeatureEngine
 
 INSTRUCTION = "pick up the red cube and place it in the bowl"
 
@@ -67,7 +67,7 @@ def agreement(fast: torch.Tensor, eager: torch.Tensor) -> dict:
 
 
 def run_bench(
-    extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
+    extractor: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
     compare_eager: bool = False, throughput_batch: int | None = None,
 ) -> dict:  # fmt: skip
     device = extractor.device
@@ -77,8 +77,7 @@ def run_bench(
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "dtype": str(extractor.dtype).removeprefix("torch."),
-        "compiled": extractor.compiled,
-        "cuda_graphs": extractor.graphed,
+        "start": extractor.start_report(),
         "batch": batch,
         "cameras": cameras,
         "tokens": int(inputs.input_ids.shape[1]),
@@ -96,9 +95,9 @@ def run_bench(
         report["peak_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
     if compare_eager:
-        report.update(timed("eager_backbone", lambda: extractor.forward_eager(inputs), iters, warmup, device))
+        report.update(timed("eager_backbone", lambda: extractor.forward_reference(inputs), iters, warmup, device))
         report["backbone_speedup"] = report["eager_backbone_ms_median"] / report["backbone_ms_median"]
-        report["features_vs_eager"] = agreement(result.features, extractor.forward_eager(inputs).features)
+        report["features_vs_eager"] = agreement(result.features, extractor.forward_reference(inputs).features)
     if actions:
         report.update(time_actions(extractor, inputs, result, iters, warmup, compare_eager))
     if throughput_batch:
@@ -106,19 +105,19 @@ def run_bench(
     return report
 
 
-def time_actions(extractor: FeatureExtractor, inputs, result, iters: int, warmup: int, compare_eager: bool) -> dict:
+def time_actions(extractor: FeatureEngine, inputs, result, iters: int, warmup: int, compare_eager: bool) -> dict:
     """The action head alone (4 Euler steps on given features) and the full model (backbone + head)."""
-    device, head_cfg = extractor.device, extractor.config.action_head
-    states = torch.zeros(len(result.layouts), head_cfg.max_state_dim)
+    device = extractor.device
+    states = torch.zeros(len(result.layouts), extractor.state_width)  # embodiment 0: any id costs the same
 
     def head(eager=False):
-        return extractor.predict_actions(result, states, embodiment_id=31, seed=0, eager=eager)
+        return extractor.predict_actions(result, states, embodiment_id=0, seed=0, reference=eager)
 
     def full(eager=False):
-        features = extractor.forward_eager(inputs) if eager else extractor.forward(inputs)
-        return extractor.predict_actions(features, states, embodiment_id=31, seed=0, eager=eager)
+        features = extractor.forward_reference(inputs) if eager else extractor.forward(inputs)
+        return extractor.predict_actions(features, states, embodiment_id=0, seed=0, reference=eager)
 
-    report = {"action_steps": head_cfg.num_inference_timesteps}
+    report = {"action_horizon": extractor.action_horizon}
     report.update(timed("action_head", head, iters, warmup, device))
     report.update(timed("full", full, iters, warmup, device))
     chunk = full()
@@ -131,7 +130,7 @@ def time_actions(extractor: FeatureExtractor, inputs, result, iters: int, warmup
     return report
 
 
-def throughput(extractor: FeatureExtractor, batch: int, cameras: int, iters: int, warmup: int, compare_eager) -> dict:
+def throughput(extractor: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, compare_eager) -> dict:
     """Frames per second of the model alone at ``batch`` (prepared inputs), fast path and eager."""
     device = extractor.device
     inputs = extractor.prepare(frame_sets(batch, cameras))
@@ -139,7 +138,7 @@ def throughput(extractor: FeatureExtractor, batch: int, cameras: int, iters: int
     fast = timed("batch", lambda: extractor.forward(inputs), iters, warmup, device)["batch_ms_median"]
     report["throughput_fps"] = batch * 1000.0 / fast
     if compare_eager:
-        eager = timed("batch", lambda: extractor.forward_eager(inputs), iters, warmup, device)["batch_ms_median"]
+        eager = timed("batch", lambda: extractor.forward_reference(inputs), iters, warmup, device)["batch_ms_median"]
         report["eager_throughput_fps"] = batch * 1000.0 / eager
     return report
 

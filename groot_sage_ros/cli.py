@@ -43,7 +43,7 @@ FRACTION = bounded(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    """The engine's speed knobs (config.RuntimeConfig), shared by every command that runs the teacher."""
+    """The engine's speed knobs (engine.RuntimeConfig), shared by every command that runs the teacher."""
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                         help="torch.compile the transformer layers: auto = on CUDA only")  # fmt: skip
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
@@ -67,30 +67,25 @@ def seconds_since_process_start() -> float | None:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from .config import n15_3b_config
-    from .tiny_checkpoint import write_random_checkpoint, write_tiny_checkpoint
+    from .families import DEFAULT_FAMILY, by_name
 
-    if args.full_size:
-        path = write_random_checkpoint(args.out, n15_3b_config(), seed=args.seed)
-    else:
-        path = write_tiny_checkpoint(args.out, seed=args.seed)
-    print(f"wrote {'full-size' if args.full_size else 'tiny'} random GR00T N1.5 checkpoint to {path}")
+    family = by_name(args.family or DEFAULT_FAMILY, "--family")
+    path = family.write_tiny(args.out, seed=args.seed, raw=family.full_size_config() if args.full_size else None)
+    print(f"wrote {'full-size' if args.full_size else 'tiny'} random {family.name} checkpoint to {path}")
     return 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import RuntimeConfig
-    from .engine import FeatureExtractor
-    from .images import read_image
+    from .engine import RuntimeConfig, load_engine
+    from .serving.images import read_image
 
     imported_s = seconds_since_process_start()  # interpreter start and imports
     images = [read_image(path) for path in args.image]
-    extractor = FeatureExtractor.from_pretrained(
-        args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, action_head=args.actions,
-        runtime=RuntimeConfig.from_attributes(args),
-    )
+    extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            action_head=args.actions, runtime=RuntimeConfig.from_attributes(args))  # fmt: skip
+    started = extractor.start_report()
     times, first_features_s = [], None
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -113,12 +108,13 @@ def cmd_features(args: argparse.Namespace) -> int:
         "image_token_norm_mean": [norms[a:b].mean().item() for a, b in layout.image_ranges],
         "instruction_token_norm_mean": norms[slice(*layout.instruction_range)].mean().item(),
         "imports_s": imported_s,
-        "load_s": round(extractor.load_seconds, 3),
-        "warmup_s": round(extractor.warmup_seconds, 3),
+        "load_s": started.get("load_s", 0.0),
+        "warmup_s": started.get("warmup_s", 0.0),
         "first_features_s": first_features_s,  # process start to the first features of the real frame
-        "compiled": extractor.compiled,
-        "cuda_graphs": extractor.graphed,
-        "compile_cache": extractor.compile_cache,
+        "start_kind": started.get("start_kind"),
+        "cuda_graphs": started.get("cuda_graphs", 0),
+        "compile_cache": {"hits": started.get("compile_cache_hits", 0),
+                          "misses": started.get("compile_cache_misses", 0)},
         "peak_reserved_gb": torch.cuda.max_memory_reserved(extractor.device) / 1e9 if extractor.device.type == "cuda"
         else None,
         "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
@@ -149,16 +145,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 def predict_chunk(extractor, result, args) -> dict:
     """One unnormalised action chunk for the CLI: rows of the action keys' values, concatenated."""
     import numpy as np
-    import torch
 
-    normalizer = extractor.normalizer(args.embodiment)
-    state = normalizer.zero_state()
+    policy = extractor.action_policy(args.embodiment)
+    state = policy.zero_state()
     if args.state:
         with open(args.state) as handle:
             state = json.load(handle)
-    vector = normalizer.state_vector(state, extractor.config.action_head.max_state_dim)
-    chunk = extractor.predict_actions(result, torch.from_numpy(vector)[None], normalizer.embodiment_id, args.seed)
-    per_key = normalizer.split_actions(chunk[0].float().cpu().numpy())  # key -> (H, width)
+    per_key = policy.chunk(result, state, args.seed)  # key -> (H, width), robot units
     rows = np.concatenate(list(per_key.values()), axis=1)  # (H, sum of widths)
     return {
         "embodiment": args.embodiment,
@@ -170,23 +163,23 @@ def predict_chunk(extractor, result, args) -> dict:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, start_times
-    from .config import RuntimeConfig, n15_3b_config
-    from .engine import FeatureExtractor
+    from .engine import RuntimeConfig, load_engine, random_engine
+    from .families import DEFAULT_FAMILY
 
     if args.compare not in (None, "eager"):
         raise ValueError(f"--compare {args.compare!r}: the only path to compare with is 'eager'")
     runtime = RuntimeConfig.from_attributes(args)
     if args.full_size_random:
-        extractor = FeatureExtractor.from_random(
-            n15_3b_config(), device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
-        )
+        extractor = random_engine(args.family or DEFAULT_FAMILY, device=args.device, dtype=args.dtype, action_head=args.actions,
+                                  runtime=runtime)  # fmt: skip
     elif args.checkpoint:
-        extractor = FeatureExtractor.from_pretrained(
-            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
-        )
+        extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
+                                runtime=runtime)  # fmt: skip
     else:
         raise ValueError("bench needs --checkpoint C or --full-size-random")
-    report = {"start_in_process_s": extractor.start_seconds, "compile_cache": extractor.compile_cache}
+    start = extractor.start_report()
+    report = {"start_in_process_s": extractor.start_seconds, "precision": start.get("precision"),
+              "compile_cache": {"hits": start.get("compile_cache_hits", 0), "misses": start.get("compile_cache_misses", 0)}}  # fmt: skip
     report.update(run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
                             actions=args.actions, compare_eager=args.compare == "eager",
                             throughput_batch=args.throughput_batch))  # fmt: skip
@@ -275,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("--out", required=True, help="output folder")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--full-size", action="store_true", help="the real N1.5-3B dims instead (~7 GB, benchmarks)")
+    tiny.add_argument("--full-size", action="store_true", help="the released model's dims instead (~7 GB for N1.5-3B)")
+    tiny.add_argument("--family", default=None, help="the GR00T model family (default: gr00t_n1_5)")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
 
     feats = sub.add_parser(
@@ -414,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groot-sage bench --full-size-random --device cuda --batch 1 --out bench.json",
     )
     bench.add_argument("--checkpoint", help="checkpoint folder or cached HF repo id")
-    bench.add_argument("--full-size-random", action="store_true", help="random weights in the N1.5-3B shapes")
+    bench.add_argument("--full-size-random", action="store_true", help="random weights in the released model's shapes")
+    bench.add_argument("--family", default=None, help="the family of --full-size-random (default: gr00t_n1_5)")
     bench.add_argument("--device", default="cuda")
     bench.add_argument("--dtype", default="float16")
     bench.add_argument("--batch", type=POSITIVE_INT, default=1)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
+from .families import DEFAULT_FAMILY, by_name
 from .offline.bags import BAG_FILES, CameraFrame, write_camera_bag
 from .output_folder import OutputError, OutputFolder
-from .tiny_checkpoint import write_tiny_checkpoint
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")
 BAG_START_NS = 1_700_000_000 * 1_000_000_000
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
-    checkpoint = write_tiny_checkpoint(out / "tiny_checkpoint")
+    checkpoint = by_name(DEFAULT_FAMILY).write_tiny(out / "tiny_checkpoint")
     bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
     print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -94,7 +94,7 @@ def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
 
     from .ros.bag_player import BagPlayer
     from .ros.conversions import stamp_ns
-    from .ros.teacher_node import LATCHED
+    from .ros.feature_node import LATCHED
 
     rclpy.init()
     probe = rclpy.create_node("demo_probe")

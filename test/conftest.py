@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groot_sage_ros.tiny_checkpoint import write_tiny_checkpoint
+from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

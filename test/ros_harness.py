@@ -17,7 +17,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from groot_sage_ros.ros.conversions import array_to_image
-from groot_sage_ros.ros.teacher_node import LATCHED, TeacherNode
+from groot_sage_ros.ros.feature_node import LATCHED
+from groot_sage_ros.ros.teacher_node import TeacherNode
 
 
 def isolate_dds() -> None:

@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from groot_sage_ros.checkpoint import CheckpointError
 from groot_sage_ros.engine import FeatureExtractor
-from groot_sage_ros.model.action_head import flow_matching_loss
-from groot_sage_ros.normalization import EMBODIMENT_IDS, EmbodimentNormalizer, KeyStats
+from groot_sage_ros.families.n1_5.action_head import flow_matching_loss
+from groot_sage_ros.families.common.normalization import EmbodimentNormalizer, KeyStats
+from groot_sage_ros.families.n1_5.statistics import EMBODIMENT_IDS, embodiment_id
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def features(policy):
 
 
 def zero_state(policy):
-    normalizer = policy.normalizer("new_embodiment")
+    normalizer = policy.action_policy("new_embodiment").normalizer
     return torch.from_numpy(normalizer.state_vector(normalizer.zero_state(), 64))[None]  # (1, 64)
 
 
@@ -47,7 +48,7 @@ def test_euler_loop_runs_the_configured_buckets(policy, features):
         policy.predict_actions(features, zero_state(policy), 31, seed=0)
     finally:
         handle.remove()
-    assert policy.config.action_head.num_inference_timesteps == 4
+    assert policy.model.cfg.action_head.num_inference_timesteps == 4
     assert buckets == [[0], [250], [500], [750]]  # one velocity per step
 
 
@@ -93,16 +94,16 @@ def test_normalisation_round_trip(mode):
 
 def test_state_vector_layout_and_errors(tiny_checkpoint):
     metadata = tiny_checkpoint / "experiment_cfg" / "metadata.json"
-    normalizer = EmbodimentNormalizer.from_metadata(metadata, "new_embodiment")
+    normalizer = EmbodimentNormalizer.from_metadata(metadata, "new_embodiment", embodiment_id)
     assert normalizer.embodiment_id == EMBODIMENT_IDS["new_embodiment"] == 31
     vector = normalizer.state_vector({"single_arm": [1.5] * 5, "gripper": [-1.5]}, 64)
     assert vector.shape == (64,) and vector[:6].tolist() == [1, 1, 1, 1, 1, -1] and not vector[6:].any()
     with pytest.raises(ValueError, match="state key 'gripper' missing"):
         normalizer.state_vector({"single_arm": [0] * 5}, 64)
     with pytest.raises(ValueError, match="no embodiment 'gr1'; the checkpoint has \\['new_embodiment'\\]"):
-        EmbodimentNormalizer.from_metadata(metadata, "gr1")
+        EmbodimentNormalizer.from_metadata(metadata, "gr1", embodiment_id)
     with pytest.raises(ValueError, match="normalisation mode 'log'"):
-        EmbodimentNormalizer.from_metadata(metadata, "new_embodiment", {"gripper": "log"})
+        EmbodimentNormalizer.from_metadata(metadata, "new_embodiment", embodiment_id, {"gripper": "log"})
     chunk = normalizer.split_actions(np.zeros((16, 32)))
     assert {k: v.shape for k, v in chunk.items()} == {"single_arm": (16, 5), "gripper": (16, 1)}
 

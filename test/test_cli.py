@@ -60,5 +60,5 @@ def test_bench_reports_timings_as_json(tiny_checkpoint, tmp_path):
     assert report["features_shape"][0] == 2 and report["finite"] is True
     assert report["backbone_ms_p95"] >= report["backbone_ms_median"] > 0
     assert report["command"].startswith("groot-sage bench")
-    assert report["action_steps"] == 4 and report["actions_finite"] is True
+    assert report["action_horizon"] == 16 and report["actions_finite"] is True
     assert report["full_ms_median"] > report["action_head_ms_median"] > 0

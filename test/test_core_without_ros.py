@@ -12,17 +12,17 @@ class BlockROS:
         if name.split(".")[0] in self.BLOCKED:
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, BlockROS())
-import groot_sage_ros, groot_sage_ros.config, groot_sage_ros.checkpoint, groot_sage_ros.tokenizer
-import groot_sage_ros.processor, groot_sage_ros.engine, groot_sage_ros.model.backbone, groot_sage_ros.cli
-import groot_sage_ros.tiny_checkpoint, groot_sage_ros.decoding, groot_sage_ros.offline.bags
+import groot_sage_ros, groot_sage_ros.api, groot_sage_ros.checkpoint, groot_sage_ros.families, groot_sage_ros.fastpath
+import groot_sage_ros.engine, groot_sage_ros.student.engine, groot_sage_ros.serving.decoding, groot_sage_ros.cli
+import groot_sage_ros.families.n1_5.fast, groot_sage_ros.families.n1_5.tiny, groot_sage_ros.offline.bags
 try:
     import rclpy
 except ImportError:
     pass
 else:
     raise SystemExit("rclpy was not blocked")
-from groot_sage_ros import FeatureExtractor
-extractor = FeatureExtractor.from_pretrained(sys.argv[1], device="cpu", dtype="float32")
+from groot_sage_ros import load_engine
+extractor = load_engine(sys.argv[1], device="cpu", dtype="float32")
 print(tuple(extractor.extract([__import__("numpy").zeros((32, 32, 3), "uint8")], "go").features.shape))
 """
 

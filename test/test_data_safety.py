@@ -167,7 +167,7 @@ def test_overwrite_replaces_only_what_this_package_wrote(capsys, arc_bag, datase
 FULL_DISK_RUN = """
 import json, sys, torch
 from groot_sage_ros.cli import main
-from groot_sage_ros.model.backbone import VisionTower
+from groot_sage_ros.families.n1_5.backbone import VisionTower
 calls = []
 torch.nn.modules.module.register_module_forward_pre_hook(
     lambda module, args: calls.append(1) if isinstance(module, VisionTower) else None)
@@ -235,7 +235,7 @@ def test_manifest_names_outside_the_folder_and_changed_shards_are_refused(datase
 
 
 def test_a_crafted_pickle_runs_nothing_at_any_entry_point(capsys, dataset, run_folder, tmp_path):
-    from groot_sage_ros.student_engine import StudentExtractor
+    from groot_sage_ros.student.engine import StudentExtractor
 
     marker = tmp_path / "payload_ran"
     pickle.loads(pickle.dumps(Payload(tmp_path / "probe")))  # the payload is real: unpickling runs it
@@ -279,7 +279,7 @@ def rewrite_config(source: Path, target: Path, **changes) -> Path:
     ({"layers": 2}, "tensors do not match the student its config describes"),
 ])  # fmt: skip
 def test_student_configs_are_validated_before_anything_is_allocated(run_folder, tmp_path, changes, expected):
-    from groot_sage_ros.student_checkpoint import load_student
+    from groot_sage_ros.student.checkpoint import load_student
 
     bad = rewrite_config(run_folder / "student.safetensors", tmp_path / "student.safetensors", **changes)
     with pytest.raises(ValueError) as err:
@@ -288,7 +288,7 @@ def test_student_configs_are_validated_before_anything_is_allocated(run_folder, 
 
 
 def test_checkpoint_configs_are_validated_naming_the_field(tiny_copy):
-    from groot_sage_ros.checkpoint import read_checkpoint_files
+    from groot_sage_ros.engine import load_engine
 
     config = json.loads((tiny_copy / "config.json").read_text())
     for section, field, value in (("vision_config", "num_attention_heads", 0), ("text_config", "hidden_size", -64),
@@ -297,7 +297,7 @@ def test_checkpoint_configs_are_validated_naming_the_field(tiny_copy):
         broken["backbone_cfg"]["eagle_config"][section][field] = value
         (tiny_copy / "config.json").write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=f"config.json: .*{section}.{field}: {value!r} is not a whole number"):
-            read_checkpoint_files(tiny_copy)
+            load_engine(tiny_copy, device="cpu", dtype="float32", warmup=False)
 
 
 def broken_cdr_bag(path: Path, *, camera_type: str = "sensor_msgs/msg/Image", instruction: bool = True) -> Path:
@@ -347,7 +347,7 @@ def test_extract_refuses_to_write_an_empty_dataset(capsys, tiny_checkpoint, tmp_
 
 
 def test_evaluate_refuses_a_student_of_another_teacher(capsys, dataset, run_folder, tmp_path):
-    from groot_sage_ros.tiny_checkpoint import write_tiny_checkpoint
+    from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
 
     other = write_tiny_checkpoint(tmp_path / "other_teacher", seed=7)
     code, err = run_main(capsys, "evaluate", "--student", run_folder, "--dataset", dataset, "--teacher", other)
@@ -464,7 +464,7 @@ def test_malformed_rows_and_wrong_tensor_types_are_refused_naming_the_file(datas
     from safetensors.torch import save_file as save
 
     from groot_sage_ros.offline.dataset import file_digest
-    from groot_sage_ros.student_checkpoint import load_student
+    from groot_sage_ros.student.checkpoint import load_student
 
     copy = Path(shutil.copytree(dataset, tmp_path / "rows"))
     shard = copy / "shard-00000.safetensors"

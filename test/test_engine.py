@@ -38,7 +38,7 @@ def test_batched_features_equal_batch_of_one(tiny_extractor):
 
 
 def test_scatter_places_image_tokens_exactly():
-    from groot_sage_ros.model.backbone import scatter_image_embeddings
+    from groot_sage_ros.families.common.tokens import scatter_image_embeddings
 
     embeds = torch.zeros(2, 5, 3)
     images = torch.arange(1, 4).float().view(3, 1, 1).expand(3, 1, 3)  # three images of one token each
@@ -48,7 +48,7 @@ def test_scatter_places_image_tokens_exactly():
 
 
 def test_layer_loop_equals_transformers_qwen3_forward(tiny_extractor):
-    from groot_sage_ros.model.backbone import run_decoder
+    from groot_sage_ros.families.n1_5.backbone import run_decoder
 
     lm = tiny_extractor.model.backbone.eagle_model.language_model.model
     embeds = torch.randn(2, 37, lm.config.hidden_size)

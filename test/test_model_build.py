@@ -4,8 +4,8 @@ import re
 
 import torch
 
-from groot_sage_ros.config import GrootConfig, n15_3b_config
-from groot_sage_ros.model.groot import GrootN15
+from groot_sage_ros.families.n1_5.config import GrootConfig, n15_3b_config
+from groot_sage_ros.families.n1_5.model import GrootN15
 
 
 def build_full(siglip_head: bool) -> GrootN15:

@@ -289,7 +289,7 @@ def test_prefetch_keeps_order_and_raises_the_readers_error():
 def test_short_batches_are_filled_to_the_batch_size(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
     """7 frame sets in shards of 4 at batch 3 make batches of 3, 1 and 3: the short one runs at 3 (a new shape
     would recompile, and capture a graph on CUDA, mid-run), and its filler rows leave no trace in the data."""
-    from groot_sage_ros.model.backbone import VisionTower
+    from groot_sage_ros.families.n1_5.backbone import VisionTower
 
     seen = []
 

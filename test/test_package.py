@@ -46,7 +46,7 @@ def test_entry_points_launch_files_and_config_agree():
 
     import yaml
 
-    from groot_sage_ros.node_config import TeacherNodeConfig, ros_name
+    from groot_sage_ros.serving.node_config import TeacherNodeConfig, ros_name
 
     scripts = console_scripts()
     assert {"groot-sage", "groot_node", "sage_node"} <= set(scripts)
@@ -56,7 +56,7 @@ def test_entry_points_launch_files_and_config_agree():
     for launch_file in (ROOT / "launch").glob("*.launch.py"):
         executables = set(re.findall(r'executable="([\w-]+)"', launch_file.read_text()))
         assert executables and executables <= set(scripts), launch_file.name
-    from groot_sage_ros.node_config import StudentNodeConfig
+    from groot_sage_ros.serving.node_config import StudentNodeConfig
 
     for config_file, config_cls in (("groot.yaml", TeacherNodeConfig), ("sage.yaml", StudentNodeConfig)):
         declared = {ros_name(f) for f in fields(config_cls)}
@@ -111,7 +111,7 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
 def test_readme_documents_every_node_parameter_and_topic():
     from dataclasses import fields
 
-    from groot_sage_ros.node_config import StudentNodeConfig, TeacherNodeConfig, ros_name
+    from groot_sage_ros.serving.node_config import StudentNodeConfig, TeacherNodeConfig, ros_name
 
     readme = (ROOT / "README.md").read_text()
     for f in fields(TeacherNodeConfig) + fields(StudentNodeConfig):

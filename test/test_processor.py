@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import random_image
 
-from groot_sage_ros.processor import Processor, ProcessorConfig, crop_and_resize, to_rgb_uint8
-from groot_sage_ros.tokenizer import SPECIAL_TOKENS
+from groot_sage_ros.families.common.images import crop_and_resize, to_rgb_uint8
+from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig, pixel_values
+from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_pixels_are_cropped_resized_and_scaled_to_minus_one_one(processor):
     image[:, :, 0] = 255  # pure red
     image[:5, :, :] = 255  # a white band inside the 5 % that the centre crop removes
     inputs = processor([([image], "look")])
-    pixels = inputs.pixel_values[0]  # (3, 224, 224)
+    pixels = pixel_values(inputs.images)[0]  # (3, 224, 224)
     assert pixels.shape == (3, 224, 224) and pixels.dtype == torch.float32
     # Isaac's uint8 round trip truncates: the resize's 0.99999994 becomes 254 in places, as it does there.
     assert torch.all(pixels[0] >= (254 / 255 - 0.5) / 0.5) and torch.all(pixels[1:] == -1.0)

@@ -5,16 +5,17 @@ everything a graph replays is checked here on the CPU: the compiled layers, and 
 padding that lets a few graphs serve every prompt length and batch size.
 """
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from groot_sage_ros.compilation import compiled_regions
-from groot_sage_ros.config import RuntimeConfig
-from groot_sage_ros.engine import FeatureExtractor, pad_batch, pad_to_bucket
-from groot_sage_ros.fast_layers import FastLayers
-from groot_sage_ros.processor import PAD_TOKEN_ID
-from groot_sage_ros.reductions import WidePersistentReductions
+from groot_sage_ros.api import ModelInputs
+from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
+from groot_sage_ros.fastpath.compile import install_fast_path
+from groot_sage_ros.fastpath.padding import pad_batch, pad_to_bucket
+from groot_sage_ros.fastpath.reductions import WidePersistentReductions
 
 from conftest import random_image
 
@@ -30,65 +31,100 @@ def test_compiled_layers_match_eager(compiled_extractor):
     fx = compiled_extractor
     assert fx.compiled and not fx.graphed  # CPU: compiled on request, no graphs
     assert sum(fx.compile_cache.values()) > 0  # the warm-up really compiled (or loaded) kernels
-    assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
-               for layer, _ in compiled_regions(fx.model))  # fmt: skip
-    # every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)
-    assert all(call.get_compiler_config()["inductor_choices_class"] is WidePersistentReductions
-               for _, call in fx.fast_layers.calls)  # fmt: skip
+    # the fast modules belong to the model, one per layer of each region; nothing hooks the built modules
+    regions = fx.family.fast_regions(fx.model)
+    assert [len(fx.model.fast[region.name]) for region in regions] == [len(region.layers) for region in regions]
+    assert all(getattr(module, "_compiled_call_impl", None) is None for module in fx.model.modules())
     frame_sets = [([random_image(120, 160, 1)], "pick up the cube"),
                   ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length")]  # fmt: skip
     inputs = fx.prepare(frame_sets)
-    fast, eager = fx.forward(inputs).features, fx.forward_eager(inputs).features
+    fast, eager = fx.forward(inputs).features, fx.forward_reference(inputs).features
     assert fast.shape == eager.shape
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
-    states = torch.randn(2, fx.config.action_head.max_state_dim)
+    states = torch.randn(2, fx.state_width)
     chunks = fx.predict_actions(fx.forward(inputs), states, embodiment_id=3, seed=7)
-    eager_chunks = fx.predict_actions(fx.forward_eager(inputs), states, embodiment_id=3, seed=7, eager=True)
+    eager_chunks = fx.predict_actions(fx.forward_reference(inputs), states, embodiment_id=3, seed=7, reference=True)
     torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
+
+
+def test_regions_compile_with_one_pass_reductions(tiny_checkpoint):
+    """Every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)."""
+    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+                                          warmup=False)  # fmt: skip
+    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=True)
+    assert set(calls) == {"vision", "language", "vl_self_attention", "context_kv", "dit"}
+    compiled = {call.func for per_layer in calls.values() for call in per_layer}
+    assert len(compiled) == len(calls)  # one compiled function per region, shared by its layers
+    assert all(fn.get_compiler_config()["inductor_choices_class"] is WidePersistentReductions for fn in compiled)
+
+
+def test_fast_and_reference_paths_run_side_by_side(compiled_extractor):
+    """No switch between the paths: each gives, from two threads at once, what it gives alone."""
+    fx = compiled_extractor
+    inputs = fx.prepare([([random_image(100, 120, 4)], "open the drawer")])
+    alone = {"fast": fx.forward(inputs).features, "reference": fx.forward_reference(inputs).features}
+    assert not torch.equal(alone["fast"], alone["reference"])  # two different computations of one function
+    together = {"fast": [], "reference": []}
+    start = threading.Barrier(2)
+
+    def run(name, call):
+        start.wait()
+        for _ in range(12):
+            together[name].append(call(inputs).features)
+
+    threads = [threading.Thread(target=run, args=("fast", fx.forward)),
+               threading.Thread(target=run, args=("reference", fx.forward_reference))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, results in together.items():
+        assert len(results) == 12 and all(torch.equal(result, alone[name]) for result in results), name
 
 
 def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_checkpoint):
     fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                           warmup=False)  # fmt: skip
-    fast = FastLayers(fx.model, compile=False)  # the fused call paths, uncompiled, so hooks see every call
+    # the fused call paths, uncompiled, so hooks see every call
+    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=False)
     eagle, head = fx.model.backbone.eagle_model, fx.model.action_head
     siglip, qwen = eagle.vision_model.vision_model.encoder.layers[0], eagle.language_model.model.layers[0]
     dit_self = head.model.transformer_blocks[1].attn1
     separate = [siglip.self_attn.q_proj, qwen.self_attn.k_proj, qwen.mlp.up_proj, dit_self.to_v,
                 head.model.transformer_blocks[0].attn1.to_k]  # fmt: skip
-    calls = []
+    seen = []
     for linear in separate:
-        linear.register_forward_hook(lambda module, args, out: calls.append(module))
+        linear.register_forward_hook(lambda module, args, out: seen.append(module))
     # the separate weights are views of the fused ones: stored once
-    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == qwen.mlp.fused_gate_up_weight.data_ptr()
+    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == fx.model.fast["language"][0].gate_up.weight.data_ptr()
     inputs = fx.prepare([([random_image(70, 90, 3)], "stack the blocks")])
-    states = torch.randn(1, fx.config.action_head.max_state_dim)
+    pixels = fx.family.pixel_values(inputs.images)
+    state, category, noise = torch.randn(1, 1, fx.state_width), torch.tensor([3]), torch.ones(1, 16, 32)
     with torch.inference_mode():
-        fused = fx._backbone_features(inputs.input_ids, inputs.images)
-        fused_chunk = fx.model.action_head.get_action(fused, states.view(1, 1, -1), torch.tensor([3]),
-                                                      noise=torch.ones(1, 16, 32))  # fmt: skip
-        assert calls == []  # every projection above went through a fused GEMM
-        with fast.plain():
-            plain = fx._backbone_features(inputs.input_ids, inputs.images)
-            plain_chunk = fx.model.action_head.get_action(plain, states.view(1, 1, -1), torch.tensor([3]),
-                                                          noise=torch.ones(1, 16, 32))  # fmt: skip
-    assert set(map(id, calls)) == set(map(id, separate))  # the plain path uses the modules as built
+        fused = fx.model.features(inputs.input_ids, pixels, calls)
+        fused_chunk = fx.model.action_chunk(fused, state, category, noise, calls)
+        assert seen == []  # every projection above went through a fused GEMM
+        plain = fx.model.features(inputs.input_ids, pixels, None)
+        plain_chunk = fx.model.action_chunk(plain, state, category, noise, None)
+    assert set(map(id, seen)) == set(map(id, separate))  # the plain path uses the modules as built
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_chunk, plain_chunk, rtol=1e-5, atol=1e-5)
 
 
 def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_extractor):
     fx = tiny_extractor
+    assert fx.family.bucket_padding_exact
     inputs = fx.prepare([([random_image(64, 64, k)], "place the cup" + " now" * k) for k in range(3)])
     ids, images = inputs.input_ids, inputs.images  # (3, L), (3, 3, 224, 224)
-    padded_ids = pad_to_bucket(ids, 16)
+    pad_id = fx.facts.pad_token_id
+    padded_ids = pad_to_bucket(ids, 16, pad_id)
     assert padded_ids.shape[1] % 16 == 0 and padded_ids.shape[1] - ids.shape[1] < 16
-    assert (padded_ids[:, ids.shape[1]:] == PAD_TOKEN_ID).all()
+    assert (padded_ids[:, ids.shape[1]:] == pad_id).all()
     padded_ids, padded_images = pad_batch(padded_ids, images)
     assert padded_ids.shape[0] == 4 and padded_images.shape[0] == 4  # 3 rows -> the next power of two
-    with torch.inference_mode():
-        reference = fx._backbone_features(ids, images)  # (3, L, D)
-        padded = fx._backbone_features(padded_ids, padded_images)[:3, : ids.shape[1]]
+    reference = fx.forward_reference(inputs).features  # (3, L, D)
+    padded_inputs = ModelInputs(padded_ids, (padded_ids != pad_id).long(), padded_images, inputs.layouts)
+    padded = fx.forward_reference(padded_inputs).features[:3, : ids.shape[1]]
     torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-5)
 
 
@@ -105,6 +141,7 @@ def test_pad_batch_keeps_powers_of_two_and_camera_grouping():
 @pytest.mark.parametrize("kwargs, expected", [
     ({"compile": "yes"}, "compile 'yes'"),
     ({"length_bucket": 0}, "length_bucket 0"),
+    ({"precision": "fp4"}, "precision 'fp4'"),
 ])  # fmt: skip
 def test_runtime_config_rejects_bad_values(kwargs, expected):
     with pytest.raises(ValueError, match=expected):
@@ -133,8 +170,8 @@ def test_rows_up_to_2048_wide_reduce_in_one_pass_in_compiled_regions():
     import sympy
     from torch._inductor.runtime.hints import ReductionHint
 
-    from groot_sage_ros.compilation import compile_arguments
-    from groot_sage_ros.reductions import one_pass
+    from groot_sage_ros.fastpath.compile import compile_arguments
+    from groot_sage_ros.fastpath.reductions import one_pass
 
     inner = ReductionHint.INNER
     assert one_pass(inner, False, sympy.Integer(1152)) and one_pass(inner, False, sympy.Integer(2048))  # SigLIP, Qwen3

@@ -18,7 +18,7 @@ from groot_sage_ros.offline.distill import run_distill
 from groot_sage_ros.offline.evaluate import run_evaluate
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
-from groot_sage_ros.student_checkpoint import load_student
+from groot_sage_ros.student.checkpoint import load_student
 from safetensors.torch import load_file
 
 SMALL = ["--width", "128", "--layers", "2", "--heads", "4", "--warmup-steps", "5", "--log-every", "1000"]
@@ -67,7 +67,7 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
 
 def test_held_out_split_is_by_arc_task(trained, dataset):
     from groot_sage_ros.offline.distill import group_of
-    from groot_sage_ros.student_checkpoint import load_student
+    from groot_sage_ros.student.checkpoint import load_student
 
     _, state = load_student(trained / "student.safetensors")
     data = FeatureDataset(dataset)
@@ -112,7 +112,8 @@ def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
     samples = [Sample(i, d["images"], d["input_ids"].tolist(), d["layout"], torch.full_like(d["features"], float("nan")),
                       d["source"]["stamp_ns"], {k: v for k, v in d["source"].items() if k != "stamp_ns"})
                for i, d in enumerate(data[i] for i in range(len(data)))]  # fmt: skip
-    size, sha256 = write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim)
+    size, sha256 = write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim,
+                                 data.facts.pad_token_id)
     manifest = json.loads((poisoned / "manifest.json").read_text())
     manifest["shards"][0].update(bytes=size, sha256=sha256)  # a dataset whose teacher really produced NaN
     (poisoned / "manifest.json").write_text(json.dumps(manifest))
@@ -147,7 +148,7 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
 
     from groot_sage_ros.ros.conversions import image_msg_to_features
     from groot_sage_ros.ros.student_node import StudentNode
-    from groot_sage_ros.student_engine import StudentExtractor
+    from groot_sage_ros.student.engine import StudentExtractor
 
     isolate_dds()
     rclpy.init()

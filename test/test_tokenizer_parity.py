@@ -3,8 +3,9 @@
 import pytest
 from tokenizer_folder import write_tokenizer_folder
 
-from groot_sage_ros.processor import Processor, ProcessorConfig
-from groot_sage_ros.tokenizer import FolderTokenizer, QwenTiktokenTokenizer
+from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig
+from groot_sage_ros.families.common.tokenizer import FolderTokenizer, QwenTiktokenTokenizer
+from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS, load_tokenizer
 
 INSTRUCTIONS = [
     "pick up the cube",
@@ -21,7 +22,7 @@ def folder(tmp_path_factory):
 
 @pytest.mark.parametrize("instruction", INSTRUCTIONS)
 def test_same_prompt_ids_on_both_paths(folder, instruction):
-    builtin = Processor(tokenizer=QwenTiktokenTokenizer())
+    builtin = Processor(tokenizer=QwenTiktokenTokenizer(SPECIAL_TOKENS))
     from_folder = Processor(ProcessorConfig(tokenizer=str(folder)))
     assert isinstance(from_folder.tokenizer, FolderTokenizer)
     assert from_folder.encode(2, instruction) == builtin.encode(2, instruction)
@@ -36,4 +37,4 @@ def test_folder_with_wrong_special_ids_is_refused(folder, tmp_path):
     config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items() if v["content"] != "<img>"}
     (bad / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="<img> has id"):
-        FolderTokenizer(bad)
+        load_tokenizer(str(bad))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from groot_sage_ros.tokenizer import SPECIAL_TOKENS, qwen_bpe_ranks
+from groot_sage_ros.families.common.tokenizer import qwen_bpe_ranks
+from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS
 
 
 def bytes_to_unicode() -> dict[int, str]:

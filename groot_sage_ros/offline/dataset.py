@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..api import TokenFacts, TokenLayout
 from ..output_folder import OutputFolder, atomic_file, save_safetensors
-from ..processor import PAD_TOKEN_ID, TokenLayout
 
-SCHEMA_VERSION = 2  # 2: shards carry their size and sha256
+SCHEMA_VERSION = 3  # 2: shards carry their size and sha256; 3: the teacher family's token facts
 MANIFEST = "manifest.json"
 DATASET_FILES = (MANIFEST, "shard-*.safetensors")  # what --overwrite may delete in a dataset folder
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
@@ -78,7 +78,7 @@ def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int,
+def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int, pad_id: int,
                 durable: bool = True) -> tuple[int, str]:  # fmt: skip
     """All samples of one shard, atomically (a temporary name of this process, renamed when complete); returns
     the file's (size, sha256) for the manifest. ``durable``: flush it to disk before the rename; ``extract``
@@ -88,7 +88,7 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
     length = max((len(s.input_ids) for s in samples), default=0)
     cameras = samples[0].images.shape[0] if samples else 0
     image_size = samples[0].images.shape[-1] if samples else 0
-    input_ids = np.full((n, length), PAD_TOKEN_ID, dtype=np.int32)  # numpy takes tuples of ints fast
+    input_ids = np.full((n, length), pad_id, dtype=np.int32)  # numpy takes tuples of ints fast
     features = torch.empty((n, length, feature_dim), dtype=torch.float16)  # one pass over fresh memory, not two
     for row, sample in enumerate(samples):
         input_ids[row, : len(sample.input_ids)] = sample.input_ids
@@ -208,6 +208,11 @@ class FeatureDataset(torch.utils.data.Dataset):
             raise ValueError(f"{path}: content does not match the manifest's sha256 (the shard was changed or "
                              "damaged after extract wrote it); refusing to serve it")  # fmt: skip
         self._verified.add(k)
+
+    @property
+    def facts(self) -> TokenFacts:
+        """The teacher family's token facts (image token id, pad id, grid) the samples were made with."""
+        return TokenFacts.from_dict(self.manifest.get("tokens"), f"{self.root / MANIFEST}: tokens")
 
     @property
     def feature_dim(self) -> int:

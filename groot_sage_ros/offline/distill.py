@@ -26,13 +26,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..cpu_threads import set_cpu_threads
-from ..engine import resolve_device
-from ..model.student import SageStudent
-from ..output_folder import OutputError, OutputFolder, atomic_file, write_bytes_atomic, write_json_atomic
-from ..processor import PAD_TOKEN_ID, normalize
-from ..student_checkpoint import RESUME_FILE, STUDENT_FILE, load_training_state, save_student
+from ..engine.runtime import resolve_device
+from ..families import by_name
+from ..output_folder import (
+    OutputError,
+    OutputFolder,
+    atomic_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from ..student.checkpoint import (
+    RESUME_FILE,
+    STUDENT_FILE,
+    load_training_state,
+    save_student,
+)
+from ..student.config import StudentConfig
+from ..student.model import SageStudent
 from .dataset import FeatureDataset
 from .distributed import barrier, distributed, gather_json, rank_device
 from .pipeline import prefetch
@@ -87,12 +98,12 @@ def training_stats(dataset: FeatureDataset, indices: list[int], rank: int = 0, w
     return sorted(vocab), mean.float(), std.float()
 
 
-def collate(samples: list[dict]) -> dict:
-    """Right-padded batch: ids (B, L), features (B, L, D) float16 as stored (half the bytes to move; cast on
-    the device), mask (B, L), frames (B*C, 3, 224, 224) uint8."""
+def collate(samples: list[dict], pad_id: int) -> dict:
+    """Right-padded batch: ids (B, L) padded with ``pad_id``, features (B, L, D) float16 as stored (half the
+    bytes to move; cast on the device), mask (B, L), frames (B*C, 3, S, S) uint8."""
     length = max(s["input_ids"].shape[0] for s in samples)
     dim = samples[0]["features"].shape[1]
-    ids = torch.full((len(samples), length), PAD_TOKEN_ID, dtype=torch.int64)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.int64)
     features = torch.zeros((len(samples), length, dim), dtype=torch.float16)
     mask = torch.zeros((len(samples), length), dtype=torch.bool)
     for row, sample in enumerate(samples):
@@ -126,17 +137,18 @@ def batch_indices(train: list[int], step: int, batch: int, seed: int) -> list[in
 def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8) -> dict:
     """Held-out loss and per-token cosine (standardised space), overall and by token kind."""
     model.eval()
+    pixels, pad_id = by_name(dataset.facts.family).pixel_values, dataset.facts.pad_token_id
     sums = {"loss": 0.0, "mse": 0.0, "cos": 0.0, "cos_image": 0.0, "cos_text": 0.0}
     counts = {"all": 0, "image": 0, "text": 0}
     with torch.no_grad():
         for start in range(0, len(indices), batch):
-            data = collate([dataset[i] for i in indices[start : start + batch]])
+            data = collate([dataset[i] for i in indices[start : start + batch]], pad_id)
             ids, mask = data["input_ids"].to(device), data["mask"].to(device)
             target = (data["features"].to(device).float() - model.feature_mean) / model.feature_std
-            pred = model(ids, normalize(data["frames"].to(device))).float()
+            pred = model(ids, pixels(data["frames"].to(device))).float()
             mse, cos_loss = token_losses(pred, target)
             cosine = 1 - cos_loss
-            image = (ids == IMAGE_TOKEN_ID) & mask
+            image = (ids == model.image_token_id) & mask
             text = mask & ~image
             sums["mse"] += mse[mask].sum().item()
             sums["cos"] += cosine[mask].sum().item()
@@ -214,10 +226,11 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     resume_path = out / RESUME_FILE
     manifest = dataset.manifest
     vocab, mean, std = training_stats(dataset, train, rank, world, device)
-    config = StudentConfig(teacher_dim=dataset.feature_dim, vocab=vocab, width=args.width, layers=args.layers,
-                           heads=args.heads, teacher_checkpoint=manifest["teacher"]["checkpoint"],
-                           teacher_content_hash=manifest["teacher"].get("content_hash"),
-                           tokenizer=manifest["teacher"].get("tokenizer", "qwen-tiktoken"))  # fmt: skip
+    facts = dataset.facts
+    config = StudentConfig.for_teacher(facts, dataset.feature_dim, vocab, width=args.width, layers=args.layers,
+                                       heads=args.heads, teacher_checkpoint=manifest["teacher"]["checkpoint"],
+                                       teacher_content_hash=manifest["teacher"].get("content_hash"),
+                                       tokenizer=manifest["teacher"].get("tokenizer", "qwen-tiktoken"))  # fmt: skip
     torch.manual_seed(args.seed)
     model = SageStudent(config)
     model.feature_mean.copy_(mean)
@@ -245,8 +258,9 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     started, last_metrics = time.monotonic(), {}
     # This rank's slice of each step's global batch, read and collated by threads while the device trains.
     steps = range(start_step, args.max_steps)
+    pixels, pad_id = by_name(facts.family).pixel_values, facts.pad_token_id
     batches = prefetch(lambda step: collate([dataset[i] for i in batch_indices(train, step, args.batch_size,
-                                                                                args.seed)[rank::world]]),
+                                                                                args.seed)[rank::world]], pad_id),
                        iter(steps), workers=LOADER_THREADS, depth=2 * LOADER_THREADS)  # fmt: skip
     data_wait, tick = 0.0, time.monotonic()
     try:
@@ -261,7 +275,7 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
             if world > 1:
                 torch.distributed.all_reduce(tokens)
             with autocast:
-                pred = trained(ids, normalize(data["frames"].to(device))).float()
+                pred = trained(ids, pixels(data["frames"].to(device))).float()
             mse, cos_loss = token_losses(pred, target)
             per_token = args.mse_weight * mse + args.cosine_weight * cos_loss
             loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import IMAGE_TOKEN_ID, StudentConfig
 from ..cpu_threads import set_cpu_threads
-from ..engine import resolve_device
-from ..model.student import SageStudent
+from ..engine import load_engine
+from ..engine.runtime import resolve_device
+from ..families import by_name
 from ..output_folder import OutputFolder
-from ..processor import normalize
-from ..student_checkpoint import load_student, resolve_student_file
-from ..student_engine import StudentExtractor
+from ..student.checkpoint import load_student, resolve_student_file
+from ..student.config import StudentConfig
+from ..student.model import SageStudent
 from .dataset import FeatureDataset
 from .distill import collate, group_of
 
@@ -88,12 +88,12 @@ def score(predict, dataset, indices, mean, std, device) -> dict:
     cosines, mses, image_cos, text_cos, pooled = [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(indices), 8):
-            data = collate([dataset[i] for i in indices[start : start + 8]])
+            data = collate([dataset[i] for i in indices[start : start + 8]], dataset.facts.pad_token_id)
             target, mask, ids = data["features"].to(device).float(), data["mask"].to(device), data["input_ids"].to(device)
             pred = predict(data).float().to(device)
             cosine = F.cosine_similarity(pred, target, dim=-1)  # (B, L)
             mse = (((pred - target) / std) ** 2).mean(-1)  # standardised units
-            image = (ids == IMAGE_TOKEN_ID) & mask
+            image = (ids == dataset.facts.image_token_id) & mask
             cosines += cosine[mask].tolist()
             mses += mse[mask].tolist()
             image_cos += cosine[image].tolist()
@@ -154,8 +154,10 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     untrained.feature_mean.copy_(mean)
     untrained.feature_std.copy_(std)
 
+    pixels = by_name(dataset.facts.family).pixel_values
+
     def run(model):
-        return lambda d: model.features(d["input_ids"].to(device), normalize(d["frames"].to(device)))
+        return lambda d: model.features(d["input_ids"].to(device), pixels(d["frames"].to(device)))
 
     def position_baseline(d):
         length = d["input_ids"].shape[1]
@@ -170,17 +172,15 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
     images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
     frame_set = [(images, dataset.source(held[0])["instruction"])]
-    serving = StudentExtractor.from_checkpoint(student_file, device=args.device, dtype=args.student_dtype)
+    serving = load_engine(student_file, device=args.device, dtype=args.student_dtype)
     student_inputs = serving.prepare(frame_set)
     results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
     results["student"]["serving_dtype"] = args.student_dtype
     results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
-        from ..engine import FeatureExtractor
-
-        teacher = FeatureExtractor.from_pretrained(args.teacher, device=args.device, dtype=args.teacher_dtype)
+        teacher = load_engine(args.teacher, device=args.device, dtype=args.teacher_dtype)
         inputs = teacher.prepare(frame_set)
-        results["teacher"] = {"parameters": sum(p.numel() for p in teacher.model.parameters()),
+        results["teacher"] = {"parameters": teacher.parameter_count,
                               **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))

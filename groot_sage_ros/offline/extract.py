@@ -22,15 +22,23 @@ from pathlib import Path
 
 import torch
 
+from ..api import FeatureEngine
 from ..checkpoint import content_hash, read_checkpoint_files
-from ..config import RuntimeConfig
 from ..cpu_threads import available_cores, set_cpu_threads
-from ..engine import FeatureExtractor, resolve_device
+from ..engine import RuntimeConfig, load_engine, resolve_device
 from ..output_folder import OutputFolder, write_json_atomic
 from .bags import claim_bag_folder
+from .dataset import (
+    DATASET_FILES,
+    MANIFEST,
+    SCHEMA_VERSION,
+    claim_dataset_folder,
+    file_digest,
+    read_shard_info,
+    shard_name,  # fmt: skip
+    sync_files,
+)
 from .distributed import barrier, distributed, gather_json, rank_device
-from .dataset import (DATASET_FILES, MANIFEST, SCHEMA_VERSION, claim_dataset_folder, file_digest, read_shard_info,
-                      shard_name, sync_files)  # fmt: skip
 from .frame_sets import read_frame_sets, survey_bags
 from .pipeline import ShardPipeline, prefetch, prepare
 
@@ -75,9 +83,8 @@ def run_extract(args) -> dict:
 def extract_into(args, out: Path, rank: int, world: int, device: str, total: int | None, owned: dict) -> dict:
     """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders)."""
     started = time.perf_counter()
-    extractor = FeatureExtractor.from_pretrained(args.checkpoint, device=device, dtype=args.dtype,
-                                                 tokenizer=args.tokenizer, runtime=RuntimeConfig.from_attributes(args),
-                                                 warmup=False)  # fmt: skip
+    extractor = load_engine(args.checkpoint, device=device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            runtime=RuntimeConfig.from_attributes(args), warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
     extractor.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
     start_s = time.perf_counter() - started  # load, compile, graph capture
@@ -138,7 +145,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     return manifest
 
 
-def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter, teacher_hash: str,
+def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, teacher_hash: str,
                    digests: dict[str, tuple[int, str]], folder: OutputFolder, timing: dict) -> dict:  # fmt: skip
     """The manifest, written last and atomically. ``digests`` holds the (bytes, sha256) of the shards this run's
     ranks wrote; shards of an interrupted earlier run are hashed here, in parallel."""
@@ -170,11 +177,9 @@ def write_manifest(out: Path, args, extractor: FeatureExtractor, counts: Counter
             "feature_dim": extractor.feature_dim,
             "features_dtype": "float16",
             "model_dtype": args.dtype,
-            "tokenizer": args.tokenizer or "qwen-tiktoken",
-            "instruction_format": extractor.processor.config.instruction_format,
+            **extractor.processor.describe(),  # tokenizer, instruction_format, image_size, tokens_per_image
         },
-        "image_size": extractor.processor.config.image_size,
-        "tokens_per_image": extractor.processor.config.tokens_per_image,
+        "tokens": extractor.facts.to_dict(),
         "camera_topics": list(args.camera_topics),
         "instruction_topic": args.instruction_topic,
         "instruction_override": args.instruction,

@@ -19,12 +19,28 @@ import numpy as np
 import torch
 from rosbags.rosbag2 import Reader
 
-from ..decoding import BadImage, deserialize_checked
+from ..api import TokenFacts, TokenLayout
+from ..families import by_name
 from ..output_folder import OutputFolder, write_json_atomic
-from ..processor import Processor, ProcessorConfig, TokenLayout
-from .bags import LATCHED_QOS, STRING, bag_topics, bag_writer, claim_bag_folder, typestore
-from .dataset import (DATASET_FILES, MANIFEST, SCHEMA_VERSION, FeatureDataset, Sample, claim_dataset_folder, shard_name,
-                      write_shard)  # fmt: skip
+from ..serving.decoding import BadImage, deserialize_checked
+from .bags import (
+    LATCHED_QOS,
+    STRING,
+    bag_topics,
+    bag_writer,
+    claim_bag_folder,
+    typestore,
+)
+from .dataset import (
+    DATASET_FILES,
+    MANIFEST,
+    SCHEMA_VERSION,
+    FeatureDataset,
+    Sample,
+    claim_dataset_folder,
+    shard_name,
+    write_shard,  # fmt: skip
+)
 from .frame_sets import read_frame_sets, survey_bags
 
 log = logging.getLogger(__name__)
@@ -79,6 +95,7 @@ def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_top
                     layout = {"model_id": teacher["checkpoint"], "feature_dim": teacher["feature_dim"],
                               "feature_dtype": "float16", "encoding": "16FC1", "model_dtype": teacher["model_dtype"],
                               "camera_topics": list(camera_topics), "instruction": sample["source"]["instruction"],
+                              "instruction_format": teacher.get("instruction_format"), "tokens": dataset.facts.to_dict(),
                               **sample["layout"].to_dict()}  # fmt: skip
                     if layout != last_layout:
                         text = json.dumps(layout, sort_keys=True)
@@ -106,16 +123,19 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
     first = layouts[0][1]
     if not isinstance(first, dict) or not isinstance(first.get("feature_dim"), int) or first["feature_dim"] < 1:
         raise ValueError(f"{features_topic}/layout in {bags[0]}: not a groot_node layout (no feature_dim)")
+    facts = TokenFacts.from_dict(first.get("tokens"), f"{features_topic}/layout in {bags[0]}: tokens")
+    family = by_name(facts.family, f"{features_topic}/layout in {bags[0]}: tokens.family")
     folder = claim_dataset_folder(out, overwrite)
     try:
-        return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s)
+        processor = family.processor(tokenizer=tokenizer, instruction_format=first.get("instruction_format"))
+        return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s)
     finally:
         folder.release()
 
 
-def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, tokenizer, shard_size, sync_slop_s) -> dict:
+def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s) -> dict:
     out = folder.path
-    processor = Processor(ProcessorConfig(tokenizer=tokenizer))
+    pad_id = processor.facts.pad_token_id
     counts, shard_counts = Counter(), Counter()
     recent: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set awaiting its features
     samples, shards, index, shard = [], [], 0, 0
@@ -139,12 +159,12 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, toke
                     index += 1
                 pending = next(features_msgs, None)
                 if len(samples) == shard_size:
-                    shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"]))
+                    shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"], pad_id))
                     samples, shard, shard_counts = [], shard + 1, Counter()
         counts["features_without_frames"] += len(list(features_msgs)) + (pending is not None)
     counts.update(shard_counts)
     if samples:
-        shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"]))
+        shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"], pad_id))
     if not shards:
         folder.delete_own_files(DATASET_FILES)
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
@@ -155,10 +175,8 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, toke
         "num_samples": sum(s["num_samples"] for s in shards),
         "skipped": dict(sorted((k, v) for k, v in counts.items() if v)),
         "teacher": {"checkpoint": first["model_id"], "content_hash": None, "feature_dim": first["feature_dim"],
-                    "features_dtype": "float16", "model_dtype": first.get("model_dtype"),
-                    "tokenizer": tokenizer or "qwen-tiktoken", "instruction_format": "list_repr"},
-        "image_size": processor.config.image_size,
-        "tokens_per_image": processor.config.tokens_per_image,
+                    "features_dtype": "float16", "model_dtype": first.get("model_dtype"), **processor.describe()},
+        "tokens": processor.facts.to_dict(),
         "camera_topics": list(camera_topics),
         "instruction_topic": None,
         "instruction_override": None,
@@ -171,8 +189,8 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, toke
     return manifest
 
 
-def shard_entry(out: Path, shard: int, samples: list, skipped: Counter, feature_dim: int) -> dict:
-    size, sha256 = write_shard(out / shard_name(shard), samples, skipped, feature_dim)
+def shard_entry(out: Path, shard: int, samples: list, skipped: Counter, feature_dim: int, pad_id: int) -> dict:
+    size, sha256 = write_shard(out / shard_name(shard), samples, skipped, feature_dim, pad_id)
     return {"file": shard_name(shard), "num_samples": len(samples), "bytes": size, "sha256": sha256}
 
 
@@ -221,7 +239,7 @@ def layout_at(layouts, stamp: int) -> dict:
 
 
 def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: Counter) -> Sample | None:
-    from ..decoding import BadImage
+    from ..serving.decoding import BadImage
 
     dtype = {"32FC1": np.float32, "16FC1": np.float16}.get(features_msg.encoding)
     if dtype is None:

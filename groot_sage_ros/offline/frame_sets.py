@@ -19,8 +19,13 @@ from typing import Iterable, Iterator
 
 from rosbags.rosbag2 import Reader
 
-from ..decoding import BadImage, cdr_header_stamp_ns, deserialize_checked, message_to_array
-from ..frames import Frame, FrameSetSync
+from ..serving.decoding import (
+    BadImage,
+    cdr_header_stamp_ns,
+    deserialize_checked,
+    message_to_array,
+)
+from ..serving.frames import Frame, FrameSetSync
 from .bags import COMPRESSED, IMAGE, typestore
 
 log = logging.getLogger(__name__)

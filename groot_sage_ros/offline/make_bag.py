@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import read_image
 from ..output_folder import check_owned
-from ..processor import to_rgb_uint8
+from ..families.common.images import to_rgb_uint8
+from ..serving.images import read_image
 from .arc import ARC_INSTRUCTION, arc_frames
 from .bags import CameraFrame, write_camera_bag
 

@@ -21,8 +21,8 @@ from typing import Iterator
 
 import torch
 
-from ..decoding import BadImage
-from ..engine import FeatureExtractor
+from ..api import FeatureEngine
+from ..serving.decoding import BadImage
 from .dataset import Sample, shard_name, write_shard
 from .frame_sets import RecordedFrameSet
 
@@ -43,7 +43,7 @@ class ShardPipeline:
     A failed write (no space, permission, I/O) surfaces on the main thread at the next batch, not at the
     end: the run stops within one batch, and the shards already renamed into place are complete."""
 
-    def __init__(self, extractor: FeatureExtractor, out: Path, batch_size: int, shard_size: int, progress):
+    def __init__(self, extractor: FeatureEngine, out: Path, batch_size: int, shard_size: int, progress):
         self.extractor, self.out, self.batch_size, self.shard_size = extractor, out, batch_size, shard_size
         self.progress = progress
         self.phases: Counter = Counter()
@@ -130,7 +130,8 @@ class ShardPipeline:
 
     def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
         tick = time.perf_counter()
-        digest = write_shard(path, samples, skips, self.extractor.feature_dim, durable=False)  # synced before the manifest
+        digest = write_shard(path, samples, skips, self.extractor.feature_dim, self.extractor.facts.pad_token_id,
+                             durable=False)  # synced before the manifest
         with self.phases_lock:  # two writer threads
             self.phases["write_s"] += time.perf_counter() - tick
             self.digests[path.name] = digest
@@ -233,7 +234,7 @@ class InFlight:
         return samples
 
 
-def launch(extractor: FeatureExtractor, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
+def launch(extractor: FeatureEngine, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
     """Queue the teacher on the good frame sets of a batch, and the copies of its results to pinned host
     memory on ``copy_stream`` (so they overlap the next batch's compute); returns at once on CUDA, so the
     host prepares the next batch while the device computes this one. A short batch (a shard's last, or one

@@ -14,7 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..offline.bags import read_raw
-from .teacher_node import LATCHED
+from .feature_node import LATCHED
 
 MESSAGE_TYPES = {
     "sensor_msgs/msg/Image": (Image, qos_profile_sensor_data),

@@ -11,12 +11,12 @@ import json
 import numpy as np
 from sensor_msgs.msg import Image
 
-from ..decoding import (  # noqa: F401 -- re-exported for the nodes
+from ..serving.decoding import (  # noqa: F401 -- re-exported for the nodes
     ENCODINGS,
     BadImage,
     cdr_header_stamp_ns,
-    deserialize_checked,
     compressed_to_array,
+    deserialize_checked,
     image_to_array,
     message_to_array,
     stamp_ns,

@@ -6,7 +6,7 @@ from dataclasses import MISSING, fields
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..node_config import ros_name
+from ..serving.node_config import ros_name
 
 
 def descriptor(f) -> ParameterDescriptor:

@@ -13,19 +13,26 @@ import threading
 from collections import OrderedDict, deque
 
 import numpy as np
-from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
-from ..node_config import StudentNodeConfig
-from ..student_engine import StudentExtractor
+from ..api import FeatureEngine
+from ..engine import is_student, load_engine
+from ..serving.node_config import StudentNodeConfig
 from .conversions import BadImage, image_msg_to_features, stamp_ns
-from .teacher_node import FEATURES_QOS, TeacherNode, check_device, configure_error, spin_node
+from .feature_node import (
+    FEATURES_QOS,
+    FeatureNode,
+    check_device,
+    configure_error,
+    spin_node,
+)
 
 PENDING = 64  # unmatched outputs kept per side while waiting for the other
 
 
-class StudentNode(TeacherNode):
+class StudentNode(FeatureNode):
     config_cls = StudentNodeConfig
+    executable = "sage_node"
 
     def __init__(self, node_name: str = "sage_node", **kwargs):
         self._mine: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -38,21 +45,23 @@ class StudentNode(TeacherNode):
     def model_id(self) -> str:
         return self.config.student
 
-    def _load_model(self, cfg: StudentNodeConfig) -> StudentExtractor:
+    def _load_model(self, cfg: StudentNodeConfig) -> FeatureEngine:
         if not cfg.student:
             raise ValueError("parameter 'student': empty; expected a student.safetensors from groot-sage distill")
         check_device(cfg.device)
+        if not is_student(cfg.student):
+            raise ValueError(f"parameter 'student': {cfg.student} is a teacher checkpoint folder; expected a "
+                             "student.safetensors from groot-sage distill (or its run folder)")  # fmt: skip
         try:
-            return StudentExtractor.from_checkpoint(cfg.student, device=cfg.device, dtype=cfg.dtype)
+            return load_engine(cfg.student, device=cfg.device, dtype=cfg.dtype)
         except (ValueError, RuntimeError, OSError) as err:
             raise ValueError(f"parameter 'student': {configure_error(err)}") from None
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(state)
-        if result == TransitionCallbackReturn.SUCCESS and self.config.teacher_features_topic:
-            self._input_subs.append(self.create_subscription(
-                Image, self.config.teacher_features_topic, self._on_teacher_features, FEATURES_QOS))  # fmt: skip
-        return result
+    def _subscribe_extra(self) -> list:
+        if not self.config.teacher_features_topic:
+            return []
+        return [self.create_subscription(Image, self.config.teacher_features_topic, self._on_teacher_features,
+                                         FEATURES_QOS)]  # fmt: skip
 
     def _on_teacher_features(self, msg: Image) -> None:
         try:
@@ -62,7 +71,7 @@ class StudentNode(TeacherNode):
             return
         self._pair(stamp_ns(msg.header.stamp), theirs=features)
 
-    def _after_publish(self, stamp: int, features: np.ndarray) -> None:
+    def _after_features(self, stamp: int, features: np.ndarray, result, header) -> None:
         if self.config.teacher_features_topic:
             self._pair(stamp, mine=features)
 

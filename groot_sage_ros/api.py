@@ -1,0 +1,202 @@
+"""The contract between the engines and everything that uses them (nodes, offline tools, CLI, benchmarks).
+
+    from groot_sage_ros.engine import load_engine
+    engine = load_engine("nvidia/GR00T-N1.5-3B", device="cuda")     # a FeatureEngine
+    result = engine.extract([front_rgb, wrist_rgb], "pick up the cube")
+    result.features        # (1, L, D) on the engine's device
+    result.layout          # TokenLayout: image token ranges per camera, instruction range
+    engine.facts           # TokenFacts: the family and its token ids, recorded with every output
+
+Callers use these types and protocols only: never an engine's model, family config or private methods.
+This module imports nothing else of the package (the bottom of the import order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+FrameSet = tuple[Sequence[np.ndarray], str]  # the camera images (HxWx3 uint8 RGB, camera order) and the instruction
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """What a model family's prompts look like: recorded in datasets, layout messages and student
+    checkpoints, so that nothing downstream assumes one family's constants."""
+
+    family: str  # registry name, e.g. "gr00t_n1_5"
+    image_token_id: int  # the id each image's token run is made of
+    pad_token_id: int  # right padding of a batch
+    tokens_per_image: int
+    patch_grid: tuple[int, int]  # (rows, columns) of image tokens per image
+    image_size: int  # side of the square frame the model reads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "image_token_id": self.image_token_id, "pad_token_id": self.pad_token_id,
+                "tokens_per_image": self.tokens_per_image, "patch_grid": list(self.patch_grid),
+                "image_size": self.image_size}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "token facts") -> "TokenFacts":
+        """From a record; ValueError naming ``source`` and the field when one is missing or malformed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected an object with the family's token facts, got {type(data).__name__}")
+        try:
+            facts = cls(family=str(data["family"]), image_token_id=int(data["image_token_id"]),
+                        pad_token_id=int(data["pad_token_id"]), tokens_per_image=int(data["tokens_per_image"]),
+                        patch_grid=tuple(int(v) for v in data["patch_grid"]), image_size=int(data["image_size"]))  # fmt: skip
+        except KeyError as err:
+            raise ValueError(f"{source}: missing field {err.args[0]!r}") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed token facts ({err})") from None
+        rows_cols = facts.patch_grid
+        if len(rows_cols) != 2 or rows_cols[0] * rows_cols[1] != facts.tokens_per_image or facts.tokens_per_image < 1:
+            raise ValueError(f"{source}: patch_grid {list(rows_cols)} does not hold tokens_per_image="
+                             f"{facts.tokens_per_image}")  # fmt: skip
+        return facts
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where things are in one sample's token sequence. Ranges are [start, end) token indices."""
+
+    seq_len: int
+    image_ranges: tuple[tuple[int, int], ...]  # the image token run of each camera, camera order
+    instruction_range: tuple[int, int]  # the rendered instruction's tokens
+
+    def to_dict(self) -> dict:
+        return {
+            "seq_len": self.seq_len,
+            "image_ranges": [list(r) for r in self.image_ranges],
+            "instruction_range": list(self.instruction_range),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenLayout":
+        return cls(
+            seq_len=int(data["seq_len"]),
+            image_ranges=tuple(tuple(r) for r in data["image_ranges"]),
+            instruction_range=tuple(data["instruction_range"]),
+        )
+
+
+@dataclass
+class ModelInputs:
+    input_ids: torch.Tensor  # (B, L) int64, right padded with the family's pad id
+    attention_mask: torch.Tensor  # (B, L) int64, 1 = token of the sample
+    images: torch.Tensor  # (B * cameras, 3, S, S) uint8, the preprocessed frames, sample-major
+    layouts: list[TokenLayout] = field(default_factory=list)
+
+
+@dataclass
+class FeatureResult:
+    features: torch.Tensor  # (B, L, D) on the engine's device, engine dtype
+    attention_mask: torch.Tensor  # (B, L), 1 = token of the sample, 0 = right padding
+    layouts: list[TokenLayout]
+    images: torch.Tensor = field(repr=False)  # (B * cameras, 3, S, S) uint8 preprocessed frames
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The layout of the first (for ``extract``, the only) sample."""
+        return self.layouts[0]
+
+
+Prompt = tuple[tuple[int, ...], TokenLayout]  # one sample's token ids and layout
+
+
+class Processor(Protocol):
+    """Frame sets -> ``ModelInputs``: the one preprocessing path for serving, extraction and training.
+
+    The steps are exposed separately so that the offline pipeline can run the host-side ones on reader
+    threads and the rest on the model's device."""
+
+    facts: TokenFacts
+
+    def check_instruction(self, instruction: str) -> None:
+        """ValueError when the model cannot take ``instruction`` (empty, holds a special token)."""
+
+    def encode(self, num_images: int, instruction: str) -> Prompt:
+        """Token ids and layout of one sample's prompt."""
+
+    def host_frames(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host; ValueError for a bad image."""
+
+    def resize_frames(self, frames: Sequence[torch.Tensor], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Host frames -> (N, 3, S, S) uint8 on ``device``, transformed as the model was trained."""
+
+    def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+        """``resize_frames(host_frames(images))``."""
+
+    def collate(self, prompts: Sequence[Prompt], images: torch.Tensor, device: torch.device | str = "cpu") -> ModelInputs:
+        """Right-pad prompts into one batch and pair them with preprocessed frames."""
+
+    def __call__(self, frame_sets: Sequence[FrameSet], device: torch.device | str = "cpu") -> ModelInputs:
+        """All of the above for a batch of frame sets."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a dataset records about the preprocessing (tokenizer, instruction format, sizes)."""
+
+
+class FeatureEngine(Protocol):
+    """Per-token features for frame sets: the teacher (a GR00T family) and the student serve this."""
+
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+    processor: Processor
+    facts: TokenFacts
+    feature_dim: int
+    parameter_count: int
+    has_action_head: bool
+    action_horizon: int  # with the head: steps of a chunk
+    state_width: int  # with the head: width of the normalised, zero-padded state vector
+    start_seconds: float  # from the call that built it to the first features
+    capture_seconds: float  # CUDA graph warm-up and capture so far (each new input shape costs one)
+
+    def prepare(self, frame_sets: Sequence[FrameSet]) -> ModelInputs:
+        """Preprocess on the engine's device."""
+
+    def forward(self, inputs: ModelInputs) -> FeatureResult:
+        """The fast path: no host synchronisation, results stay on the device."""
+
+    def forward_reference(self, inputs: ModelInputs) -> FeatureResult:
+        """The modules as built, in plain PyTorch; safe to call beside ``forward`` from another thread."""
+
+    def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
+        """One frame set."""
+
+    def extract_batch(self, frame_sets: Sequence[FrameSet]) -> FeatureResult:
+        """Several frame sets; each sample's features equal its batch-of-one features."""
+
+    def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:
+        """Compile and capture for this input shape before the first real frame."""
+
+    def start_report(self) -> dict[str, Any]:
+        """How the start went (load and warm-up seconds, compile cache, graphs) for diagnostics."""
+
+    def action_policy(self, embodiment: str, modes: dict[str, str] | None = None) -> "ActionPolicy":
+        """The action head with ``embodiment``'s statistics; ValueError without a head or statistics."""
+
+    def predict_actions(self, result: FeatureResult, states: torch.Tensor, embodiment_id: int,
+                        seed: int | None = None, reference: bool = False) -> torch.Tensor:  # fmt: skip
+        """Normalised chunks (B, horizon, action_dim) from normalised, zero-padded states (B, state_width)."""
+
+
+class ActionPolicy(Protocol):
+    """Robot-unit state in, action chunk in robot units out (the flow-matching head and its statistics)."""
+
+    embodiment: str
+    state_keys: list[str]
+    action_keys: list[str]
+    horizon: int
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        """A state of zeros for every state key (robot units)."""
+
+    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
+              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+        """One chunk for the first sample of ``result``: action key -> (horizon, width) in robot units.
+        ValueError naming the key for a state that does not fit the embodiment."""

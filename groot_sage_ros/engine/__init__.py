@@ -1,0 +1,54 @@
+"""Engines: ``load_engine`` is the one entry point; what it returns serves ``api.FeatureEngine``.
+
+    engine = load_engine("ckpt/")                         # a GR00T checkpoint: the family from its config.json
+    engine = load_engine("run/student.safetensors")       # a distilled student (or its run folder)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..api import FeatureEngine
+from .runtime import RuntimeConfig, parse_dtype, resolve_device
+from .teacher import FeatureExtractor
+
+__all__ = ["FeatureExtractor", "RuntimeConfig", "is_student", "load_engine", "random_engine", "parse_dtype", "resolve_device"]
+
+
+STUDENT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pkl", ".bin")  # the pickles are refused by name
+
+
+def is_student(path: str | Path) -> bool:
+    """A student file, or a distill run folder (a student file, no config.json); else a teacher checkpoint."""
+    from ..student.checkpoint import STUDENT_FILE
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return (path / STUDENT_FILE).is_file() and not (path / "config.json").is_file()
+    return path.is_file() or path.suffix in STUDENT_SUFFIXES
+
+
+def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *, action_head: bool = False,
+                tokenizer: str | None = None, instruction_format: str = "list_repr",
+                runtime: RuntimeConfig | None = None, warmup: bool = True) -> FeatureEngine:  # fmt: skip
+    """A teacher from a checkpoint folder or cached repo id (its family detected from ``config.json``), or
+    the student a ``distill`` run wrote. Errors name the file and what was expected."""
+    if is_student(checkpoint):
+        from ..student.engine import StudentExtractor
+
+        if action_head:
+            raise ValueError(f"{checkpoint}: a student checkpoint has no action head")
+        return StudentExtractor.from_checkpoint(checkpoint, device=device, dtype=dtype)
+    return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
+                                            instruction_format=instruction_format, action_head=action_head,
+                                            runtime=runtime, warmup=warmup)  # fmt: skip
+
+
+def random_engine(family: str, device: str = "cuda", dtype: str = "float16", *, action_head: bool = False,
+                  runtime: RuntimeConfig | None = None, seed: int = 0) -> FeatureEngine:  # fmt: skip
+    """Random weights in the shapes of ``family``'s released checkpoint (benchmarks: no files needed)."""
+    from ..families import by_name
+
+    raw = by_name(family, "family").full_size_config()
+    return FeatureExtractor.from_random(raw, device=device, dtype=dtype, seed=seed, action_head=action_head,
+                                        runtime=runtime)  # fmt: skip

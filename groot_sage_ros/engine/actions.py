@@ -1,0 +1,38 @@
+"""``HeadPolicy``: a loaded action head with one embodiment's statistics: robot-unit state in, action chunk
+in robot units out (the ``ActionPolicy`` of ``api.py``, used by the CLI and groot_node)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..api import FeatureResult
+from ..families.common.normalization import EmbodimentNormalizer
+
+
+class HeadPolicy:
+    def __init__(self, engine, normalizer: EmbodimentNormalizer):
+        self.engine, self.normalizer = engine, normalizer
+        self.embodiment = normalizer.tag
+        self.state_keys = [key.name for key in normalizer.state_keys]
+        self.action_keys = [key.name for key in normalizer.action_keys]
+        self.horizon = engine.model.action_horizon
+
+    @classmethod
+    def from_statistics(cls, engine, path: Path, embodiment: str, id_of: Callable[[str], int],
+                        modes: dict[str, str] | None = None) -> "HeadPolicy":  # fmt: skip
+        return cls(engine, EmbodimentNormalizer.from_metadata(path, embodiment, id_of, modes))
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        return self.normalizer.zero_state()
+
+    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
+              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+        """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
+        vector = self.normalizer.state_vector(state, self.engine.state_width)  # raises naming a bad key
+        chunk = self.engine.predict_actions(result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id,
+                                            seed, reference)  # fmt: skip
+        return self.normalizer.split_actions(chunk[0].float().cpu().numpy())

@@ -1,0 +1,277 @@
+"""``FeatureExtractor``: a GR00T family's model behind the ``FeatureEngine`` contract; owns device, dtype,
+warm-up and the hot path. Family-generic: what differs between families it asks the family.
+
+    from groot_sage_ros.engine import load_engine
+    extractor = load_engine("nvidia/GR00T-N1.5-3B", device="cuda", dtype="float16")
+    result = extractor.extract([front_rgb, wrist_rgb], "pick up the cube")
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..api import FeatureResult, ModelInputs, TokenFacts
+from ..checkpoint.files import CheckpointError, read_checkpoint_files
+from ..checkpoint.load import load_weights, meta_tensors
+from ..checkpoint.write import random_init_
+from ..families import detect
+from ..families.base import FamilyModel, ModelFamily
+from ..fastpath.compile import (
+    compile_cache_counts,
+    install_fast_path,
+    use_compile_cache,
+)
+from ..fastpath.cuda_graphs import GraphCache
+from ..fastpath.padding import pad_batch, pad_to_bucket
+from .actions import HeadPolicy
+from .runtime import RuntimeConfig, parse_dtype, resolve_device
+
+
+class FeatureExtractor:
+    """Backbone features (and, with the head, action chunks) of a GR00T checkpoint.
+
+    Two paths compute the same function. ``forward`` is the fast one: the family's repeated layers run as
+    fused, optionally compiled functions (``fastpath/compile.py``), and on CUDA, for batches of up to
+    ``graph_max_batch``, the whole call replays a CUDA graph, the prompt padded to a length bucket, one
+    graph per (batch, bucket, cameras). ``forward_reference`` runs the modules as built, in plain PyTorch:
+    the reference that ``bench --compare eager`` and the numerics tests measure the fast path against.
+    Neither changes any module, so they may run at the same time from different threads.
+    """
+
+    def __init__(self, model: FamilyModel, family: ModelFamily, processor, device: torch.device, dtype: torch.dtype,
+                 model_id: str, root: Path | None = None, runtime: RuntimeConfig | None = None):  # fmt: skip
+        self.model, self.family, self.processor = model, family, processor
+        self.root = root  # checkpoint folder (for the family's statistics file)
+        self.device, self.dtype, self.model_id = device, dtype, model_id
+        self.runtime = runtime or RuntimeConfig()
+        self.compiled = self.runtime.compiles_on(device)
+        self.graphed = self.runtime.graphs_on(device)
+        self._calls: dict | None = None  # per-layer fast callables, set by _ready when compiled or graphed
+        self._backbone_graphs = GraphCache(self._fast_features, device) if self.graphed else None
+        self._head_graphs = GraphCache(self._fast_chunk, device) if self.graphed else None
+        # Start-up, in seconds: weights in place, then the warm-up call (compilation and graph capture).
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+        self.compile_cache: dict[str, int] = {}
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, device: str = "cuda", dtype: str = "float16",
+                        tokenizer: str | None = None, instruction_format: str = "list_repr", warmup: bool = True,
+                        action_head: bool = False, runtime: RuntimeConfig | None = None) -> "FeatureExtractor":  # fmt: skip
+        """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too."""
+        start = time.perf_counter()
+        torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
+        family_of = {}
+
+        def check_config(raw: dict, source: str) -> None:  # before the weight files are looked at
+            family_of["family"] = family = detect(raw, source)
+            family_of["config"] = family.parse_config(raw, source)
+
+        files = read_checkpoint_files(checkpoint, check_config)
+        family, config = family_of["family"], family_of["config"]
+        with torch.device("meta"):
+            model = family.build(config, with_action_head=action_head)
+        load_weights(model, files, family.keys, torch_device, torch_dtype)
+        processor = family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
+        return cls._ready(model, family, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup,
+                          runtime, start)  # fmt: skip
+
+    @classmethod
+    def from_random(cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0,
+                    warmup: bool = True, action_head: bool = False,
+                    runtime: RuntimeConfig | None = None) -> "FeatureExtractor":  # fmt: skip
+        """Random weights in the shapes of ``raw_config`` (a config.json dict of any family): for benchmarks."""
+        start = time.perf_counter()
+        torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
+        family = detect(raw_config)
+        config = family.parse_config(raw_config, "config")
+        with torch.device("meta"):
+            model = family.build(config, with_action_head=action_head)
+        model.to_empty(device=torch_device)
+        random_init_(model, seed)
+        model.to(torch_dtype)
+        return cls._ready(model, family, family.processor(), torch_device, torch_dtype, f"random:{seed}", None,
+                          warmup, runtime, start)  # fmt: skip
+
+    @classmethod
+    def _ready(cls, model, family, processor, device, dtype, model_id: str, root: Path | None, warmup: bool,
+               runtime: RuntimeConfig | None, start: float):  # fmt: skip
+        """The steps after the weights are in: buffers, a check that nothing is left on meta, eval, the
+        fast path (fusion, precision, compilation), warm-up; ``start`` is when loading began."""
+        model.materialize_buffers(device)
+        missing = meta_tensors(model)
+        if missing:
+            raise CheckpointError(f"{root or model_id}: tensors left without values after loading: {missing}")
+        model.eval().requires_grad_(False)
+        extractor = cls(model, family, processor, device, dtype, model_id=model_id, root=root, runtime=runtime)
+        runtime = extractor.runtime
+        if extractor.compiled:
+            use_compile_cache(runtime.compile_cache_dir)
+        if extractor.compiled or extractor.graphed:
+            extractor._calls = install_fast_path(model, family.fast_regions(model), extractor.compiled,
+                                                 runtime.compile_mode, runtime.dynamic_lengths, runtime.precision)  # fmt: skip
+        extractor.load_seconds = time.perf_counter() - start
+        if warmup:
+            extractor.warmup()
+        return extractor
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    @property
+    def facts(self) -> TokenFacts:
+        return self.processor.facts
+
+    @property
+    def feature_dim(self) -> int:
+        return self.family.feature_dim(self.model.cfg)
+
+    @property
+    def has_action_head(self) -> bool:
+        return self.model.has_action_head
+
+    @property
+    def parameter_count(self) -> int:
+        """Weights of the model as loaded (the fast path's fused modules share them and are not counted)."""
+        return sum(p.numel() for name, p in self.model.named_parameters() if not name.startswith("fast."))
+
+    @property
+    def action_horizon(self) -> int:
+        return self.model.action_horizon
+
+    @property
+    def state_width(self) -> int:
+        """Width of the normalised, zero-padded state vector the head takes."""
+        return self.model.state_width
+
+    @property
+    def start_seconds(self) -> float:
+        """From the call that built the extractor to the first features: the start a node pays."""
+        return self.load_seconds + self.warmup_seconds
+
+    @property
+    def capture_seconds(self) -> float:
+        """Time spent warming up and capturing CUDA graphs so far (each new shape costs one capture)."""
+        return sum(cache.capture_seconds for cache in self._graph_caches)
+
+    @property
+    def graphs_captured(self) -> int:
+        """CUDA graphs captured so far, backbone and action head together."""
+        return sum(len(cache) for cache in self._graph_caches)
+
+    @property
+    def _graph_caches(self) -> list[GraphCache]:
+        return [cache for cache in (self._backbone_graphs, self._head_graphs) if cache is not None]
+
+    def start_report(self) -> dict[str, Any]:
+        """How the start went: weights, warm-up (compilation, graph capture), and whether compiled kernels
+        came from the on-disk cache ("warm") or were compiled afresh ("cold")."""
+        cache = self.compile_cache
+        return {
+            "start_kind": "eager" if not self.compiled else "cold" if cache.get("misses") else "warm",
+            "load_s": round(self.load_seconds, 3),
+            "warmup_s": round(self.warmup_seconds, 3),
+            "compile_cache_hits": cache.get("hits", 0),
+            "compile_cache_misses": cache.get("misses", 0),
+            "cuda_graphs": self.graphs_captured,
+            "precision": self.runtime.precision,
+        }
+
+    def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:
+        """Throw-away calls so that kernels are compiled and the graphs for ``batch`` frame sets of
+        ``instruction``'s length bucket (and its action chunk, with the head) exist before the first frame."""
+        tick = time.perf_counter()
+        blank = np.full((self.facts.image_size, self.facts.image_size, 3), 127, dtype=np.uint8)
+        result = self.extract_batch([([blank] * cameras, instruction)] * batch)
+        if self.has_action_head:
+            self.predict_actions(result, torch.zeros(batch, self.state_width), 0, seed=0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.warmup_seconds += time.perf_counter() - tick
+        if self.compiled:
+            self.compile_cache = compile_cache_counts()
+
+    def prepare(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> ModelInputs:
+        """Preprocess on the engine's device (crop, resize, normalise as tensors)."""
+        return self.processor(frame_sets, device=self.device)
+
+    @torch.inference_mode()
+    def forward(self, inputs: ModelInputs) -> FeatureResult:
+        """The model call, fast path: no host synchronisation; results stay on the device."""
+        input_ids = inputs.input_ids  # (B, L)
+        if self.graphed and input_ids.shape[0] <= self.runtime.graph_max_batch:
+            rows, length = input_ids.shape
+            bucket = self.runtime.length_bucket if self.family.bucket_padding_exact else 1
+            ids, images = pad_batch(pad_to_bucket(input_ids, bucket, self.facts.pad_token_id), inputs.images)
+            features = self._backbone_graphs(ids, images)[:rows, :length]  # (B, L, D): the padding sliced off
+        else:
+            features = self._fast_features(input_ids, inputs.images)
+        return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
+
+    @torch.inference_mode()
+    def forward_reference(self, inputs: ModelInputs) -> FeatureResult:
+        """The plain PyTorch path (modules as built, no compiled code, no graphs, no padding): the reference."""
+        features = self._features(inputs.input_ids, inputs.images, None)
+        return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
+
+    def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
+        """One frame set: a list of HxWx3 uint8 RGB arrays (one per camera) and an instruction."""
+        return self.forward(self.prepare([(images, instruction)]))
+
+    def extract_batch(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> FeatureResult:
+        """Several frame sets in one call; each sample's features equal its batch-of-one features."""
+        return self.forward(self.prepare(frame_sets))
+
+    def _features(self, input_ids: torch.Tensor, images: torch.Tensor, calls) -> torch.Tensor:
+        """(B, L) ids and (N, 3, S, S) uint8 frames -> (B, L, D) features."""
+        pixels = self.family.pixel_values(images).to(self.dtype)  # (N, 3, S, S)
+        return self.model.features(input_ids, pixels, calls)
+
+    def _fast_features(self, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The fast callables' features; the function the backbone's graphs replay."""
+        return self._features(input_ids, images, self._calls)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def action_policy(self, embodiment: str, modes: dict[str, str] | None = None) -> HeadPolicy:
+        """The head with ``embodiment``'s statistics from the checkpoint folder: robot units in and out."""
+        if not self.has_action_head:
+            raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
+        if self.root is None:
+            raise ValueError("this model was not loaded from a checkpoint folder: no normalisation statistics")
+        return HeadPolicy.from_statistics(self, self.root / self.family.statistics_file, embodiment,
+                                          self.family.embodiment_id, modes)  # fmt: skip
+
+    @torch.inference_mode()
+    def predict_actions(self, result: FeatureResult, states: torch.Tensor, embodiment_id: int,
+                        seed: int | None = None, reference: bool = False) -> torch.Tensor:  # fmt: skip
+        """Normalised action chunks (B, horizon, action_dim) from features and normalised, padded states
+        (B, state_width). Each sample sees only its own tokens (no padding), as at batch 1. A fixed ``seed``
+        gives the same noise, hence the same chunk, every time (on either path); ``reference`` takes the
+        plain PyTorch path, as ``forward_reference`` does."""
+        if not self.has_action_head:
+            raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        if reference:
+            chunk = lambda *inputs: self.model.action_chunk(*inputs, None)  # noqa: E731
+        else:
+            chunk = self._head_graphs if self.graphed else self._fast_chunk
+        chunks = []
+        for row, layout in enumerate(result.layouts):
+            features = result.features[row : row + 1, : layout.seq_len]  # (1, L, C)
+            state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
+            category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
+            noise = torch.randn((1, self.model.action_horizon, self.model.action_dim), generator=generator,
+                                device=self.device)  # fmt: skip
+            chunks.append(chunk(features, state, category, noise))
+        return torch.cat(chunks)  # (B, H, A)
+
+    def _fast_chunk(self, features, state, category, noise) -> torch.Tensor:
+        """One sample's chunk with the fast callables; the function the head's graphs replay."""
+        return self.model.action_chunk(features, state, category, noise, self._calls)

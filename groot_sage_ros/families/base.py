@@ -1,0 +1,114 @@
+"""What a GR00T family provides to the generic engine, checkpoint loader and fast path.
+
+A family is one package under ``families/`` (``n1_5/`` today): its config schema, checkpoint keys,
+prompt and processor, modules, fast regions, tiny writer and statistics. Generic code never branches on
+the family; it asks the ``ModelFamily`` object that ``families.detect`` returns for a ``config.json``.
+Adding N1.7 means writing ``families/n1_7/`` against this interface and listing it in ``FAMILIES``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..api import Processor, TokenFacts
+
+
+@dataclass(frozen=True)
+class CheckpointKeys:
+    """How a family's ``model.safetensors`` keys map onto its module."""
+
+    children: tuple[str, ...]  # top-level prefixes; a child that is not built has its keys skipped, never read
+    optional: tuple[str, ...] = ()  # keys some checkpoints hold and the module never needs
+    optional_prefixes: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)  # module key -> stored key to read when it is absent
+
+
+@dataclass
+class FastRegion:
+    """A run of repeated layers that the fast path replaces by one fused, compiled function.
+
+    ``build(layer)`` returns the layer's fast module: the ``FusedLinear`` groups it computes in one GEMM and
+    the layer's other modules, shared (not copied). ``forward(fast_module, *inputs)`` is the layer's
+    computation from that module; the engine compiles it once for every layer of the region and hands the
+    model one callable per layer. ``lengths_vary``: the token count changes between calls (prompt length)."""
+
+    name: str
+    layers: Sequence[nn.Module]
+    build: Callable[[nn.Module], nn.Module]
+    forward: Callable[..., torch.Tensor]
+    lengths_vary: bool
+
+
+class FamilyModel(nn.Module):
+    """The top module a family builds: state-dict keys equal the checkpoint's. Both calls take optional
+    per-layer callables (``calls``, region name -> one callable per layer); without them, the modules as built."""
+
+    has_action_head: bool
+    action_horizon: int
+    action_dim: int
+    state_width: int
+
+    def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
+        """(B, L) ids, (N, 3, S, S) frames normalised -> (B, L, D) per-token features."""
+        raise NotImplementedError
+
+    def action_chunk(self, features, state, embodiment_id, noise, calls=None) -> torch.Tensor:
+        """One sample's chunk: features (1, L, D), state (1, 1, state_width), id (1,), noise (1, H, A) -> (1, H, A)."""
+        raise NotImplementedError
+
+    def materialize_buffers(self, device: torch.device) -> None:
+        """Rebuild non-persistent buffers (not in any checkpoint) after loading from the meta device."""
+
+
+class ModelFamily(ABC):
+    name: str  # registry name, recorded with every output (``TokenFacts.family``)
+    keys: CheckpointKeys
+    statistics_file: str  # normalisation statistics, relative to the checkpoint folder
+    bucket_padding_exact: bool  # right-padding a prompt with the pad id leaves the real tokens' features unchanged
+
+    @abstractmethod
+    def matches(self, raw: dict[str, Any]) -> bool:
+        """Whether a ``config.json`` (parsed) is this family's."""
+
+    @abstractmethod
+    def parse_config(self, raw: dict[str, Any], source: str) -> Any:
+        """The validated config; ValueError naming ``source`` and the field. Nothing is allocated before this."""
+
+    @abstractmethod
+    def feature_dim(self, config: Any) -> int: ...
+
+    @abstractmethod
+    def build(self, config: Any, with_action_head: bool) -> FamilyModel:
+        """The module (call under ``torch.device("meta")``); without the head, its weights are never read."""
+
+    @abstractmethod
+    def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> Processor: ...
+
+    @abstractmethod
+    def token_facts(self) -> TokenFacts: ...
+
+    @abstractmethod
+    def fast_regions(self, model: FamilyModel) -> list[FastRegion]:
+        """The model's repeated layers and their fused functions, backbone first."""
+
+    @abstractmethod
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) uint8 preprocessed frames -> float32 as the vision tower reads them."""
+
+    @abstractmethod
+    def embodiment_id(self, tag: str) -> int:
+        """The action head's category id of an embodiment tag; ValueError for an unknown tag."""
+
+    @abstractmethod
+    def full_size_config(self) -> dict[str, Any]:
+        """The released checkpoint's ``config.json`` (for random full-size benchmarks)."""
+
+    @abstractmethod
+    def write_tiny(self, out: Path, seed: int, raw: dict[str, Any] | None = None) -> Path:
+        """Random weights in the real layout: the tiny config when ``raw`` is None."""

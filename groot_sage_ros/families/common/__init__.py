@@ -1,0 +1,1 @@
+"""Pieces every GR00T family shares: the Qwen tokenizer, image ops, head blocks, normalisation."""

@@ -1,0 +1,169 @@
+"""Blocks of GR00T's flow-matching action heads, shared by the families (checkpoint key names kept).
+
+Per-embodiment linear layers, the action encoder, multi-head attention with biases, the GELU-tanh MLP, the
+timestep-modulated LayerNorm and the timestep embedding. Written from the architecture doc (§4); no
+diffusers dependency.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CategorySpecificLinear(nn.Module):
+    """One linear layer per embodiment; weights laid out (num_categories, in, out) as in the checkpoint."""
+
+    def __init__(self, num_categories: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.W = nn.Parameter(0.02 * torch.randn(num_categories, in_dim, out_dim))
+        self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
+
+    def select(self, category: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights of a batch's embodiments: (B, in, out) and (B, 1, out), gathered (copied) once."""
+        return self.W[category], self.b[category].unsqueeze(1)
+
+    def forward(self, x: torch.Tensor, category: torch.Tensor | SelectedWeights) -> torch.Tensor:
+        # x (B, T, in), category (B,) ids or the weights select_embodiments gathered -> (B, T, out)
+        weight, bias = category[self] if isinstance(category, SelectedWeights) else self.select(category)
+        return torch.bmm(x, weight) + bias
+
+
+class SelectedWeights(dict):
+    """Each CategorySpecificLinear's weights for one batch's embodiments (``select_embodiments``): passed
+    where the embodiment ids would be, so that the Euler steps of a chunk gather them once, not per step."""
+
+
+def select_embodiments(module: nn.Module, category: torch.Tensor) -> SelectedWeights:
+    return SelectedWeights({layer: layer.select(category) for layer in module.modules()
+                            if isinstance(layer, CategorySpecificLinear)})  # fmt: skip
+
+
+class CategorySpecificMLP(nn.Module):
+    def __init__(self, num_categories: int, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim)
+        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, category: torch.Tensor | SelectedWeights) -> torch.Tensor:
+        return self.layer2(F.relu(self.layer1(x, category)), category)
+
+
+def sinusoid(positions: torch.Tensor, width: int) -> torch.Tensor:
+    """(...,) integer positions -> (..., width): [sin | cos], frequencies exp(-ln(1e4) i / (width/2))."""
+    half = width // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.float().unsqueeze(-1) * freqs  # (..., half)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class MultiEmbodimentActionEncoder(nn.Module):
+    def __init__(self, action_dim: int, width: int, num_categories: int):
+        super().__init__()
+        self.width = width
+        self.W1 = CategorySpecificLinear(num_categories, action_dim, width)
+        self.W2 = CategorySpecificLinear(num_categories, 2 * width, width)
+        self.W3 = CategorySpecificLinear(num_categories, width, width)
+
+    def forward(self, actions: torch.Tensor, bucket: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        # actions (B, T, A), bucket (B,) -> (B, T, width)
+        a = self.W1(actions, category)  # (B, T, W)
+        tau = sinusoid(bucket.unsqueeze(1).expand(-1, actions.shape[1]), self.width).to(a.dtype)  # (B, T, W)
+        h = F.silu(self.W2(torch.cat([a, tau], dim=-1), category))
+        return self.W3(h, category)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with biases; ``to_out.0`` as in the checkpoint.
+
+    Self-attention when called without ``kv``; cross-attention to the keys and values that
+    ``project_context`` made of a context (computed once per action chunk, not once per step).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
+        super().__init__()
+        inner, context_dim = heads * head_dim, context_dim or dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(context_dim, inner)
+        self.to_v = nn.Linear(context_dim, inner)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)  # (B, T, H*d) -> (B, H, T, d)
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, S, d) of a context (B, S, C)."""
+        return self.split_heads(self.to_k(context)), self.split_heads(self.to_v(context))
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q, (k, v) = self.split_heads(self.to_q(x)), kv if kv is not None else self.project_context(x)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, d); no mask: the reference ignores it
+        return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class GELUProjection(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """GELU-tanh MLP, keys ``net.0.proj`` and ``net.2``."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.ModuleList([GELUProjection(dim, mult * dim), nn.Dropout(0.0), nn.Linear(mult * dim, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class AdaLayerNorm(nn.Module):
+    """LayerNorm without affine, modulated by the timestep: LN(x) * (1 + scale) + shift, (scale, shift) order."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
+
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., D) timestep embeddings -> (scale, shift), each (..., D)."""
+        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=-1)
+        return scale, shift
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        # x (B, T, D), scale and shift (B, D)
+        return self.norm(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int, channels: int = 256):
+        super().__init__()
+        self.channels = channels
+        self.linear_1 = nn.Linear(channels, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, bucket: torch.Tensor) -> torch.Tensor:
+        # diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1): [cos | sin], exp(-ln(1e4) i / 127)
+        half = self.channels // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=bucket.device, dtype=torch.float32) / (half - 1))
+        angles = bucket.float().unsqueeze(-1) * freqs  # (B, 128)
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1).to(self.linear_1.weight.dtype)
+        return self.linear_2(F.silu(self.linear_1(features)))  # (B, D)
+
+
+class TimestepEncoder(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.timestep_embedder = TimestepEmbedder(dim)
+
+    def forward(self, bucket: torch.Tensor) -> torch.Tensor:
+        return self.timestep_embedder(bucket)

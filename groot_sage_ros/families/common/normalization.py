@@ -1,0 +1,109 @@
+"""State and action normalisation from a checkpoint's ``experiment_cfg/metadata.json``.
+
+metadata.json is keyed by embodiment tag; each entry holds ``statistics.{state,action}.<key>`` with
+min/max/mean/std/q01/q99 per dimension and ``modalities.{state,action}.<key>.shape``. State keys, in the
+order the metadata lists them, are concatenated and zero-padded to the model's state width; its action
+output is cut back into the action keys the same way.
+
+Modes (per key, chosen by the embodiment config; Isaac-GR00T's data configs choose them likewise):
+``min_max`` and ``q99`` map [low, high] to [-1, 1] (clipped), ``mean_std`` standardises.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+MODES = ("min_max", "q99", "mean_std")
+
+
+@dataclass
+class KeyStats:
+    name: str
+    width: int
+    mode: str
+    stats: dict[str, np.ndarray]  # min, max, mean, std, q01, q99: (width,) each
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.mode == "mean_std":
+            return self.stats["mean"], self.stats["std"]
+        low, high = ("min", "max") if self.mode == "min_max" else ("q01", "q99")
+        return self.stats[low], self.stats[high]
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        a, b = self.bounds()
+        if self.mode == "mean_std":
+            return (x - a) / np.where(b > 0, b, 1.0)
+        span = b - a
+        out = np.where(span > 0, 2.0 * (x - a) / np.where(span > 0, span, 1.0) - 1.0, 0.0)
+        return np.clip(out, -1.0, 1.0)
+
+    def unnormalize(self, y: np.ndarray) -> np.ndarray:
+        a, b = self.bounds()
+        if self.mode == "mean_std":
+            return y * b + a
+        return (np.clip(y, -1.0, 1.0) + 1.0) / 2.0 * (b - a) + a
+
+
+@dataclass
+class EmbodimentNormalizer:
+    tag: str
+    embodiment_id: int
+    state_keys: list[KeyStats] = field(default_factory=list)
+    action_keys: list[KeyStats] = field(default_factory=list)
+
+    @classmethod
+    def from_metadata(cls, metadata_path: str | Path, tag: str, id_of: Callable[[str], int],
+                      modes: dict[str, str] | None = None):  # fmt: skip
+        """Statistics for embodiment ``tag``; ``id_of(tag)`` is its category id in the head's per-embodiment
+        layers (the family's table); ``modes`` maps a key to its mode (default ``min_max``)."""
+        path = Path(metadata_path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no metadata.json (expected experiment_cfg/metadata.json in the checkpoint)")
+        metadata = json.loads(path.read_text())
+        if tag not in metadata:
+            raise ValueError(f"{path}: no embodiment {tag!r}; the checkpoint has {sorted(metadata)}")
+        embodiment_id = id_of(tag)
+        entry, modes = metadata[tag], modes or {}
+        for key, mode in modes.items():
+            if mode not in MODES:
+                raise ValueError(f"normalisation mode {mode!r} for {key!r}: expected one of {list(MODES)}")
+
+        def keys(kind: str) -> list[KeyStats]:
+            out = []
+            for name, shape_info in entry["modalities"][kind].items():
+                stats = {k: np.asarray(v, dtype=np.float64) for k, v in entry["statistics"][kind][name].items()}
+                out.append(KeyStats(name, int(np.prod(shape_info["shape"])), modes.get(name, "min_max"), stats))
+            return out
+
+        return cls(tag, embodiment_id, keys("state"), keys("action"))
+
+    def state_vector(self, state: dict[str, np.ndarray], width: int) -> np.ndarray:
+        """Per-key raw state -> normalised, concatenated, zero-padded (width,) float32."""
+        parts = []
+        for key in self.state_keys:
+            if key.name not in state:
+                raise ValueError(f"state key {key.name!r} missing; expected keys {[k.name for k in self.state_keys]}")
+            value = np.asarray(state[key.name], dtype=np.float64).reshape(-1)
+            if value.shape[0] != key.width:
+                raise ValueError(f"state key {key.name!r}: {value.shape[0]} values, expected {key.width}")
+            parts.append(key.normalize(value))
+        flat = np.concatenate(parts) if parts else np.zeros(0)
+        if flat.shape[0] > width:
+            raise ValueError(f"state of {flat.shape[0]} values exceeds the model's max_state_dim {width}")
+        return np.pad(flat, (0, width - flat.shape[0])).astype(np.float32)
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        return {key.name: np.zeros(key.width) for key in self.state_keys}
+
+    def split_actions(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """(H, action_dim) normalised model output -> per-key unnormalised (H, width) arrays."""
+        out, start = {}, 0
+        for key in self.action_keys:
+            out[key.name] = key.unnormalize(actions[:, start : start + key.width].astype(np.float64))
+            start += key.width
+        return out

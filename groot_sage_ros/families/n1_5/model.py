@@ -1,0 +1,36 @@
+"""The top-level GR00T N1.5 module: ``backbone`` and, when asked for, ``action_head``; checkpoint keys."""
+
+from __future__ import annotations
+
+import torch
+
+from ..base import FamilyModel
+from .action_head import FlowMatchingActionHead
+from .backbone import EagleBackbone, LayerCalls
+from .config import GrootConfig
+
+
+class GrootN15(FamilyModel):
+    """Mirrors ``GR00T_N1_5``'s children so state-dict keys equal the checkpoint's.
+
+    Without ``with_action_head`` the head is not built, so its weights are never read or materialised.
+    """
+
+    def __init__(self, cfg: GrootConfig, with_action_head: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = EagleBackbone(cfg.backbone)
+        self.has_action_head = with_action_head
+        head = cfg.action_head
+        self.action_horizon, self.action_dim, self.state_width = head.action_horizon, head.action_dim, head.max_state_dim
+        if with_action_head:
+            self.action_head = FlowMatchingActionHead(head)
+
+    def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
+        return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
+
+    def action_chunk(self, features, state, embodiment_id, noise, calls: LayerCalls | None = None) -> torch.Tensor:
+        return self.action_head.get_action(features, state, embodiment_id, noise=noise, calls=calls)  # (1, H, A)
+
+    def materialize_buffers(self, device: torch.device) -> None:
+        self.backbone.materialize_buffers(device)

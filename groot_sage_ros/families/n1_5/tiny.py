@@ -1,0 +1,109 @@
+"""Write random GR00T N1.5 checkpoints in the exact real layout: tiny (demo, tests) or full size (benchmarks).
+
+Same files, schema and key names as ``nvidia/GR00T-N1.5-3B``: ``config.json`` (plus the
+``backbone_cfg.eagle_config`` override that carries the tiny SigLIP/Qwen3 dims), two safetensors shards
+with ``model.safetensors.index.json``, and ``experiment_cfg/metadata.json``. The backbone is stored in
+bfloat16 and the action head in float32, as in the real file. The vocabulary keeps its real size
+(151,680) so the real tokenizer's ids are valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ...checkpoint.write import random_state, write_shards
+from ...output_folder import OutputFolder
+from .action_head import FlowMatchingActionHead
+from .backbone import EagleBackbone
+from .config import GrootConfig, n15_3b_config
+from .statistics import STATISTICS_FILE
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_TEXT = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+}  # fmt: skip
+TINY_SELECT_LAYER = 2
+
+
+def tiny_config() -> dict:
+    cfg = n15_3b_config()
+    width = TINY_TEXT["hidden_size"]
+    cfg["hidden_size"] = width
+    cfg["backbone_cfg"].update(
+        select_layer=TINY_SELECT_LAYER,
+        eagle_config={"vision_config": dict(TINY_VISION), "text_config": dict(TINY_TEXT)},
+    )
+    head = cfg["action_head_cfg"]
+    head.update(backbone_embedding_dim=width, hidden_size=32, input_embedding_dim=48)
+    head["diffusion_model_cfg"].update(
+        attention_head_dim=24, num_attention_heads=2, num_layers=4, cross_attention_dim=width, output_dim=32
+    )
+    head["vl_self_attention_cfg"].update(attention_head_dim=32, num_attention_heads=2, num_layers=2)
+    return cfg
+
+
+def tiny_metadata() -> dict:
+    """``experiment_cfg/metadata.json`` for one embodiment, with every statistic kind."""
+    def stats(width: int, low: float, high: float) -> dict:
+        return {
+            "min": [low] * width, "max": [high] * width, "q01": [low * 0.9] * width, "q99": [high * 0.9] * width,
+            "mean": [(low + high) / 2] * width, "std": [(high - low) / 4] * width,
+        }  # fmt: skip
+
+    keys = {"single_arm": 5, "gripper": 1}  # an SO-100 arm: 5 joints and a gripper
+    modality = {k: {"absolute": True, "rotation_type": None, "shape": [w], "continuous": True} for k, w in keys.items()}
+    return {
+        "new_embodiment": {
+            "statistics": {
+                "state": {k: stats(w, -1.5, 1.5) for k, w in keys.items()},
+                "action": {k: stats(w, -1.0, 1.0) for k, w in keys.items()},
+            },
+            "modalities": {
+                "video": {"front": {"resolution": [640, 480], "channels": 3, "fps": 30.0}},
+                "state": modality,
+                "action": modality,
+            },
+            "embodiment_tag": "new_embodiment",
+        }
+    }
+
+
+def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
+    """Write the tiny checkpoint to ``out`` (created if needed) and return its path."""
+    return write_random_checkpoint(out, tiny_config(), seed=seed, norm_noise=0.2)
+
+
+def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0) -> Path:
+    """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB)."""
+    config = GrootConfig.from_dict(raw)  # validates what we are about to write
+    folder = OutputFolder.claim(out, "checkpoint")  # a new folder, or one this function wrote before
+    try:
+        _write_random_checkpoint(folder.path, raw, config, seed, norm_noise)
+    finally:
+        folder.release()
+    return folder.path
+
+
+def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float) -> None:
+    (out / "experiment_cfg").mkdir(exist_ok=True)
+    config.backbone.build_siglip_head = True  # the reference module saves the unused pooling head too
+    generator = torch.Generator().manual_seed(seed)
+
+    def backbone_shard() -> dict:
+        state = random_state(lambda: EagleBackbone(config.backbone), seed)
+        for name, tensor in state.items():
+            if norm_noise and tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):
+                tensor.add_(norm_noise * torch.randn(tensor.shape, generator=generator))  # informative norms
+        return {f"backbone.{k}": v.to(torch.bfloat16).contiguous() for k, v in state.items()}
+
+    def head_shard() -> dict:  # float32, as in the real file
+        state = random_state(lambda: FlowMatchingActionHead(config.action_head), seed + 1)
+        return {f"action_head.{k}": v.float().contiguous() for k, v in state.items()}
+
+    write_shards(out, [backbone_shard, head_shard])
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    (out / STATISTICS_FILE).write_text(json.dumps(tiny_metadata(), indent=2))

@@ -1,0 +1,39 @@
+"""``FusedLinear``: several Linear layers that read the same input (q/k/v, gate/up) as one GEMM.
+
+At batch 1 these GEMMs are too small to fill a large GPU, so three launches cost about three times one.
+A family's fast regions own one ``FusedLinear`` per group, filled from the checkpoint's separate weights
+after loading. The separate layers keep views of the fused weight, so nothing is stored twice and the
+reference path still reads the modules as built. It is an ``nn.Linear``, so a precision swap at load
+(``precision.py``) reaches it like any other Linear.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FusedLinear(nn.Linear):
+    """One (sum of outputs, in) weight for Linear layers that share their input; ``split`` cuts the output."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        first = linears[0]
+        sizes = [linear.out_features for linear in linears]
+        super().__init__(first.in_features, sum(sizes), bias=first.bias is not None, device="meta")
+        self.sizes = sizes
+        with torch.no_grad():
+            weight = torch.cat([linear.weight for linear in linears])  # (sum out, in)
+            bias = torch.cat([linear.bias for linear in linears]) if first.bias is not None else None
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+        start = 0
+        for linear in linears:  # the separate layers now read slices of the same memory
+            rows = slice(start, start + linear.out_features)
+            linear.weight = nn.Parameter(weight[rows], requires_grad=False)
+            if bias is not None:
+                linear.bias = nn.Parameter(bias[rows], requires_grad=False)
+            start += linear.out_features
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The fused GEMM, cut back into the separate layers' outputs: (..., in) -> one (..., out_k) per layer."""
+        return self(x).split(self.sizes, dim=-1)

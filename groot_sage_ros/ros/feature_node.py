@@ -1,0 +1,468 @@
+"""``FeatureNode``: the lifecycle node that groot_node (the teacher) and sage_node (the student) share.
+
+Subscribes to ``camera_topics`` (sensor-data QoS) and ``instruction`` (reliable, transient-local);
+publishes ``~/features`` (sensor_msgs/Image, tokens x feature dim), ``~/features/layout`` (JSON,
+transient-local) and ``/diagnostics``. One inference worker thread: the freshest complete frame set wins,
+superseded and stale sets are dropped and counted, and executor callbacks never wait on the GPU. The
+lifecycle owns the model: loaded at configure, freed at deactivate and cleanup.
+
+A subclass says which model to load (``_load_model``, an ``api.FeatureEngine``) and may add outputs
+(``_configure_outputs``), inputs (``_subscribe_extra``) and work after each published frame set
+(``_after_features``). ``spin_node`` runs one node as a process.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import threading
+import time
+from dataclasses import fields
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from ..api import FeatureEngine
+from ..engine.runtime import resolve_device
+from ..serving.frames import Frame, FrameSetSync, LatestSlot
+from ..serving.node_config import ros_name
+from ..serving.stats import Counters, LatencyStats, RateMeter
+from .conversions import (
+    BadImage,
+    cdr_header_stamp_ns,
+    deserialize_checked,
+    features_to_image_msg,
+    layout_json,
+    message_to_array,
+)  # fmt: skip
+from .params import declare_parameters, read_config
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+FEATURES_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def quote(text: str | None, limit: int = 80) -> str:
+    """A user's text for a log line: repr of at most ``limit`` characters, with the full length when cut."""
+    if text is None:
+        return "None"
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def configure_error(err: BaseException) -> str:
+    """One line for a configure failure: the message of a user error, the type too for anything else."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    text = " ".join(str(err).split()) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+    return text if len(text) <= 400 else f"{text[:400]}... ({len(text)} characters)"
+
+
+def check_device(device: str) -> None:
+    """ValueError naming the 'device' parameter when it is not usable here."""
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        raise ValueError(f"parameter 'device': {err}") from None
+
+
+class FeatureNode(LifecycleNode):
+    config_cls: type  # the node's config dataclass (serving/node_config.py): its parameters
+    executable: str  # the console script, for --help
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self, self.config_cls)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.config = None  # a config_cls instance once configured
+        self.extractor: FeatureEngine | None = None
+        self.counters = Counters()
+        self.latency = LatencyStats()
+        self.output_rate = RateMeter()
+        self.input_rates: list[RateMeter] = []
+        self._slot = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._input_subs: list = []
+        self._sync: FrameSetSync | None = None
+        self._camera_types: list[type] = []
+        self._instruction: str | None = None
+        self._sent_layout: dict | None = None
+        self._warn_last: dict[str, float] = {}
+        self._warnings: dict[str, str] = {}
+        self._warn_lock = threading.Lock()
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self._extra_publishers: list = []  # a subclass's lifecycle publishers (_configure_outputs)
+        self.start_seconds: float | None = None
+        self.start_failed = False  # autostart's configure or activate failed: spin_node exits non-zero
+        if self.get_parameter("autostart").value:
+            configured = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            self.start_failed = not configured or self.trigger_activate() != TransitionCallbackReturn.SUCCESS
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        start = time.perf_counter()
+        try:
+            self.config = read_config(self, self.config_cls)
+            self.extractor = self._load_model(self.config)
+        except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
+            self.get_logger().error(f"configure failed: {configure_error(err)}")
+            self.config = None
+            return TransitionCallbackReturn.FAILURE
+        self.start_seconds = time.perf_counter() - start
+        self._features_pub = self.create_lifecycle_publisher(Image, "~/features", FEATURES_QOS)
+        self._layout_pub = self.create_lifecycle_publisher(String, "~/features/layout", LATCHED)
+        self._extra_publishers = self._configure_outputs()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Steady clock: diagnostics keep coming while a bag is paused or before /clock starts (use_sim_time).
+        self._diag_timer = self.create_timer(
+            self.config.diagnostics_period_s, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+        self.get_logger().info(
+            f"loaded {self.model_id} on {self.config.device} ({self.config.dtype}), "
+            f"feature dim {self.extractor.feature_dim}, in {self.start_seconds:.1f} s"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.extractor is None:  # released by deactivate
+            try:
+                self.extractor = self._load_model(self.config)
+            except Exception as err:  # noqa: BLE001 -- as in configure
+                self.get_logger().error(f"activate failed: {configure_error(err)}")
+                return TransitionCallbackReturn.FAILURE
+        cfg = self.config
+        self._sync = FrameSetSync(len(cfg.camera_topics), int(cfg.sync_slop_s * 1e9), cfg.sync_queue_size)
+        self.input_rates = [RateMeter() for _ in cfg.camera_topics]
+        self._camera_types = [CompressedImage if t.endswith("/compressed") else Image for t in cfg.camera_topics]
+        for camera, (topic, msg_type) in enumerate(zip(cfg.camera_topics, self._camera_types)):
+            callback = lambda data, camera=camera: self._on_image(camera, data)  # noqa: E731
+            # raw=True: the callback gets the CDR bytes; only frame sets the worker uses are deserialised
+            sub = self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data, raw=True)
+            self._input_subs.append(sub)
+        self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
+        self._input_subs += self._subscribe_extra()
+        self._slot = LatestSlot()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="groot_inference", daemon=True)
+        self._worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for sub in self._input_subs:
+            self.destroy_subscription(sub)
+        self._input_subs.clear()
+        self._release_model()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        for pub in (self._features_pub, self._layout_pub, *self._extra_publishers):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._extra_publishers = []
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
+        self._sent_layout = None
+        self.config = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def model_id(self) -> str:
+        raise NotImplementedError
+
+    def _load_model(self, cfg) -> FeatureEngine:
+        """The engine, warmed up for this node's inputs, or ValueError naming the parameter at fault."""
+        raise NotImplementedError
+
+    def _configure_outputs(self) -> list:
+        """Extra lifecycle publishers, created at configure and destroyed at cleanup."""
+        return []
+
+    def _subscribe_extra(self) -> list:
+        """Extra subscriptions, created at activate and destroyed at deactivate."""
+        return []
+
+    def _after_features(self, stamp: int, features: np.ndarray, result, header) -> None:
+        """Work after a frame set's features are published (the worker thread): action chunks, pairing."""
+
+    def _extra_diagnostics(self) -> dict:
+        return {}
+
+    def _release_model(self) -> None:
+        """Drop the model and return its GPU memory to the driver."""
+        if self.extractor is None:
+            return
+        device = self.extractor.device
+        self.extractor = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        if self.config is None:
+            return SetParametersResult(successful=True)
+        names = {ros_name(f): f.name for f in fields(self.config_cls)}
+        updates = {names.get(p.name, p.name): p.value for p in params}
+        try:
+            candidate = self.config_cls(**{**self.config.__dict__, **updates})
+        except (TypeError, ValueError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        self.config = candidate
+        if self._sync is not None:
+            self._sync.slop_ns = int(candidate.sync_slop_s * 1e9)
+        return SetParametersResult(successful=True)
+
+    # -- inputs (executor thread) ------------------------------------------------------------------
+
+    def _on_image(self, camera: int, data: bytes) -> None:
+        self.input_rates[camera].tick()
+        self.counters.add("frames_received")
+        try:
+            stamp = cdr_header_stamp_ns(data)
+        except BadImage as err:
+            self.counters.add(f"rejected_{err.reason}")
+            self._warn(err.reason, f"camera {self.config.camera_topics[camera]}: {err}")
+            return
+        unmatched_before = self._sync.unmatched
+        frame_set = self._sync.add(Frame(camera, stamp, data, time.monotonic_ns()))
+        if self._sync.unmatched > unmatched_before:
+            self.counters.add("dropped_unsynchronised", self._sync.unmatched - unmatched_before)
+            if frame_set is None:
+                self._warn("unsynchronised", f"camera frames do not pair within sync_slop_s={self.config.sync_slop_s}"
+                           f" across {self.config.camera_topics}")  # fmt: skip
+        if frame_set is None:
+            return
+        if self._too_old(frame_set.stamp_ns):
+            self.counters.add("dropped_stale")
+            self._warn("stale", f"frame set older than max_frame_age_s={self.config.max_frame_age_s} dropped")
+        elif self._slot.put(frame_set):
+            self.counters.add("dropped_superseded")
+
+    def _on_instruction(self, msg: String) -> None:
+        text, keeping = msg.data, quote(self._instruction)
+        if len(text) > self.config.max_instruction_chars:
+            self.counters.add("rejected_instruction_too_long")
+            self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: longer than "
+                       f"max_instruction_chars={self.config.max_instruction_chars}")  # fmt: skip
+            return
+        try:
+            self.extractor.processor.check_instruction(text)  # non-empty, no special tokens
+        except (ValueError, AttributeError) as err:
+            self.counters.add("rejected_instruction")
+            self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: {quote(str(err), 200)}")
+            return
+        self._instruction = text  # applies from the next frame set the worker takes
+
+    def _too_old(self, stamp: int, limit: float | None = None) -> bool:
+        limit = self.config.max_frame_age_s if limit is None else limit
+        return limit > 0 and self.get_clock().now().nanoseconds - stamp > limit * 1e9
+
+    # -- inference worker ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frame_set = self._slot.take(timeout=0.2)
+            if frame_set is None:
+                continue
+            try:
+                self._process(frame_set)
+            except Exception as err:  # noqa: BLE001 -- one bad frame set must never stop the worker
+                self.counters.add("rejected_internal_error")
+                self._warn("internal", f"frame set skipped after an unexpected error: {err!r}")
+
+    def _process(self, frame_set) -> None:
+        cfg, extractor = self.config, self.extractor
+        if extractor is None:
+            return
+        if self._too_old(frame_set.stamp_ns):
+            self.counters.add("dropped_stale")
+            return
+        instruction = self._instruction or cfg.default_instruction
+        t0 = time.perf_counter()
+        try:
+            messages = [deserialize_checked(deserialize_message, f.payload, self._camera_types[f.camera])
+                        for f in frame_set.frames]  # fmt: skip
+            images = [message_to_array(msg) for msg in messages]
+        except BadImage as err:
+            self.counters.add(f"rejected_{err.reason}")
+            self._warn(err.reason, f"frame set skipped: {err}")
+            return
+        t1 = time.perf_counter()
+        try:
+            inputs = extractor.prepare([(images, instruction)])
+        except ValueError as err:
+            self.counters.add("rejected_bad_image")
+            self._warn("bad_image", f"frame set skipped: {err}")
+            return
+        t2 = time.perf_counter()
+        result = extractor.forward(inputs)
+        features = result.features[0].float().cpu().numpy()  # (L, D); the one host sync per frame set
+        t3 = time.perf_counter()
+        if not np.isfinite(features).all():
+            self.counters.add("rejected_nonfinite")
+            self._warn("nonfinite", "frame set skipped: the model produced NaN or Inf features")
+            return
+        layout = self._layout(result.layout, instruction)
+        if layout != self._sent_layout:  # before the features it describes
+            self._layout_pub.publish(String(data=layout_json(layout)))
+            self._sent_layout = layout
+        newest = messages[frame_set.frames.index(frame_set.newest)]
+        self._features_pub.publish(features_to_image_msg(features, newest.header, cfg.feature_dtype))
+        t4 = time.perf_counter()
+        for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
+            self.latency.add(stage, (b - a) * 1000.0)
+        self._after_features(frame_set.stamp_ns, features, result, newest.header)
+        self.latency.add("total", (time.monotonic_ns() - frame_set.newest.received_ns) / 1e6)
+        self.output_rate.tick()
+        self.counters.add("published")
+
+    def _start_diagnostics(self) -> dict:
+        """How the start went (``FeatureEngine.start_report``): weights, warm-up, compile cache, graphs."""
+        return {key: f"{value:.2f}" if isinstance(value, float) else str(value)
+                for key, value in self.extractor.start_report().items()}  # fmt: skip
+
+    def _layout(self, layout, instruction: str) -> dict:
+        cfg = self.config
+        return {
+            "model_id": self.model_id,
+            "feature_dim": self.extractor.feature_dim,
+            "feature_dtype": cfg.feature_dtype,
+            "encoding": "16FC1" if cfg.feature_dtype == "float16" else "32FC1",
+            "model_dtype": cfg.dtype,
+            "camera_topics": list(cfg.camera_topics),
+            "instruction": instruction,
+            "instruction_format": self.extractor.processor.describe().get("instruction_format"),
+            "tokens": self.extractor.facts.to_dict(),  # family, image token id, pad id, grid
+            **layout.to_dict(),
+        }
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def _warn(self, kind: str, text: str) -> None:
+        now = time.monotonic()
+        with self._warn_lock:
+            self._warnings[kind] = text
+            throttle = self.config.warn_throttle_s if self.config else 5.0
+            if now - self._warn_last.get(kind, -1e18) < throttle:
+                return
+            self._warn_last[kind] = now
+        self.get_logger().warning(text)
+
+    def _publish_diagnostics(self) -> None:
+        cfg = self.config
+        if cfg is None or self._diag_pub is None:
+            return
+        with self._warn_lock:
+            warnings, self._warnings = self._warnings, {}
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: features", hardware_id=self.model_id)
+        status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
+        status.message = "; ".join(warnings.values()) if warnings else "ok"
+        values = {
+            "state": "active" if self._worker is not None else "inactive",
+            "model_id": self.model_id,
+            "device": cfg.device,
+            "dtype": cfg.dtype,
+            "feature_dim": self.extractor.feature_dim if self.extractor else "",
+            "output_rate_hz": f"{self.output_rate.rate():.2f}",
+            "start_s": f"{self.start_seconds:.2f}" if self.start_seconds is not None else "",
+            **(self._start_diagnostics() if self.extractor is not None else {}),
+            "gpu_memory_mb": self._gpu_memory_mb(),
+        }
+        for topic, meter in zip(cfg.camera_topics, self.input_rates):
+            values[f"input_rate_hz[{topic}]"] = f"{meter.rate():.2f}"
+        for stage, (p50, p95) in self.latency.percentiles().items():
+            values[f"latency_ms_p50[{stage}]"] = f"{p50:.2f}"
+            values[f"latency_ms_p95[{stage}]"] = f"{p95:.2f}"
+        for name, count in self.counters.snapshot().items():
+            values[name] = str(count)
+        values.update(self._extra_diagnostics())
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def _gpu_memory_mb(self) -> str:
+        if self.extractor is None or self.extractor.device.type != "cuda":
+            return "n/a"
+        return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
+
+
+def print_help(node_cls) -> None:
+    """``<node> --help``: what the node is and every parameter with its default (from the config dataclass)."""
+    from .params import default_of
+
+    module = sys.modules[node_cls.__module__]
+    print(f"usage: {node_cls.executable} [--help] [--ros-args -p NAME:=VALUE ... | --params-file FILE]\n")
+    print((module.__doc__ or "").strip().splitlines()[0] + "\n")
+    print("parameters (read-only ones are fixed once the node is configured):")
+    for f in fields(node_cls.config_cls):
+        meta = f.metadata
+        flags = " (read-only)" if meta.get("read_only") else ""
+        limits = f"; one of {', '.join(meta['choices'])}" if meta.get("choices") else ""
+        limits += f"; range {meta['range'][0]}..{meta['range'][1]}" if meta.get("range") else ""
+        print(f"  {ros_name(f)} = {default_of(f)!r}{flags}\n      {meta.get('description', '')}{limits}")
+
+
+def spin_node(node_cls, args=None) -> int:
+    """Run one node until SIGINT, SIGTERM or an external shutdown, then stop its worker before the ROS
+    context goes (so nothing publishes on a dead context), release its model and return 0. Returns 1 when
+    ``autostart``'s configure or activate failed (its one error line is already logged)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "--help" in own or "-h" in own:
+        print_help(node_cls)
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    # rclpy's own handlers would shut the context down first, while the worker may be publishing.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = node_cls()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and not node.start_failed and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        node._stop_worker()
+        node._release_model()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 1 if node.start_failed else 0

@@ -1,0 +1,1 @@
+"""The SAGE student: config, model, safetensors checkpoints (no pickle) and its engine."""
