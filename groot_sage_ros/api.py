@@ -27,7 +27,7 @@ class TokenFacts:
     """What a model family's prompts look like: recorded in datasets, layout messages and student
     checkpoints, so that nothing downstream assumes one family's constants."""
 
-    family: str  # registry name, e.g. "gr00t_n1_5"
+    family: str  # the family's registry name (families.FAMILIES)
     image_token_id: int  # the id each image's token run is made of
     pad_token_id: int  # right padding of a batch
     tokens_per_image: int

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--out", required=True, help="output folder")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--full-size", action="store_true", help="the released model's dims instead (~7 GB for N1.5-3B)")
-    tiny.add_argument("--family", default=None, help="the GR00T model family (default: gr00t_n1_5)")
+    tiny.add_argument("--family", default=None, help="a GR00T model family (default: the package's default family)")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
 
     feats = sub.add_parser(
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--repeat", type=POSITIVE_INT, default=3, help="timed runs after loading (default: 3)")
     feats.add_argument("--json", action="store_true", help="print one JSON object")
     feats.add_argument("--actions", action="store_true", help="also run the action head and print a chunk")
-    feats.add_argument("--embodiment", default="new_embodiment", help="embodiment tag in metadata.json")
+    feats.add_argument("--embodiment", default=None,
+                       help="embodiment tag in the checkpoint's statistics (default: the only one there)")
     feats.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
     feats.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
     add_runtime_args(feats)
@@ -409,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--checkpoint", help="checkpoint folder or cached HF repo id")
     bench.add_argument("--full-size-random", action="store_true", help="random weights in the released model's shapes")
-    bench.add_argument("--family", default=None, help="the family of --full-size-random (default: gr00t_n1_5)")
+    bench.add_argument("--family", default=None, help="the family of --full-size-random (default: as tiny-checkpoint)")
     bench.add_argument("--device", default="cuda")
     bench.add_argument("--dtype", default="float16")
     bench.add_argument("--batch", type=POSITIVE_INT, default=1)

@@ -4,7 +4,7 @@ Layout::
 
     config.json                        the family's schema (``families.detect`` reads it)
     model.safetensors                  or model-0000k-of-0000n.safetensors + model.safetensors.index.json
-    experiment_cfg/metadata.json       normalisation statistics per embodiment (action head)
+    (statistics file)                  normalisation statistics per embodiment, where the family says
 """
 
 from __future__ import annotations

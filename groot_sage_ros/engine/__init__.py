@@ -29,7 +29,7 @@ def is_student(path: str | Path) -> bool:
 
 
 def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *, action_head: bool = False,
-                tokenizer: str | None = None, instruction_format: str = "list_repr",
+                tokenizer: str | None = None, instruction_format: str | None = None,
                 runtime: RuntimeConfig | None = None, warmup: bool = True) -> FeatureEngine:  # fmt: skip
     """A teacher from a checkpoint folder or cached repo id (its family detected from ``config.json``), or
     the student a ``distill`` run wrote. Errors name the file and what was expected."""

@@ -63,7 +63,7 @@ class FeatureExtractor:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str = "cuda", dtype: str = "float16",
-                        tokenizer: str | None = None, instruction_format: str = "list_repr", warmup: bool = True,
+                        tokenizer: str | None = None, instruction_format: str | None = None, warmup: bool = True,
                         action_head: bool = False, runtime: RuntimeConfig | None = None) -> "FeatureExtractor":  # fmt: skip
         """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too."""
         start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The registry of GR00T model families: which family a ``config.json`` belongs to.
 
     family = detect(raw_config, "ckpt/config.json")   # or one clear error for an unknown family
-    family = by_name("gr00t_n1_5")                    # from a recorded TokenFacts.family
+    family = by_name(facts.family)                    # from a recorded TokenFacts
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Layout of a dataset folder::
     manifest.json            schema_version, num_samples, skipped counts, teacher (checkpoint, content hash,
                              feature_dim, dtype), cameras, source bags, shards (file name, samples, bytes,
                              sha256); written last
-    shard-00000.safetensors  images (N, C, 3, 224, 224) uint8, input_ids (N, Lmax) int32 (right padded),
+    shard-00000.safetensors  images (N, C, 3, S, S) uint8, input_ids (N, Lmax) int32 (right padded),
                              lengths (N,) int32, features (N, Lmax, D) float16 (zero padded), stamps (N,)
                              int64, index (N,) int64; metadata "samples" (JSON: layout, bag, topics,
                              frame_id, instruction per row) and "skipped" (JSON counts of this shard)
@@ -60,7 +60,7 @@ def shard_name(k: int) -> str:
 @dataclass
 class Sample:
     index: int  # position in the input stream of frame sets
-    images: torch.Tensor  # (C, 3, 224, 224) uint8, the processor's frames
+    images: torch.Tensor  # (C, 3, S, S) uint8, the processor's frames
     input_ids: Sequence[int]  # the prompt's ids (the processor's cached tuple, shared, not copied)
     layout: TokenLayout
     features: torch.Tensor  # (L, D) float16
@@ -148,7 +148,7 @@ def shard_path(root: Path, name) -> Path:
 class FeatureDataset(torch.utils.data.Dataset):
     """Samples of a finished dataset, read lazily from memory-mapped shards.
 
-    ``dataset[i]`` -> dict with ``images`` (C, 3, 224, 224) uint8, ``input_ids`` (L,) int64, ``features``
+    ``dataset[i]`` -> dict with ``images`` (C, 3, S, S) uint8, ``input_ids`` (L,) int64, ``features``
     (L, D) float16, ``layout`` (TokenLayout) and ``source`` (bag, topics, frame_id, instruction, stamp).
 
     Verification: at open, every shard must be a plain file name inside ``root`` with the manifest's size

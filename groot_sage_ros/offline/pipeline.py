@@ -205,7 +205,7 @@ class InFlight:
     """A batch whose model call is queued on the device; its results are copied back asynchronously."""
 
     kept: list[Prepared]
-    frames: torch.Tensor  # (B, C, 3, 224, 224) uint8, the model's input frames, on the CPU once ``done`` has fired
+    frames: torch.Tensor  # (B, C, 3, S, S) uint8, the model's input frames, on the CPU once ``done`` has fired
     features: torch.Tensor  # (B, L, D) float16, on the CPU once ``done`` has fired
     finite: torch.Tensor  # (B,) bool, likewise
     done: torch.cuda.Event | None = None
@@ -220,7 +220,7 @@ class InFlight:
         buffers are copied once, whole, to ordinary memory (pinned memory is scarce and slow to allocate, so
         it goes back at once); the samples are views of that copy, not 2 x B copies of their own."""
         finite = self.finite.tolist()  # one conversion, not a tensor index a row
-        features, frames = self.features.clone(), self.frames.clone()  # (B, L, D), (B, C, 3, 224, 224)
+        features, frames = self.features.clone(), self.frames.clone()  # (B, L, D), (B, C, 3, S, S)
         samples = []
         for row, item in enumerate(self.kept):
             if not finite[row]:
@@ -245,13 +245,13 @@ def launch(extractor: FeatureEngine, prepared: list[Prepared], batch_size: int, 
         return None
     rows, filled = len(kept), kept + [kept[-1]] * (batch_size - len(kept))
     device, processor = extractor.device, extractor.processor
-    images = processor.resize_frames([frame for item in filled for frame in item.frames], device)  # (B*C, 3, 224, 224)
+    images = processor.resize_frames([frame for item in filled for frame in item.frames], device)  # (B*C, 3, S, S)
     result = extractor.forward(processor.collate([item.prompt for item in filled], images, device))
     features = result.features[:rows].to(torch.float16)  # (rows, L, D)
     finite = torch.isfinite(features).flatten(1).all(dim=1)  # (rows,), checked on the device
     outputs = (images.view(len(filled), -1, *images.shape[1:])[:rows], features, finite)
     if device.type != "cuda":
-        return InFlight(kept, *outputs)  # (B, C, 3, 224, 224) uint8, (B, L, D) float16, (B,) bool
+        return InFlight(kept, *outputs)  # (B, C, 3, S, S) uint8, (B, L, D) float16, (B,) bool
     copy_stream.wait_stream(torch.cuda.current_stream(device))
     host = [torch.empty(out.shape, dtype=out.dtype, pin_memory=True) for out in outputs]
     with torch.cuda.stream(copy_stream):

@@ -64,7 +64,7 @@ class TeacherNodeConfig(FeatureNodeConfig):
     checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
     tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
     instruction_format: str = param(
-        "list_repr", "how the instruction is rendered in the prompt", True, choices=("list_repr", "plain")
+        "", "how the instruction is rendered in the prompt (the family's formats; empty: its default)", True
     )
     action_head_enabled: bool = param(
         False, "also run the flow-matching action head and publish action chunks", True, ros_name="action_head.enabled"

@@ -1,7 +1,7 @@
 """The SAGE student: a small transformer that predicts GR00T's per-token features from the same inputs.
 
-Same processor output as the teacher (its frames, prompt ids and token layout; for N1.5, 224 px frames and
-a 16x16 grid of image tokens per frame):
+Same processor output as the teacher (its frames, prompt ids and token layout, as the teacher family's
+recorded token facts describe them):
 
     frames (N, 3, S, S) -> Conv P x P / P -> (N, T, W)    one token per teacher image token (S / P = grid)
     prompt ids (B, L) -> remapped to the data's vocabulary -> Embedding -> (B, L, W)

@@ -1,4 +1,4 @@
-"""State and action normalisation from a checkpoint's ``experiment_cfg/metadata.json``.
+"""State and action normalisation from a checkpoint's statistics file (GR00T's ``metadata.json`` format).
 
 metadata.json is keyed by embodiment tag; each entry holds ``statistics.{state,action}.<key>`` with
 min/max/mean/std/q01/q99 per dimension and ``modalities.{state,action}.<key>.shape``. State keys, in the
@@ -57,14 +57,19 @@ class EmbodimentNormalizer:
     action_keys: list[KeyStats] = field(default_factory=list)
 
     @classmethod
-    def from_metadata(cls, metadata_path: str | Path, tag: str, id_of: Callable[[str], int],
+    def from_metadata(cls, metadata_path: str | Path, tag: str | None, id_of: Callable[[str], int],
                       modes: dict[str, str] | None = None):  # fmt: skip
-        """Statistics for embodiment ``tag``; ``id_of(tag)`` is its category id in the head's per-embodiment
-        layers (the family's table); ``modes`` maps a key to its mode (default ``min_max``)."""
+        """Statistics for embodiment ``tag`` (None: the file's only embodiment); ``id_of(tag)`` is its category
+        id in the head's per-embodiment layers (the family's table); ``modes`` maps a key to its mode
+        (default ``min_max``)."""
         path = Path(metadata_path)
         if not path.is_file():
-            raise ValueError(f"{path}: no metadata.json (expected experiment_cfg/metadata.json in the checkpoint)")
+            raise ValueError(f"{path}: no such statistics file (the checkpoint has no normalisation statistics)")
         metadata = json.loads(path.read_text())
+        if tag is None:
+            if len(metadata) != 1:
+                raise ValueError(f"{path}: holds embodiments {sorted(metadata)}; name one (--embodiment)")
+            tag = next(iter(metadata))
         if tag not in metadata:
             raise ValueError(f"{path}: no embodiment {tag!r}; the checkpoint has {sorted(metadata)}")
         embodiment_id = id_of(tag)
@@ -94,7 +99,7 @@ class EmbodimentNormalizer:
             parts.append(key.normalize(value))
         flat = np.concatenate(parts) if parts else np.zeros(0)
         if flat.shape[0] > width:
-            raise ValueError(f"state of {flat.shape[0]} values exceeds the model's max_state_dim {width}")
+            raise ValueError(f"state of {flat.shape[0]} values exceeds the model's state width {width}")
         return np.pad(flat, (0, width - flat.shape[0])).astype(np.float32)
 
     def zero_state(self) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-NUM_BPE_RANKS = 151643
+NUM_BPE_RANKS = 151_643
 
 
 class Tokenizer(Protocol):

@@ -1,0 +1,76 @@
+"""The code's shape, checked: imports only go down the layers, and one family's facts live in its package.
+
+Layers (docs/architecture.md): ``api`` and the small utilities at the bottom; ``families``, ``fastpath``,
+``checkpoint`` and ``serving`` above them; ``engine`` and ``student`` above those; ``offline``, ``ros``, the
+CLI, the benchmarks' ``bench`` and the demo on top. A module imports from its own layer or below.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "groot_sage_ros"
+LAYERS = {"api": 0, "cpu_threads": 0, "output_folder": 0, "families": 1, "fastpath": 1, "checkpoint": 1, "serving": 1,
+          "engine": 2, "student": 2, "offline": 3, "ros": 3, "cli": 3, "bench": 3, "demo": 3}  # fmt: skip
+# Within layer 1, the generic pieces never ask a family: the family hands them what they need.
+NEVER = {"checkpoint": {"families"}, "fastpath": {"families"}, "serving": {"families", "fastpath", "checkpoint"}}
+
+# N1.5 facts: token ids, special tokens, the chat template, the instruction rendering, checkpoint key and
+# config names, transform sizes. Each may appear only under families/n1_5/.
+N15_FACTS = re.compile(r"1516[4-7]\d|IMG_CONTEXT|<img>|im_start|endoftext|helpful assistant|str\(\[|list_repr|"
+                       r"experiment_cfg|eagle_model|eagle_linear|lm_head|GR00T_N1_5|gr00t_n1_5|backbone_cfg|"
+                       r"action_head_cfg|select_layer|new_embodiment|\b224\b")  # fmt: skip
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path, path.relative_to(PACKAGE).with_suffix("").parts
+
+
+def imported_top_levels(path: Path, parts: tuple[str, ...]) -> set[str]:
+    """The package's top-level parts (``engine``, ``families``, ...) that ``path`` imports."""
+    tops = set()
+    package = parts[:-1]  # the package a module (or an __init__) sits in
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            target = (*base, *(node.module.split(".") if node.module else ()))
+            names = [alias.name for alias in node.names] if not target else [None]
+            for name in names:
+                full = target or (name,)
+                if full:
+                    tops.add(full[0])
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            for name in [module] if module else [alias.name for alias in node.names]:
+                if name and name.startswith("groot_sage_ros."):
+                    tops.add(name.split(".")[1])
+    return tops
+
+
+def test_imports_only_go_down():
+    wrong = []
+    for path, parts in modules():
+        top = parts[0] if len(parts) > 1 else parts[0]
+        if top == "__init__":
+            continue
+        layer = LAYERS[top]
+        for imported in imported_top_levels(path, parts) - {top}:
+            if LAYERS[imported] > layer or imported in NEVER.get(top, ()):
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {imported}")
+    assert wrong == []
+
+
+def test_n15_facts_live_only_in_the_n15_family():
+    family = PACKAGE / "families" / "n1_5"
+    found = [f"{path.relative_to(PACKAGE)}:{k + 1}: {line.strip()}" for path, _ in modules()
+             if family not in path.parents for k, line in enumerate(path.read_text().splitlines())
+             if N15_FACTS.search(line)]  # fmt: skip
+    assert found == []
+    assert any(N15_FACTS.search(path.read_text()) for path in family.glob("*.py"))  # the pattern does find them
+
+
+def test_the_fast_path_uses_no_private_module_hooks():
+    hooks = [str(path.relative_to(PACKAGE)) for path, _ in modules()
+             if "_compiled_call_impl" in path.read_text() or "register_buffer(f" in path.read_text()]  # fmt: skip
+    assert hooks == []
