@@ -50,6 +50,25 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                         help="call the model directly instead of replaying CUDA graphs")  # fmt: skip
     parser.add_argument("--compile-cache-dir", default="",
                         help="compiled-kernel cache (default: $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros)")
+    parser.add_argument("--precision", default="fp16", choices=("fp16", "int8_weight", "fp8"),
+                        help="the repeated layers' Linear weights: fp16 (default), int8_weight (Ampere, Orin, CPU) or "
+                        "fp8 (Ada, Hopper, Blackwell, Thor); check yours with quantize-check")  # fmt: skip
+    parser.add_argument("--fp8-min-rows", type=COUNT, default=4096,
+                        help="fp8: calls with fewer rows (tokens) use the fp16 weights, faster there (default: 4096)")
+
+
+def add_frame_set_args(parser: argparse.ArgumentParser) -> None:
+    """A checkpoint and one frame set from image files, for the commands that run one frame set."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or cached HF repo id")
+    parser.add_argument("--image", action="append", required=True, help="image file, once per camera, in order")
+    parser.add_argument("--instruction", required=True)
+    parser.add_argument("--device", default="cpu", help="torch device string (default: cpu)")
+
+
+def add_state_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embodiment", default=None,
+                        help="embodiment tag in the checkpoint's statistics (default: the only one there)")
+    parser.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
 
 
 def seconds_since_process_start() -> float | None:
@@ -70,8 +89,10 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
     from .families import DEFAULT_FAMILY, by_name
 
     family = by_name(args.family or DEFAULT_FAMILY, "--family")
-    path = family.write_tiny(args.out, seed=args.seed, raw=family.full_size_config() if args.full_size else None)
-    print(f"wrote {'full-size' if args.full_size else 'tiny'} random {family.name} checkpoint to {path}")
+    path = family.write_tiny(args.out, seed=args.seed, raw=family.full_size_config() if args.full_size else None,
+                             outliers=args.outliers)  # fmt: skip
+    kind = ("full-size" if args.full_size else "tiny") + (" outlier" if args.outliers else "")
+    print(f"wrote {kind} random {family.name} checkpoint to {path}")
     return 0
 
 
@@ -161,6 +182,22 @@ def predict_chunk(extractor, result, args) -> dict:
     }
 
 
+def cmd_quantize_check(args: argparse.Namespace) -> int:
+    from .quantize_check import print_report, run_quantize_check, write_json
+    from .serving.images import read_image
+
+    frame_set = ([read_image(path) for path in args.image], args.instruction)
+    state = None
+    if args.state:
+        with open(args.state) as handle:
+            state = json.load(handle)
+    report, passed = run_quantize_check(args, frame_set, state)
+    if args.json:
+        write_json(args.json, report)
+    print_report(report)
+    return 0 if passed else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, start_times
     from .engine import RuntimeConfig, load_engine, random_engine
@@ -182,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "compile_cache": {"hits": start.get("compile_cache_hits", 0), "misses": start.get("compile_cache_misses", 0)}}  # fmt: skip
     report.update(run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
                             actions=args.actions, compare_eager=args.compare == "eager",
-                            throughput_batch=args.throughput_batch))  # fmt: skip
+                            throughput_batch=args.throughput_batch, throughput_calls=args.throughput_calls))  # fmt: skip
     if args.start_times:
         if not args.checkpoint:
             raise ValueError("--start-times needs --checkpoint (a start loads weights from disk)")
@@ -270,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--full-size", action="store_true", help="the released model's dims instead (~7 GB for N1.5-3B)")
     tiny.add_argument("--family", default=None, help="a GR00T model family (default: the package's default family)")
+    tiny.add_argument("--outliers", action="store_true",
+                      help="plant a trained model's few large-magnitude channels (norm scales and the weights reading "
+                      "them) in the LLM and ViT layers: realistic weights for quantize-check")  # fmt: skip
     tiny.set_defaults(func=cmd_tiny_checkpoint)
 
     feats = sub.add_parser(
@@ -278,21 +318,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groot-sage features --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
         "--image wrist.jpg --instruction 'pick up the cube' --device cuda --actions --embodiment gr1 --seed 0",
     )
-    feats.add_argument("--checkpoint", required=True, help="checkpoint folder or cached HF repo id")
-    feats.add_argument("--image", action="append", required=True, help="image file, once per camera, in order")
-    feats.add_argument("--instruction", required=True)
-    feats.add_argument("--device", default="cpu", help="torch device string (default: cpu)")
+    add_frame_set_args(feats)
     feats.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     feats.add_argument("--tokenizer", default=None, help="tokenizer/processor folder (default: built-in)")
     feats.add_argument("--repeat", type=POSITIVE_INT, default=3, help="timed runs after loading (default: 3)")
     feats.add_argument("--json", action="store_true", help="print one JSON object")
     feats.add_argument("--actions", action="store_true", help="also run the action head and print a chunk")
-    feats.add_argument("--embodiment", default=None,
-                       help="embodiment tag in the checkpoint's statistics (default: the only one there)")
-    feats.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
+    add_state_args(feats)
     feats.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
     add_runtime_args(feats)
     feats.set_defaults(func=cmd_features)
+
+    check = sub.add_parser(
+        "quantize-check",
+        help="a low precision against fp16 on your weights and frames: feature and action agreement, gates",
+        epilog="example: groot-sage quantize-check --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
+        "--instruction 'pick up the cube' --device cuda --precision int8_weight --actions --embodiment gr1",
+    )
+    add_frame_set_args(check)
+    check.add_argument("--precision", dest="precisions", action="append", choices=("int8_weight", "fp8"),
+                       help="a precision to check, once per precision (default: int8_weight)")
+    check.add_argument("--dtype", default="float16", help="the engine dtype fp16 means here (default: float16)")
+    check.add_argument("--actions", action="store_true", help="also compare the action head's chunks")
+    add_state_args(check)
+    check.add_argument("--seeds", type=POSITIVE_INT, default=3, help="noise seeds per chunk comparison (default: 3)")
+    check.add_argument("--json", help="also write the report to this JSON file")
+    check.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                       help="torch.compile the repeated layers: auto = on CUDA only")  # fmt: skip
+    check.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
+    check.set_defaults(func=cmd_quantize_check)
 
     bag = sub.add_parser(
         "make-bag",
@@ -421,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", default=None, metavar="eager",
                        help="also time the plain eager path in the same run and compare the outputs")  # fmt: skip
     bench.add_argument("--throughput-batch", type=POSITIVE_INT, default=None, help="also measure frames/s at this batch")
+    bench.add_argument("--throughput-calls", type=POSITIVE_INT, default=None,
+                       help="back-to-back calls the throughput is the median of (default: iters / 5, at least 3)")
     bench.add_argument("--start-times", action="store_true",
                        help="start-to-first-features of fresh processes: cold and warm compile cache, eager")  # fmt: skip
     add_runtime_args(bench)

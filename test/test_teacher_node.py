@@ -244,10 +244,12 @@ def test_lifecycle_both_ways_releases_the_model(harness_factory):
         ({"dtype": "float8"}, "parameter 'dtype'"),
         ({"camera_topics": [""]}, "parameter 'camera_topics'"),
         ({"compile": "fast"}, "parameter 'compile'"),
+        ({"precision": "fp8"}, "parameter 'precision': precision 'fp8' needs FP8 tensor cores"),
+        ({"precision": "int4"}, "parameter 'precision'"),
     ],
 )
 def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, params, expected, caplog):
-    if params.get("device") == "cuda" and torch.cuda.is_available():
+    if (params.get("device") == "cuda" or params.get("precision") == "fp8") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     base = {"checkpoint": str(tiny_checkpoint), "device": "cpu", "dtype": "float32", "autostart": False}
     node = TeacherNode(namespace=f"m{next(_names)}",
@@ -495,3 +497,21 @@ def test_a_failed_autostart_exits_non_zero_and_help_prints_the_parameters(tmp_pa
         process = node_process(module, "--help")
         output = process.communicate(timeout=60)[0]
         assert process.returncode == 0 and f"  {parameter} = " in output and "max_instruction_chars" in output, output
+
+
+@pytest.mark.parametrize("frame_id, dtype", [("", "float32"), ("cam", "float16"), ("camera_optical_frame", "float32")])
+def test_features_serialised_directly_are_the_image_message(frame_id, dtype):
+    """The node publishes features as CDR bytes it builds itself (one copy): the same message, every field."""
+    from builtin_interfaces.msg import Time
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import Header
+
+    from groot_sage_ros.ros.conversions import features_to_cdr, features_to_image_msg
+
+    header = Header(stamp=Time(sec=1_700_000_001, nanosec=123_456_789), frame_id=frame_id)
+    features = np.random.default_rng(3).standard_normal((7, 5)).astype(np.float32)
+    expected, got = features_to_image_msg(features, header, dtype), deserialize_message(
+        features_to_cdr(features, header, dtype), Image)  # fmt: skip
+    for field in ("header", "height", "width", "encoding", "is_bigendian", "step", "data"):
+        assert getattr(got, field) == getattr(expected, field), field
+    assert np.array_equal(image_msg_to_features(got), image_msg_to_features(expected))

@@ -9,10 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..api import FeatureEngine
+from ..fastpath.precision import PRECISIONS
+from ..fastpath.precision import check_supported as check_precision
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 from .teacher import FeatureExtractor
 
-__all__ = ["FeatureExtractor", "RuntimeConfig", "is_student", "load_engine", "random_engine", "parse_dtype", "resolve_device"]
+__all__ = ["PRECISIONS", "FeatureExtractor", "RuntimeConfig", "check_precision", "is_student", "load_engine",
+           "random_engine", "parse_dtype", "resolve_device"]
 
 
 STUDENT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pkl", ".bin")  # the pickles are refused by name

@@ -45,14 +45,17 @@ class RuntimeConfig:
     graph_max_batch: int = 128  # above this, plain (compiled) calls (the README's extract table ran with graphs)
     length_bucket: int = 16
     compile_cache_dir: str = ""
-    # Linear layers of the fast path's repeated layers: a module swap at load (fastpath/precision.py)
+    # The repeated layers' Linear modules: fp16, int8_weight or fp8, a module swap at load (fastpath/precision.py)
     precision: str = "fp16"
+    fp8_min_rows: int = 4096  # fp8: calls with fewer rows (tokens) use the fp16 weights (faster there)
 
     def __post_init__(self) -> None:
         from ..fastpath.precision import PRECISIONS
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {list(PRECISIONS)}")
+        if isinstance(self.fp8_min_rows, bool) or not isinstance(self.fp8_min_rows, int) or self.fp8_min_rows < 0:
+            raise ValueError(f"fp8_min_rows {self.fp8_min_rows!r}: expected a whole number of rows, 0 or more")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile {self.compile!r}: expected one of {list(COMPILE_MODES)}")
         if self.length_bucket < 1:
@@ -63,7 +66,7 @@ class RuntimeConfig:
         """From any object with same-named attributes: parsed options (``--compile``, ``--no-cuda-graphs``,
         ``--compile-cache-dir``) or a node's config. Fields the source does not have keep their defaults."""
         names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "graph_max_batch", "length_bucket",
-                 "compile_cache_dir", "precision")  # fmt: skip
+                 "compile_cache_dir", "precision", "fp8_min_rows")  # fmt: skip
         return cls(**{name: getattr(source, name) for name in names if hasattr(source, name)})
 
     def compiles_on(self, device: torch.device) -> bool:

@@ -28,6 +28,7 @@ from ..fastpath.compile import (
 )
 from ..fastpath.cuda_graphs import GraphCache
 from ..fastpath.padding import pad_batch, pad_to_bucket
+from ..fastpath.precision import PrecisionOptions, check_supported, quantize_layers, quantize_token_tables
 from .actions import HeadPolicy
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 
@@ -58,6 +59,7 @@ class FeatureExtractor:
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
         self.compile_cache: dict[str, int] = {}
+        self.quantize_seconds, self.modules_swapped = 0.0, 0  # the precision swap at load
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -68,6 +70,7 @@ class FeatureExtractor:
         """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too."""
         start = time.perf_counter()
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
+        check_supported((runtime or RuntimeConfig()).precision, torch_device)  # before anything is read
         family_of = {}
 
         def check_config(raw: dict, source: str) -> None:  # before the weight files are looked at
@@ -90,6 +93,7 @@ class FeatureExtractor:
         """Random weights in the shapes of ``raw_config`` (a config.json dict of any family): for benchmarks."""
         start = time.perf_counter()
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
+        check_supported((runtime or RuntimeConfig()).precision, torch_device)  # before anything is read
         family = detect(raw_config)
         config = family.parse_config(raw_config, "config")
         with torch.device("meta"):
@@ -104,7 +108,7 @@ class FeatureExtractor:
     def _ready(cls, model, family, processor, device, dtype, model_id: str, root: Path | None, warmup: bool,
                runtime: RuntimeConfig | None, start: float):  # fmt: skip
         """The steps after the weights are in: buffers, a check that nothing is left on meta, eval, the
-        fast path (fusion, precision, compilation), warm-up; ``start`` is when loading began."""
+        precision swap, the fast path (fusion, compilation), warm-up; ``start`` is when loading began."""
         model.materialize_buffers(device)
         missing = meta_tensors(model)
         if missing:
@@ -112,11 +116,17 @@ class FeatureExtractor:
         model.eval().requires_grad_(False)
         extractor = cls(model, family, processor, device, dtype, model_id=model_id, root=root, runtime=runtime)
         runtime = extractor.runtime
+        regions = family.fast_regions(model)
+        tick = time.perf_counter()
+        extractor.modules_swapped = quantize_layers([layer for region in regions for layer in region.layers],
+                                                    runtime.precision, PrecisionOptions(runtime.fp8_min_rows))  # fmt: skip
+        extractor.modules_swapped += quantize_token_tables(model, runtime.precision)
+        extractor.quantize_seconds = time.perf_counter() - tick
         if extractor.compiled:
             use_compile_cache(runtime.compile_cache_dir)
         if extractor.compiled or extractor.graphed:
-            extractor._calls = install_fast_path(model, family.fast_regions(model), extractor.compiled,
-                                                 runtime.compile_mode, runtime.dynamic_lengths, runtime.precision)  # fmt: skip
+            extractor._calls = install_fast_path(model, regions, extractor.compiled, runtime.compile_mode,
+                                                 runtime.dynamic_lengths)  # fmt: skip
         extractor.load_seconds = time.perf_counter() - start
         if warmup:
             extractor.warmup()
@@ -181,6 +191,8 @@ class FeatureExtractor:
             "compile_cache_misses": cache.get("misses", 0),
             "cuda_graphs": self.graphs_captured,
             "precision": self.runtime.precision,
+            "quantize_s": round(self.quantize_seconds, 3),
+            "modules_swapped": self.modules_swapped,
         }
 
     def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:

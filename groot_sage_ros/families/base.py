@@ -110,5 +110,6 @@ class ModelFamily(ABC):
         """The released checkpoint's ``config.json`` (for random full-size benchmarks)."""
 
     @abstractmethod
-    def write_tiny(self, out: Path, seed: int, raw: dict[str, Any] | None = None) -> Path:
-        """Random weights in the real layout: the tiny config when ``raw`` is None."""
+    def write_tiny(self, out: Path, seed: int, raw: dict[str, Any] | None = None, outliers: bool = False) -> Path:
+        """Random weights in the real layout: the tiny config when ``raw`` is None; ``outliers`` plants the
+        large-magnitude channels of a trained model (for quantisation checks)."""

@@ -9,7 +9,8 @@ short and a warm start (kernels from the cache) a few seconds; the CUDA graph ar
 
 The fast modules belong to the model (``model.fast``), so they move and are freed with it; the model's
 own modules are not touched, and the reference path (no callables) runs them as built, even at the same
-time as the fast path.
+time as the fast path. A precision other than fp16 was swapped in before (``precision.quantize_layers``):
+both paths compute with the swapped modules, the fast one with their fused ``concatenate``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-
-from .precision import apply_precision
 
 DEFAULT_CACHE_DIR = "~/.cache/groot_sage_ros/torchinductor"
 
@@ -62,8 +61,8 @@ def compile_cache_counts() -> dict[str, int]:
 
 
 def install_fast_path(model: nn.Module, regions: Sequence, compile: bool, mode: str = "default",
-                      dynamic_lengths: bool = True, precision: str = "fp16") -> dict[str, list[Callable]]:  # fmt: skip
-    """Build every region's fast modules onto ``model.fast``, swap their Linear layers to ``precision``,
+                      dynamic_lengths: bool = True) -> dict[str, list[Callable]]:  # fmt: skip
+    """Build every region's fast modules onto ``model.fast`` (from the layers as loaded, at their precision),
     compile each region's function (with ``compile``) and return the per-layer callables the model takes."""
     if compile and not dynamic_lengths:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -77,7 +76,6 @@ def install_fast_path(model: nn.Module, regions: Sequence, compile: bool, mode: 
             # The separate weights' blocks go back to the driver layer by layer, so fusing raises the peak
             # memory by one layer's weights at most (a no-op without CUDA).
             torch.cuda.empty_cache()
-        apply_precision(modules, precision)
         forward = region.forward
         if compile:
             # None: PyTorch's default, dynamic only once a shape changes; False: one program per shape

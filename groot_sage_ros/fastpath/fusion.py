@@ -4,7 +4,8 @@ At batch 1 these GEMMs are too small to fill a large GPU, so three launches cost
 A family's fast regions own one ``FusedLinear`` per group, filled from the checkpoint's separate weights
 after loading. The separate layers keep views of the fused weight, so nothing is stored twice and the
 reference path still reads the modules as built. It is an ``nn.Linear``, so a precision swap at load
-(``precision.py``) reaches it like any other Linear.
+(``precision.py``) reaches it like any other Linear; after a swap, ``fuse_linears`` joins the swapped
+modules with their own ``concatenate``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,27 @@ import torch
 from torch import nn
 
 
-class FusedLinear(nn.Linear):
+class SplitOutputs:
+    """For a module that computes several layers' outputs side by side (``sizes`` wide each)."""
+
+    sizes: list[int]
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The fused GEMM, cut back into the separate layers' outputs: (..., in) -> one (..., out_k) per layer."""
+        return self(x).split(self.sizes, dim=-1)
+
+
+def fuse_linears(linears: list[nn.Module]) -> nn.Module:
+    """One module computing ``linears`` (same input) in one GEMM: a ``FusedLinear`` of plain Linear layers,
+    or the ``concatenate`` of a precision's modules (all of one kind)."""
+    kinds = {type(linear) for linear in linears}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot fuse Linear layers of different kinds: {sorted(k.__name__ for k in kinds)}")
+    kind = kinds.pop()
+    return FusedLinear(linears) if kind is nn.Linear else kind.concatenate(linears)
+
+
+class FusedLinear(SplitOutputs, nn.Linear):
     """One (sum of outputs, in) weight for Linear layers that share their input; ``split`` cuts the output."""
 
     def __init__(self, linears: list[nn.Linear]):
@@ -33,7 +54,3 @@ class FusedLinear(nn.Linear):
             if bias is not None:
                 linear.bias = nn.Parameter(bias[rows], requires_grad=False)
             start += linear.out_features
-
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The fused GEMM, cut back into the separate layers' outputs: (..., in) -> one (..., out_k) per layer."""
-        return self(x).split(self.sizes, dim=-1)

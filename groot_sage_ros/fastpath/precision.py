@@ -1,27 +1,241 @@
-"""The precision of the fast path's Linear layers: a module swap at load, on modules the model owns.
+"""The precision of the repeated layers' Linear modules: a module swap at load, from the fp16/bf16 weights.
 
-``PRECISIONS`` maps a name to a function that turns one loaded ``nn.Linear`` (a ``FusedLinear`` included)
-into the module that replaces it, or None to keep the layer as loaded. The engine calls ``apply_precision``
-on each fast region's modules after fusing and before compiling, so compiled code and CUDA graphs see the
-swapped modules. "fp16" is the checkpoint's weights in the engine's dtype: no swap.
+- ``fp16``: the checkpoint's weights in the engine's dtype (no swap).
+- ``int8_weight``: int8 weights with one scale per output channel (symmetric, round to nearest), activations
+  in the engine's dtype; the product is ``x @ (W_int8 * scale)^T``, the dequantised weight's arithmetic.
+  Halves the bytes each frame streams; for Ampere and Orin, and the CPU.
+- ``fp8``: e4m3 weights with per-output-channel scales and e4m3 activations with per-token scales, multiplied
+  by ``torch._scaled_mm`` (FP8 tensor cores: compute capability 8.9 or newer). A call with fewer than
+  ``fp8_min_rows`` rows (tokens) uses the fp16 weights instead, kept for that: at batch 1 the fp8 GEMMs and
+  the activation quantisation are slower than fp16 on an H200 (measured; see benchmarks/README.md).
+
+``quantize_layers`` swaps every plain ``nn.Linear`` inside the given layers (the family's fast regions: the
+SigLIP and Qwen3 layers, the head's VL self-attention and DiT blocks); norms and the small encoders stay in
+the engine's dtype, and so do embeddings, except that int8_weight also stores the vocabulary table as int8
+rows (``quantize_token_tables``: measured to matter for its memory). The swap is deterministic. Fusion (``fusion.fuse_linears``) then joins
+swapped modules of one kind with their ``concatenate``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS: dict[str, Callable[[nn.Linear], nn.Module] | None] = {"fp16": None}
+from .fusion import SplitOutputs
+
+E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+# Hopper's faster FP8 accumulation, as torchao's float8 inference uses; on the H200 its accuracy cost was
+# within noise of exact accumulation (benchmarks/h200_precision.json)
+FP8_FAST_ACCUMULATION = True
 
 
-def apply_precision(root: nn.Module, precision: str) -> int:
-    """Replace every ``nn.Linear`` under ``root`` as ``precision`` says; returns how many were swapped."""
-    swap = PRECISIONS[precision]
+class Int8WeightLinear(SplitOutputs, nn.Module):
+    """y = x @ (W * scale)^T + b with W int8 (N, K), scale (N,) in the activations' dtype."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.sizes = [self.out_features]
+        self.register_buffer("weight", weight)  # (N, K) int8
+        self.register_buffer("scale", scale)  # (N,)
+        self.register_buffer("bias", bias)  # (N,) or None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, options: "PrecisionOptions") -> "Int8WeightLinear":
+        w = linear.weight.detach()  # (N, K)
+        scale = (w.abs().amax(dim=1).float() / 127.0).clamp(min=1e-12)  # (N,)
+        q = torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        return cls(q, scale.to(w.dtype), bias)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """(N, K) in the scale's dtype: what the product computes with."""
+        return self.weight.to(self.scale.dtype) * self.scale[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the weight dequantised before the product: (x @ W_int8^T) alone can overflow fp16 where the scale is small
+        return F.linear(x, self.weight.to(x.dtype) * self.scale[:, None], self.bias)  # (..., N)
+
+    @classmethod
+    def concatenate(cls, modules: list["Int8WeightLinear"]) -> "Int8WeightLinear":
+        fused = cls(torch.cat([m.weight for m in modules]), torch.cat([m.scale for m in modules]),
+                    torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None)  # fmt: skip
+        fused.sizes = [m.out_features for m in modules]
+        start = 0
+        for m in modules:  # the separate modules now read slices of the fused buffers
+            rows = slice(start, start + m.out_features)
+            m.weight, m.scale = fused.weight[rows], fused.scale[rows]
+            if m.bias is not None:
+                m.bias = fused.bias[rows]
+            start += m.out_features
+        return fused
+
+
+class Fp8Linear(SplitOutputs, nn.Module):
+    """fp8 (e4m3) weights with per-channel scales, activations quantised per token in the call."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, weight_half: torch.Tensor,
+                 bias: torch.Tensor | None, min_rows: int):  # fmt: skip
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.sizes = [self.out_features]
+        self.min_rows = min_rows
+        self.register_buffer("weight", weight)  # (N, K) float8_e4m3fn
+        self.register_buffer("scale", scale)  # (1, N) float32
+        self.register_buffer("weight_half", weight_half)  # (N, K) engine dtype, for calls under min_rows
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, options: "PrecisionOptions") -> "Fp8Linear":
+        w = linear.weight.detach()  # (N, K)
+        scale = (w.abs().amax(dim=1).float() / E4M3_MAX).clamp(min=1e-12)  # (N,)
+        q = (w.float() / scale[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        return cls(q, scale[None, :], w, bias, options.fp8_min_rows)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return (self.weight.float() * self.scale.t()).to(self.weight_half.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows < self.min_rows:
+            return F.linear(x, self.weight_half, self.bias)
+        x2 = x.reshape(rows, self.in_features)  # (M, K)
+        x_scale = (x2.abs().amax(dim=-1, keepdim=True).float() / E4M3_MAX).clamp(min=1e-12)  # (M, 1)
+        xq = (x2.float() / x_scale).to(torch.float8_e4m3fn)
+        out = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.scale, out_dtype=torch.bfloat16,
+                               use_fast_accum=FP8_FAST_ACCUMULATION)  # fmt: skip
+        out = out.to(x.dtype)  # (M, N): row-wise scaling produces bf16
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    @classmethod
+    def concatenate(cls, modules: list["Fp8Linear"]) -> "Fp8Linear":
+        fused = cls(torch.cat([m.weight for m in modules]), torch.cat([m.scale for m in modules], dim=1),
+                    torch.cat([m.weight_half for m in modules]),
+                    torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None,
+                    modules[0].min_rows)  # fmt: skip
+        fused.sizes = [m.out_features for m in modules]
+        start = 0
+        for m in modules:
+            rows = slice(start, start + m.out_features)
+            m.weight, m.scale, m.weight_half = fused.weight[rows], fused.scale[:, rows], fused.weight_half[rows]
+            if m.bias is not None:
+                m.bias = fused.bias[rows]
+            start += m.out_features
+        return fused
+
+
+class Int8Embedding(nn.Module):
+    """A token embedding table as int8 rows with one scale per row; a looked-up row is dequantised."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.register_buffer("weight", weight)  # (V, D) int8
+        self.register_buffer("scale", scale)  # (V, 1) in the engine's dtype
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> "Int8Embedding":
+        w = embedding.weight.detach()  # (V, D)
+        scale = (w.abs().amax(dim=1, keepdim=True).float() / 127.0).clamp(min=1e-12)  # (V, 1)
+        q = torch.round(w.float() / scale).clamp(-127, 127).to(torch.int8)
+        return cls(q, scale.to(w.dtype))
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.weight.to(self.scale.dtype) * self.scale
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight).to(self.scale.dtype) * F.embedding(ids, self.scale)  # (..., D)
+
+
+TOKEN_TABLE_ROWS = 65536  # an nn.Embedding this long is a vocabulary (N1.5: 151,680 x 2,048, 0.31 B parameters)
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    fp8_min_rows: int = 4096  # RuntimeConfig.fp8_min_rows
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A precision: the swap of one loaded Linear (None: none) and the gates ``quantize-check`` applies
+    against fp16 (NVIDIA's for its engines: mean per-token feature cosine, action chunk cosine)."""
+
+    name: str
+    swap: Callable[[nn.Linear, PrecisionOptions], nn.Module] | None
+    feature_gate: float
+    action_gate: float
+    needs_fp8: bool = False
+    # The token table too: int8_weight's point is memory, and the table is an eighth of the model
+    # (measured on the H200: with the head, 65 % of fp16's peak without it, 59 % with it).
+    token_table: Callable[[nn.Embedding], nn.Module] | None = None
+
+
+def fp8_swap(linear: nn.Linear, options: PrecisionOptions) -> nn.Module:
+    """``Fp8Linear``, or the layer as it is where FP8 GEMMs cannot take its shape (sides not multiples of 16)."""
+    if linear.in_features % 16 or linear.out_features % 16:
+        return linear
+    return Fp8Linear.from_linear(linear, options)
+
+
+PRECISIONS: dict[str, Precision] = {
+    "fp16": Precision("fp16", None, 1.0, 1.0),
+    "int8_weight": Precision("int8_weight", Int8WeightLinear.from_linear, 0.995, 0.99,
+                             token_table=Int8Embedding.from_embedding),
+    "fp8": Precision("fp8", fp8_swap, 0.99, 0.98, needs_fp8=True),
+}
+
+
+def check_supported(precision: str, device: torch.device) -> None:
+    """ValueError, one line, when ``device`` cannot run ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {list(PRECISIONS)}")
+    if not PRECISIONS[precision].needs_fp8:
+        return
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    if capability is None or capability < (8, 9):
+        have = f"compute capability {capability[0]}.{capability[1]}" if capability else "no FP8 tensor cores"
+        raise ValueError(f"precision 'fp8' needs FP8 tensor cores (compute capability 8.9 or newer: Ada, Hopper, "
+                         f"Blackwell, Thor); {device} has {have}; use int8_weight or fp16 there")  # fmt: skip
+
+
+def quantize_layers(layers: Iterable[nn.Module], precision: str, options: PrecisionOptions) -> int:
+    """Swap every plain ``nn.Linear`` inside ``layers`` as ``precision`` says; returns how many were swapped.
+    The swapped-out weights are dropped (their memory returns once nothing else holds them)."""
+    swap = PRECISIONS[precision].swap
     if swap is None:
         return 0
-    targets = [(name, module) for name, module in root.named_modules() if isinstance(module, nn.Linear)]
-    for name, linear in targets:
+    done, count = set(), 0
+    for layer in layers:
+        if id(layer) in done:
+            continue
+        done.add(id(layer))
+        targets = [(name, module) for name, module in layer.named_modules() if type(module) is nn.Linear]
+        for name, linear in targets:
+            owner_path, _, leaf = name.rpartition(".")
+            owner = layer.get_submodule(owner_path) if owner_path else layer
+            swapped = swap(linear, options)
+            setattr(owner, leaf, swapped)
+            count += swapped is not linear
+        torch.cuda.empty_cache()  # layer by layer: the peak grows by one layer's fp16 weights at most
+    return count
+
+
+def quantize_token_tables(model: nn.Module, precision: str) -> int:
+    """Swap the model's vocabulary-sized ``nn.Embedding`` tables where ``precision`` says so; returns how many."""
+    swap = PRECISIONS[precision].token_table
+    if swap is None:
+        return 0
+    targets = [(name, module) for name, module in model.named_modules()
+               if type(module) is nn.Embedding and module.num_embeddings >= TOKEN_TABLE_ROWS]  # fmt: skip
+    for name, embedding in targets:
         owner_path, _, leaf = name.rpartition(".")
-        setattr(root.get_submodule(owner_path) if owner_path else root, leaf, swap(linear))
+        setattr(model.get_submodule(owner_path) if owner_path else model, leaf, swap(embedding))
+    torch.cuda.empty_cache()
     return len(targets)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..output_folder import check_owned
 from ..families.common.images import to_rgb_uint8
+from ..output_folder import check_owned
 from ..serving.images import read_image
 from .arc import ARC_INSTRUCTION, arc_frames
 from .bags import CameraFrame, write_camera_bag

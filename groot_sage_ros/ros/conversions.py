@@ -7,6 +7,7 @@ re-exported here for the nodes.
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 from sensor_msgs.msg import Image
@@ -46,6 +47,37 @@ def features_to_image_msg(features: np.ndarray, header, dtype: str = "float32") 
     msg.step = matrix.shape[1] * matrix.itemsize
     msg.data = matrix.tobytes()
     return msg
+
+
+CDR_LITTLE_ENDIAN = b"\x00\x01\x00\x00"  # the encapsulation header rmw puts before a message's CDR
+
+
+def features_to_cdr(features: np.ndarray, header, dtype: str = "float32") -> bytes:
+    """The serialised ``sensor_msgs/Image`` of ``features_to_image_msg``, built directly: the features are
+    copied once, with no Python message object and no second pass through the C serialiser (about 2.4 MB a
+    frame at full size). ``Publisher.publish`` takes the bytes as they are."""
+    np_dtype, encoding = (np.float16, "16FC1") if dtype == "float16" else (np.float32, "32FC1")
+    matrix = np.ascontiguousarray(features, dtype=np_dtype)  # (L, D)
+    body = bytearray()
+
+    def u32(value: int) -> None:
+        body.extend(b"\0" * (-len(body) % 4))  # CDR aligns a 4-byte field to 4, counted from the body's start
+        body.extend(struct.pack("<I", value))
+
+    def string(text: str) -> None:
+        raw = text.encode() + b"\0"
+        u32(len(raw))
+        body.extend(raw)
+
+    body.extend(struct.pack("<iI", header.stamp.sec, header.stamp.nanosec))
+    string(header.frame_id)
+    u32(matrix.shape[0])  # height
+    u32(matrix.shape[1])  # width
+    string(encoding)
+    body.append(0)  # is_bigendian
+    u32(matrix.shape[1] * matrix.itemsize)  # step
+    u32(matrix.nbytes)  # data: sequence<uint8> length, then the bytes
+    return b"".join((CDR_LITTLE_ENDIAN, body, memoryview(matrix).cast("B")))
 
 
 def image_msg_to_features(msg: Image) -> np.ndarray:

@@ -47,7 +47,7 @@ from .conversions import (
     BadImage,
     cdr_header_stamp_ns,
     deserialize_checked,
-    features_to_image_msg,
+    features_to_cdr,
     layout_json,
     message_to_array,
 )  # fmt: skip
@@ -341,7 +341,7 @@ class FeatureNode(LifecycleNode):
             self._layout_pub.publish(String(data=layout_json(layout)))
             self._sent_layout = layout
         newest = messages[frame_set.frames.index(frame_set.newest)]
-        self._features_pub.publish(features_to_image_msg(features, newest.header, cfg.feature_dtype))
+        self._features_pub.publish(features_to_cdr(features, newest.header, cfg.feature_dtype))  # serialised once
         t4 = time.perf_counter()
         for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
             self.latency.add(stage, (b - a) * 1000.0)

@@ -18,7 +18,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ..api import FeatureEngine
 from ..checkpoint.files import CheckpointError
-from ..engine import RuntimeConfig, load_engine
+from ..engine import RuntimeConfig, check_precision, load_engine, resolve_device
 from ..serving.embodiment import EmbodimentConfig
 from ..serving.node_config import TeacherNodeConfig
 from .action_chunks import chunk_message
@@ -57,6 +57,10 @@ class TeacherNode(FeatureNode):
         if not cfg.checkpoint:
             raise ValueError("parameter 'checkpoint': empty; expected a checkpoint folder or a cached repo id")
         check_device(cfg.device)
+        try:
+            check_precision(cfg.precision, resolve_device(cfg.device))
+        except ValueError as err:
+            raise ValueError(f"parameter 'precision': {err}") from None
         try:
             engine = load_engine(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
                                  instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled,

@@ -96,6 +96,11 @@ class TeacherNodeConfig(FeatureNodeConfig):
     compile_cache_dir: str = param(
         "", "compiled-kernel cache; empty = $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros/torchinductor", True
     )
+    precision: str = param("fp16", "the repeated layers' Linear weights: fp16, int8_weight (Ampere, Orin) or fp8 (Ada, "
+                           "Hopper, Blackwell, Thor); check with groot-sage quantize-check", True,
+                           choices=("fp16", "int8_weight", "fp8"))  # fmt: skip
+    fp8_min_rows: int = param(4096, "fp8 only: calls with fewer rows (tokens) use the fp16 weights, faster there", True,
+                              range=(0, 2**31 - 1))  # fmt: skip
 
 
 @dataclass

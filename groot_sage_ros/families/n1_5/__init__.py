@@ -70,10 +70,12 @@ class N15Family(ModelFamily):
     def full_size_config(self) -> dict[str, Any]:
         return n15_3b_config()
 
-    def write_tiny(self, out: Path, seed: int = 0, raw: dict[str, Any] | None = None) -> Path:
+    def write_tiny(self, out: Path, seed: int = 0, raw: dict[str, Any] | None = None, outliers: bool = False) -> Path:
         from .tiny import write_random_checkpoint, write_tiny_checkpoint
 
-        return write_tiny_checkpoint(out, seed) if raw is None else write_random_checkpoint(out, raw, seed)
+        if raw is None:
+            return write_tiny_checkpoint(out, seed, outliers=outliers)
+        return write_random_checkpoint(out, raw, seed, outliers=outliers)
 
 
 FAMILY = N15Family()

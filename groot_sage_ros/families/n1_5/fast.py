@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
-from ...fastpath.fusion import FusedLinear
+from ...fastpath.fusion import fuse_linears
 from ..base import FastRegion
 from .model import GrootN15
 
@@ -30,7 +30,7 @@ class FastSiglipLayer(nn.Module):
     def __init__(self, layer: nn.Module):
         super().__init__()
         attn, mlp = layer.self_attn, layer.mlp
-        self.qkv = FusedLinear([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.qkv = fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
         self.out_proj, self.fc1, self.fc2 = attn.out_proj, mlp.fc1, mlp.fc2
         self.norm1, self.norm2 = layer.layer_norm1, layer.layer_norm2
         self.heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, attn.scale
@@ -52,8 +52,8 @@ class FastQwen3Layer(nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
         if getattr(attn, "sliding_window", None) is not None:
             raise ValueError("the fused Qwen3 layer has no sliding-window attention; run with compile off")
-        self.qkv = FusedLinear([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.gate_up = FusedLinear([mlp.gate_proj, mlp.up_proj])
+        self.qkv = fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.gate_up = fuse_linears([mlp.gate_proj, mlp.up_proj])
         self.o_proj, self.down_proj, self.act_fn = attn.o_proj, mlp.down_proj, mlp.act_fn
         self.input_norm, self.post_attention_norm = layer.input_layernorm, layer.post_attention_layernorm
         self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
@@ -83,7 +83,7 @@ class FastHeadBlock(nn.Module):
         super().__init__()
         attn = block.attn1
         self.cross = getattr(block, "cross", False)
-        self.qkv = attn.to_q if self.cross else FusedLinear([attn.to_q, attn.to_k, attn.to_v])
+        self.qkv = attn.to_q if self.cross else fuse_linears([attn.to_q, attn.to_k, attn.to_v])
         self.out, self.heads = attn.to_out[0], attn.heads
         self.norm1, self.norm3 = block.norm1, block.norm3
         self.ff_in, self.ff_out = block.ff.net[0].proj, block.ff.net[2]
@@ -115,7 +115,7 @@ def dit_block(fast: FastHeadBlock, x: torch.Tensor, scale: torch.Tensor, shift: 
 class FastContextKV(nn.Module):
     def __init__(self, block: nn.Module):
         super().__init__()
-        self.kv, self.heads = FusedLinear([block.attn1.to_k, block.attn1.to_v]), block.attn1.heads
+        self.kv, self.heads = fuse_linears([block.attn1.to_k, block.attn1.to_v]), block.attn1.heads
 
 
 def context_kv(fast: FastContextKV, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

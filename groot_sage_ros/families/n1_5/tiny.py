@@ -72,23 +72,52 @@ def tiny_metadata() -> dict:
     }
 
 
-def write_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
+def write_tiny_checkpoint(out: str | Path, seed: int = 0, outliers: bool = False) -> Path:
     """Write the tiny checkpoint to ``out`` (created if needed) and return its path."""
-    return write_random_checkpoint(out, tiny_config(), seed=seed, norm_noise=0.2)
+    return write_random_checkpoint(out, tiny_config(), seed=seed, norm_noise=0.2, outliers=outliers)
 
 
-def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0) -> Path:
-    """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB)."""
+def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0,
+                            outliers: bool = False) -> Path:  # fmt: skip
+    """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB);
+    ``outliers`` plants a trained model's outlier channels (``plant_outliers``)."""
     config = GrootConfig.from_dict(raw)  # validates what we are about to write
     folder = OutputFolder.claim(out, "checkpoint")  # a new folder, or one this function wrote before
     try:
-        _write_random_checkpoint(folder.path, raw, config, seed, norm_noise)
+        _write_random_checkpoint(folder.path, raw, config, seed, norm_noise, outliers)
     finally:
         folder.release()
     return folder.path
 
 
-def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float) -> None:
+# Trained LLMs and ViTs carry a few hidden channels of very large magnitude: activations about 20 times the
+# rest (LLM.int8's observation), from large norm scales there, and weights reading those channels larger
+# than the rest. That is what makes per-token and per-channel quantisation lose accuracy; random weights
+# have none of it. How strongly the two align matters for fp8 (benchmarks/README.md has the sweep): with
+# weight columns 8x, fp8's per-token activations fail the gate on the tiny checkpoint; at 2x they pass.
+OUTLIER_NORM_GAIN = 20.0  # the norm scale on an outlier channel, against about 1 elsewhere
+OUTLIER_WEIGHT_GAIN = 2.0  # the input columns of the following Linear layers on those channels
+OUTLIER_LAYERS = ("eagle_model.vision_model.vision_model.encoder.layers.", "eagle_model.language_model.model.layers.")
+
+
+def plant_outliers(state: dict, generator: torch.Generator) -> None:
+    """In place: for each hidden width, a few fixed channels (one per 512, at least one) get large norm
+    scales in every SigLIP and Qwen3 layer, and the Linear weights that read them large input columns."""
+    channels: dict[int, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if not name.startswith(OUTLIER_LAYERS) or not name.endswith(".weight"):
+            continue
+        width = tensor.shape[-1]
+        if width not in channels:
+            channels[width] = torch.randperm(width, generator=generator)[: max(1, width // 512)]
+        if tensor.ndim == 1 and "norm" in name and "q_norm" not in name and "k_norm" not in name:
+            tensor[channels[width]] *= OUTLIER_NORM_GAIN
+        elif tensor.ndim == 2:
+            tensor[:, channels[width]] *= OUTLIER_WEIGHT_GAIN
+
+
+def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float,
+                             outliers: bool) -> None:  # fmt: skip
     (out / "experiment_cfg").mkdir(exist_ok=True)
     config.backbone.build_siglip_head = True  # the reference module saves the unused pooling head too
     generator = torch.Generator().manual_seed(seed)
@@ -98,6 +127,8 @@ def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: in
         for name, tensor in state.items():
             if norm_noise and tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):
                 tensor.add_(norm_noise * torch.randn(tensor.shape, generator=generator))  # informative norms
+        if outliers:
+            plant_outliers(state, generator)
         return {f"backbone.{k}": v.to(torch.bfloat16).contiguous() for k, v in state.items()}
 
     def head_shard() -> dict:  # float32, as in the real file

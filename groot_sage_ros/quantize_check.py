@@ -1,0 +1,118 @@
+"""``groot-sage quantize-check``: a low precision against fp16 on the user's own weights and frames.
+
+The checkpoint is loaded in fp16 and the features (and, with ``--actions``, the action chunks under the same
+noise and state, for several seeds) are kept; then for each precision asked for it is loaded again at that
+precision and the same outputs are compared:
+
+- per-token feature cosine (mean and min over the prompt's tokens) and the relative L2 error;
+- with the head: the cosine of the normalised chunk (per seed; mean and min) and the largest error in robot
+  units per action key.
+
+A precision passes when its mean token cosine and mean chunk cosine reach the gates in
+``fastpath/precision.py`` (NVIDIA's for its TensorRT engines: fp8 0.99 and 0.98, int8_weight 0.995 and
+0.99); the command exits 1 when one does not. fp8 is checked on its fp8 GEMMs whatever the batch
+(``fp8_min_rows=0``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .engine import RuntimeConfig, load_engine
+from .fastpath.precision import PRECISIONS
+
+
+def outputs(engine, frame_set, actions: bool, embodiment: str | None, state: dict | None, seeds: list[int]) -> dict:
+    """What the check compares, on the host: features (L, D); per seed, the normalised chunk and robot units."""
+    result = engine.forward(engine.prepare([frame_set]))
+    out = {"features": result.features[0].float().cpu(), "chunks": [], "robot": []}
+    if actions:
+        policy = engine.action_policy(embodiment)
+        state = state if state is not None else policy.zero_state()
+        vector = torch.from_numpy(policy.normalizer.state_vector(state, engine.state_width))[None]  # (1, S)
+        for seed in seeds:
+            out["chunks"].append(engine.predict_actions(result, vector, policy.normalizer.embodiment_id, seed)[0].float().cpu())
+            out["robot"].append(policy.chunk(result, state, seed))
+    return out
+
+
+def compare(reference: dict, candidate: dict) -> dict:
+    ref, got = reference["features"], candidate["features"]  # (L, D)
+    cosine = F.cosine_similarity(got, ref, dim=-1)  # (L,)
+    report = {"token_cosine_mean": cosine.mean().item(), "token_cosine_min": cosine.min().item(),
+              "rel_l2": ((got - ref).norm() / ref.norm().clamp(min=1e-12)).item()}  # fmt: skip
+    if reference["chunks"]:
+        chunk_cos = [F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+                     for a, b in zip(candidate["chunks"], reference["chunks"])]  # fmt: skip
+        report["action_cosine_mean"] = float(np.mean(chunk_cos))
+        report["action_cosine_min"] = float(np.min(chunk_cos))
+        keys = reference["robot"][0].keys()
+        report["action_max_abs_error"] = {key: max(float(np.abs(c[key] - r[key]).max())
+                                                   for c, r in zip(candidate["robot"], reference["robot"]))
+                                          for key in keys}  # fmt: skip
+    return report
+
+
+def gates_met(precision: str, report: dict) -> dict:
+    spec = PRECISIONS[precision]
+    met = {"features": report["token_cosine_mean"] >= spec.feature_gate}
+    if "action_cosine_mean" in report:
+        met["actions"] = report["action_cosine_mean"] >= spec.action_gate
+    return met
+
+
+def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]:
+    """(report, every gate met)."""
+    base = RuntimeConfig.from_attributes(args)
+    seeds = list(range(args.seeds))
+
+    def measure(precision: str) -> dict:
+        runtime = replace(base, precision=precision, fp8_min_rows=0)
+        engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
+                             runtime=runtime)  # fmt: skip
+        try:
+            return {**outputs(engine, frame_set, args.actions, args.embodiment, state, seeds),
+                    "start": engine.start_report()}  # fmt: skip
+        finally:
+            del engine
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    reference = measure("fp16")
+    report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
+    for precision in args.precisions or ["int8_weight"]:
+        candidate = measure(precision)
+        figures = compare(reference, candidate)
+        met = gates_met(precision, figures)
+        spec = PRECISIONS[precision]
+        report["precisions"][precision] = {**figures, "gates": {"features": spec.feature_gate,
+                                                                "actions": spec.action_gate},
+                                           "met": met, "start": candidate["start"]}  # fmt: skip
+        passed = passed and all(met.values())
+    report["passed"] = passed
+    return report, passed
+
+
+def print_report(report: dict) -> None:
+    for precision, figures in report["precisions"].items():
+        verdict = "PASS" if all(figures["met"].values()) else "FAIL"
+        print(f"{precision:12s} {verdict}  token cosine mean {figures['token_cosine_mean']:.5f} "
+              f"(gate {figures['gates']['features']}), min {figures['token_cosine_min']:.5f}, "
+              f"rel L2 {figures['rel_l2']:.4f}")  # fmt: skip
+        if "action_cosine_mean" in figures:
+            errors = ", ".join(f"{k} {v:.4g}" for k, v in figures["action_max_abs_error"].items())
+            print(f"{'':12s}       action cosine mean {figures['action_cosine_mean']:.5f} "
+                  f"(gate {figures['gates']['actions']}), min {figures['action_cosine_min']:.5f}; "
+                  f"largest error in robot units: {errors}")  # fmt: skip
+
+
+def write_json(path: str, report: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2)

@@ -1,0 +1,155 @@
+"""Low precision on the CPU with the tiny checkpoint: int8 weights compute the dequantised weights'
+arithmetic, fp8's module computes its quantised operands' product, quantize-check passes and fails as it
+should, outlier channels are planted, and the precision reaches the node and its diagnostics."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from conftest import random_image
+from safetensors.torch import load_file
+from torch import nn
+
+from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
+from groot_sage_ros.fastpath.compile import install_fast_path
+from groot_sage_ros.fastpath.precision import (PRECISIONS, Fp8Linear, Int8Embedding, Int8WeightLinear, Precision,
+                                               PrecisionOptions)  # fmt: skip
+from groot_sage_ros.quantize_check import run_quantize_check
+
+FRAMES = [([random_image(90, 120, 5)], "stack the red block on the blue one")]
+
+
+def engine(checkpoint, precision="fp16", **kwargs):
+    return FeatureExtractor.from_pretrained(checkpoint, device="cpu", dtype="float32", action_head=True,
+                                            runtime=RuntimeConfig(precision=precision, **kwargs))  # fmt: skip
+
+
+def region_layers(fx):
+    return [layer for region in fx.family.fast_regions(fx.model) for layer in region.layers]
+
+
+def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint):
+    int8 = engine(tiny_checkpoint, "int8_weight")
+    swapped = [m for layer in region_layers(int8) for m in layer.modules() if isinstance(m, Int8WeightLinear)]
+    assert int8.modules_swapped == len({id(m) for m in swapped}) + 1 > 1  # and the token table
+    assert not [m for layer in region_layers(int8) for m in layer.modules() if type(m) is nn.Linear]  # all swapped
+    assert all(m.weight.dtype == torch.int8 and m.weight.abs().max() <= 127 for m in swapped)
+    # the same model in float32 with each Linear's weight replaced by its dequantised int8 weight
+    reference = engine(tiny_checkpoint)
+    quantized = {name: module for name, module in int8.model.named_modules()
+                 if isinstance(module, (Int8WeightLinear, Int8Embedding))}  # fmt: skip
+    assert sum(isinstance(module, Int8Embedding) for module in quantized.values()) == 1  # the token table
+    with torch.no_grad():
+        for name, module in reference.model.named_modules():
+            if name in quantized:
+                module.weight.copy_(quantized[name].dequantized_weight())
+    inputs = int8.prepare(FRAMES)
+    states = torch.randn(1, int8.state_width)
+    # Stated tolerance: float32 rounding of the two orders of the same products (scale after vs before the GEMM).
+    torch.testing.assert_close(int8.forward(inputs).features, reference.forward(inputs).features, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(int8.predict_actions(int8.forward(inputs), states, 3, seed=1),
+                               reference.predict_actions(reference.forward(inputs), states, 3, seed=1),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert not torch.equal(int8.forward(inputs).features, engine(tiny_checkpoint).forward(inputs).features)
+
+
+def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
+    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+                                          warmup=False, runtime=RuntimeConfig(precision="int8_weight"))  # fmt: skip
+    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=False)
+    qkv = fx.model.fast["language"][0].qkv
+    assert isinstance(qkv, Int8WeightLinear) and len(qkv.sizes) == 3
+    k_proj = fx.model.backbone.eagle_model.language_model.model.layers[0].self_attn.k_proj
+    assert k_proj.weight.untyped_storage().data_ptr() == qkv.weight.untyped_storage().data_ptr()  # stored once
+    inputs = fx.prepare(FRAMES)
+    pixels = fx.family.pixel_values(inputs.images)
+    with torch.inference_mode():
+        fused, plain = fx.model.features(inputs.input_ids, pixels, calls), fx.model.features(inputs.input_ids, pixels)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_fp8_module_multiplies_its_quantised_operands():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    fp8 = Fp8Linear.from_linear(linear, PrecisionOptions(fp8_min_rows=8))
+    x = torch.randn(2, 5, 64)  # 10 rows: the fp8 GEMM
+    scale = x.reshape(-1, 64).abs().amax(-1, keepdim=True) / 448
+    xq = (x.reshape(-1, 64) / scale).to(torch.float8_e4m3fn).float() * scale  # the activations as fp8 sees them
+    expected = (xq @ fp8.dequantized_weight().float().t()).to(torch.bfloat16).float() + linear.bias
+    torch.testing.assert_close(fp8(x).reshape(-1, 48), expected.detach(), rtol=1e-2, atol=1e-2)  # bf16 output
+    assert torch.equal(fp8(x[:1, :3]), linear(x[:1, :3]).detach())  # 3 rows < min_rows: the fp16 weights
+    fused = Fp8Linear.concatenate([fp8, Fp8Linear.from_linear(nn.Linear(64, 16), PrecisionOptions(8))])
+    first, _ = fused.split(x)
+    torch.testing.assert_close(first, fp8(x))
+
+
+def check_args(checkpoint, precisions, actions=True):
+    return argparse.Namespace(checkpoint=str(checkpoint), device="cpu", dtype="float32", actions=actions,
+                              embodiment=None, seeds=2, precisions=precisions, compile="off", cuda_graphs=True)  # fmt: skip
+
+
+def test_quantize_check_passes_int8_and_fails_a_broken_quantisation(tiny_checkpoint, monkeypatch):
+    report, passed = run_quantize_check(check_args(tiny_checkpoint, ["int8_weight"]), FRAMES[0], None)
+    figures = report["precisions"]["int8_weight"]
+    assert passed and figures["met"] == {"features": True, "actions": True}
+    assert 0.995 <= figures["token_cosine_mean"] < 1 and figures["rel_l2"] > 0
+    assert set(figures["action_max_abs_error"]) == {"single_arm", "gripper"}
+
+    def one_bit(linear, options):  # keeps only each weight's sign: a deliberately broken quantisation
+        w = linear.weight.detach()
+        return Int8WeightLinear(torch.sign(w).to(torch.int8), w.abs().mean(dim=1), linear.bias)
+
+    monkeypatch.setitem(PRECISIONS, "one_bit", Precision("one_bit", one_bit, 0.995, 0.99))
+    report, passed = run_quantize_check(check_args(tiny_checkpoint, ["one_bit"]), FRAMES[0], None)
+    assert not passed and report["precisions"]["one_bit"]["met"]["features"] is False
+
+
+def test_quantize_check_command_and_fp8_refused_on_the_cpu(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "front.png"
+    Image.fromarray(random_image(80, 100, 3)).save(image)
+    base = [sys.executable, "-m", "groot_sage_ros.cli", "quantize-check", "--checkpoint", str(tiny_checkpoint),
+            "--image", str(image), "--instruction", "pick up the cube", "--dtype", "float32"]  # fmt: skip
+    done = subprocess.run([*base, "--json", str(tmp_path / "qc.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("int8_weight  PASS") and json.loads((tmp_path / "qc.json").read_text())["passed"]
+    refused = subprocess.run([*base, "--precision", "fp8"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "precision 'fp8' needs FP8 tensor cores" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_outlier_checkpoint_plants_large_channels_that_quantisation_feels(tiny_checkpoint, tmp_path):
+    from groot_sage_ros.families import DEFAULT_FAMILY, by_name
+
+    outliers = by_name(DEFAULT_FAMILY).write_tiny(tmp_path / "outliers", outliers=True)
+    plain, planted = (load_file(str(c / "model-00001-of-00002.safetensors")) for c in (tiny_checkpoint, outliers))
+    norm = "backbone.eagle_model.language_model.model.layers.0.input_layernorm.weight"
+    assert plain[norm].float().abs().max() < 3 and planted[norm].float().abs().max() > 10
+    untouched = "backbone.eagle_model.language_model.model.embed_tokens.weight"
+    assert torch.equal(plain[untouched], planted[untouched])
+    errors = [run_quantize_check(check_args(c, ["int8_weight"], actions=False), FRAMES[0], None)[0]
+              ["precisions"]["int8_weight"]["rel_l2"] for c in (tiny_checkpoint, outliers)]  # fmt: skip
+    assert errors[1] > 2 * errors[0]  # the outliers make int8 weights lose more
+
+
+def test_precision_reaches_the_node_and_its_diagnostics(tiny_checkpoint):
+    import rclpy
+    from ros_harness import TeacherHarness, isolate_dds, wait_for
+
+    isolate_dds()
+    rclpy.init()
+    harness = TeacherHarness("precision", tiny_checkpoint, precision="int8_weight")
+    try:
+        assert harness.node.config.precision == "int8_weight"
+        harness.publish_rgb(random_image(64, 64, 1))
+        assert wait_for(lambda: harness.features and harness.diag_values().get("published") not in (None, "0"))
+        values = harness.diag_values()
+        assert values["precision"] == "int8_weight" and int(values["modules_swapped"]) > 0
+        assert np.isfinite(np.frombuffer(harness.features[0].data, dtype=np.float32)).all()
+    finally:
+        harness.close()
+        rclpy.try_shutdown()
