@@ -124,6 +124,55 @@ def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
     assert load_student(run / "last.safetensors")[1]["step"] == 20  # the last good checkpoint stays
 
 
+def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_checkpoint):
+    """sage_node with action_head.enabled: the teacher's head, loaded without its backbone, makes chunks from
+    the student's features with groot_node's contract; they equal the head's chunk on those features."""
+    from ros_harness import TeacherHarness, isolate_dds, wait_for
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from groot_sage_ros.engine import load_action_head, load_engine
+    from groot_sage_ros.ros.student_node import StudentNode
+    from groot_sage_ros.serving.embodiment import EmbodimentConfig
+
+    embodiment = str(Path(__file__).resolve().parents[1] / "config" / "embodiments" / "so100.yaml")
+    joints = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    isolate_dds()
+    rclpy.init()
+    h = None
+    try:
+        h = TeacherHarness("act", trained / "student.safetensors", node_cls=StudentNode, model_param="student",
+                           **{"action_head.enabled": True, "action_head.checkpoint": str(tiny_checkpoint),
+                              "action_head.embodiment_config": embodiment, "action_head.seed": 3})  # fmt: skip
+        assert h.node._head is not None and not h.node._head.model.has_backbone  # the head alone
+        chunks = []
+        h.probe.create_subscription(JointTrajectory, "sage_node/action_chunk/dry_run", chunks.append, 10)
+        joint_pub = h.probe.create_publisher(JointState, "joint_states", 10)
+        state = JointState(name=joints, position=[0.1 * k for k in range(6)])
+        state.header.stamp = h.stamp()
+        joint_pub.publish(state)
+        assert wait_for(lambda: h.node._joint_state is not None)
+        image = random_image(48, 64, 5)
+        sent = h.publish_rgb(image, frame_id="cam")
+        assert wait_for(lambda: chunks)
+        chunk = chunks[0]
+        assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
+        assert chunk.joint_names == joints and len(chunk.points) == 16
+        # the same chunk, computed directly: student features -> the teacher's head, same state and seed
+        config = EmbodimentConfig.from_yaml(embodiment)
+        student = load_engine(trained / "student.safetensors", device="cpu", dtype="float32")
+        policy = load_action_head(tiny_checkpoint, device="cpu", dtype="float32").action_policy(
+            config.embodiment_tag, config.normalization)  # fmt: skip
+        result = student.extract([image], "Perform the default behavior.")
+        actions = policy.chunk(result, config.state_from_joints(joints, list(state.position)), seed=3)
+        positions, _ = config.joint_positions(actions)
+        np.testing.assert_allclose([list(p.positions) for p in chunk.points], positions, atol=1e-4)
+    finally:
+        if h is not None:
+            h.close()
+        rclpy.try_shutdown()
+
+
 def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
     from groot_sage_ros.offline.distill import split
 

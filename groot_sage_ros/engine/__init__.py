@@ -14,7 +14,7 @@ from ..fastpath.precision import check_supported as check_precision
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 from .teacher import FeatureExtractor
 
-__all__ = ["PRECISIONS", "FeatureExtractor", "RuntimeConfig", "check_precision", "is_student", "load_engine",
+__all__ = ["PRECISIONS", "FeatureExtractor", "RuntimeConfig", "check_precision", "is_student", "load_action_head", "load_engine",
            "random_engine", "parse_dtype", "resolve_device"]
 
 
@@ -44,6 +44,14 @@ def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "floa
         return StudentExtractor.from_checkpoint(checkpoint, device=device, dtype=dtype)
     return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
                                             instruction_format=instruction_format, action_head=action_head,
+                                            runtime=runtime, warmup=warmup)  # fmt: skip
+
+
+def load_action_head(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *,
+                     runtime: RuntimeConfig | None = None, warmup: bool = True) -> FeatureExtractor:  # fmt: skip
+    """A teacher checkpoint's action head without its backbone: ``action_policy`` and ``predict_actions`` on
+    features from another engine (a student serves the teacher's width and token layout)."""
+    return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, action_head=True, backbone=False,
                                             runtime=runtime, warmup=warmup)  # fmt: skip
 
 

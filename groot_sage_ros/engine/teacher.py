@@ -28,7 +28,12 @@ from ..fastpath.compile import (
 )
 from ..fastpath.cuda_graphs import GraphCache
 from ..fastpath.padding import pad_batch, pad_to_bucket
-from ..fastpath.precision import PrecisionOptions, check_supported, quantize_layers, quantize_token_tables
+from ..fastpath.precision import (
+    PrecisionOptions,
+    check_supported,
+    quantize_layers,
+    quantize_token_tables,
+)
 from .actions import HeadPolicy
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 
@@ -66,8 +71,10 @@ class FeatureExtractor:
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str = "cuda", dtype: str = "float16",
                         tokenizer: str | None = None, instruction_format: str | None = None, warmup: bool = True,
-                        action_head: bool = False, runtime: RuntimeConfig | None = None) -> "FeatureExtractor":  # fmt: skip
-        """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too."""
+                        action_head: bool = False, runtime: RuntimeConfig | None = None,
+                        backbone: bool = True) -> "FeatureExtractor":  # fmt: skip
+        """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too;
+        without ``backbone``, the head alone (for features from elsewhere: a student)."""
         start = time.perf_counter()
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
         check_supported((runtime or RuntimeConfig()).precision, torch_device)  # before anything is read
@@ -80,7 +87,7 @@ class FeatureExtractor:
         files = read_checkpoint_files(checkpoint, check_config)
         family, config = family_of["family"], family_of["config"]
         with torch.device("meta"):
-            model = family.build(config, with_action_head=action_head)
+            model = family.build(config, with_action_head=action_head, with_backbone=backbone)
         load_weights(model, files, family.keys, torch_device, torch_dtype)
         processor = family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
         return cls._ready(model, family, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup,
@@ -199,8 +206,13 @@ class FeatureExtractor:
         """Throw-away calls so that kernels are compiled and the graphs for ``batch`` frame sets of
         ``instruction``'s length bucket (and its action chunk, with the head) exist before the first frame."""
         tick = time.perf_counter()
-        blank = np.full((self.facts.image_size, self.facts.image_size, 3), 127, dtype=np.uint8)
-        result = self.extract_batch([([blank] * cameras, instruction)] * batch)
+        if self.model.has_backbone:
+            blank = np.full((self.facts.image_size, self.facts.image_size, 3), 127, dtype=np.uint8)
+            result = self.extract_batch([([blank] * cameras, instruction)] * batch)
+        else:  # the head alone: features of this prompt's length, as a student would give them
+            _, layout = self.processor.encode(cameras, instruction)
+            features = torch.zeros(batch, layout.seq_len, self.feature_dim, device=self.device, dtype=self.dtype)
+            result = FeatureResult(features, torch.ones(batch, layout.seq_len), [layout] * batch, torch.empty(0))
         if self.has_action_head:
             self.predict_actions(result, torch.zeros(batch, self.state_width), 0, seed=0)
         if self.device.type == "cuda":
@@ -276,7 +288,7 @@ class FeatureExtractor:
             chunk = self._head_graphs if self.graphed else self._fast_chunk
         chunks = []
         for row, layout in enumerate(result.layouts):
-            features = result.features[row : row + 1, : layout.seq_len]  # (1, L, C)
+            features = result.features[row : row + 1, : layout.seq_len].to(self.dtype)  # (1, L, C), from any engine
             state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
             category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
             noise = torch.randn((1, self.model.action_horizon, self.model.action_dim), generator=generator,

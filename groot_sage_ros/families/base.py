@@ -49,6 +49,7 @@ class FamilyModel(nn.Module):
     """The top module a family builds: state-dict keys equal the checkpoint's. Both calls take optional
     per-layer callables (``calls``, region name -> one callable per layer); without them, the modules as built."""
 
+    has_backbone: bool
     has_action_head: bool
     action_horizon: int
     action_dim: int
@@ -84,8 +85,9 @@ class ModelFamily(ABC):
     def feature_dim(self, config: Any) -> int: ...
 
     @abstractmethod
-    def build(self, config: Any, with_action_head: bool) -> FamilyModel:
-        """The module (call under ``torch.device("meta")``); without the head, its weights are never read."""
+    def build(self, config: Any, with_action_head: bool, with_backbone: bool = True) -> FamilyModel:
+        """The module (call under ``torch.device("meta")``); a part not built has its weights never read
+        (``with_backbone=False``: the action head alone, for a student's features)."""
 
     @abstractmethod
     def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> Processor: ...

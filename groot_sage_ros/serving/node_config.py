@@ -58,14 +58,9 @@ class FeatureNodeConfig:
 
 
 @dataclass
-class TeacherNodeConfig(FeatureNodeConfig):
-    """groot_node: the GR00T N1.5 checkpoint and, optionally, its action head."""
+class ActionHeadParams:
+    """The action head's parameters, the same on groot_node and sage_node (``action_head.*``)."""
 
-    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
-    tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
-    instruction_format: str = param(
-        "", "how the instruction is rendered in the prompt (the family's formats; empty: its default)", True
-    )
     action_head_enabled: bool = param(
         False, "also run the flow-matching action head and publish action chunks", True, ros_name="action_head.enabled"
     )
@@ -90,6 +85,17 @@ class TeacherNodeConfig(FeatureNodeConfig):
         ros_name="action_head.seed",
     )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
+
+
+@dataclass
+class TeacherNodeConfig(ActionHeadParams, FeatureNodeConfig):
+    """groot_node: the GR00T N1.5 checkpoint and, optionally, its action head."""
+
+    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
+    tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
+    instruction_format: str = param(
+        "", "how the instruction is rendered in the prompt (the family's formats; empty: its default)", True
+    )
     compile: str = param("auto", "torch.compile the transformer layers: auto (CUDA only), on, off", True,
                          choices=("auto", "on", "off"))  # fmt: skip
     cuda_graphs: bool = param(True, "replay CUDA graphs of the model (CUDA only; false: plain calls)", True)
@@ -104,12 +110,16 @@ class TeacherNodeConfig(FeatureNodeConfig):
 
 
 @dataclass
-class StudentNodeConfig(FeatureNodeConfig):
-    """sage_node: a distilled student behind the same topics."""
+class StudentNodeConfig(ActionHeadParams, FeatureNodeConfig):
+    """sage_node: a distilled student behind the same topics, optionally with the teacher's action head."""
 
     student: str = param("", "student checkpoint (student.safetensors from groot-sage distill, or its run folder)", True)
     teacher_features_topic: str = param(
         "", "teacher ~/features topic to pair with by stamp for live cosine fidelity; empty = off", True
+    )
+    action_head_checkpoint: str = param(
+        "", "teacher checkpoint whose action head runs on the student's features (its backbone is not loaded)",
+        True, ros_name="action_head.checkpoint",
     )
 
 

@@ -44,10 +44,10 @@ class N15Family(ModelFamily):
     def feature_dim(self, config: GrootConfig) -> int:
         return config.feature_dim
 
-    def build(self, config: GrootConfig, with_action_head: bool) -> FamilyModel:
+    def build(self, config: GrootConfig, with_action_head: bool, with_backbone: bool = True) -> FamilyModel:
         from .model import GrootN15
 
-        return GrootN15(config, with_action_head=with_action_head)
+        return GrootN15(config, with_action_head=with_action_head, with_backbone=with_backbone)
 
     def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> Processor:
         return Processor(ProcessorConfig(tokenizer=tokenizer, **({"instruction_format": instruction_format}

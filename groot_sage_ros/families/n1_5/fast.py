@@ -140,11 +140,13 @@ def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 def fast_regions(model: GrootN15) -> list[FastRegion]:
     """SigLIP layers always see 256 tokens per image; the LLM's and the action head's inputs are as long as
     the prompt, so those regions are compiled with dynamic shapes (one program for every length)."""
-    eagle = model.backbone.eagle_model
-    regions = [
-        FastRegion("vision", eagle.vision_model.vision_model.encoder.layers, FastSiglipLayer, siglip_layer, False),
-        FastRegion("language", eagle.language_model.model.layers, FastQwen3Layer, qwen3_layer, True),
-    ]
+    regions = []
+    if model.has_backbone:
+        eagle = model.backbone.eagle_model
+        regions += [
+            FastRegion("vision", eagle.vision_model.vision_model.encoder.layers, FastSiglipLayer, siglip_layer, False),
+            FastRegion("language", eagle.language_model.model.layers, FastQwen3Layer, qwen3_layer, True),
+        ]
     if model.has_action_head:
         head = model.action_head
         regions += [

@@ -16,21 +16,25 @@ class GrootN15(FamilyModel):
     Without ``with_action_head`` the head is not built, so its weights are never read or materialised.
     """
 
-    def __init__(self, cfg: GrootConfig, with_action_head: bool = False):
+    def __init__(self, cfg: GrootConfig, with_action_head: bool = False, with_backbone: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.backbone = EagleBackbone(cfg.backbone)
-        self.has_action_head = with_action_head
+        self.has_backbone, self.has_action_head = with_backbone, with_action_head
+        if with_backbone:  # without it (a student's features feed the head), its weights are never read
+            self.backbone = EagleBackbone(cfg.backbone)
         head = cfg.action_head
         self.action_horizon, self.action_dim, self.state_width = head.action_horizon, head.action_dim, head.max_state_dim
         if with_action_head:
             self.action_head = FlowMatchingActionHead(head)
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
+        if not self.has_backbone:
+            raise ValueError("this model holds the action head only (loaded without its backbone)")
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
     def action_chunk(self, features, state, embodiment_id, noise, calls: LayerCalls | None = None) -> torch.Tensor:
         return self.action_head.get_action(features, state, embodiment_id, noise=noise, calls=calls)  # (1, H, A)
 
     def materialize_buffers(self, device: torch.device) -> None:
-        self.backbone.materialize_buffers(device)
+        if self.has_backbone:
+            self.backbone.materialize_buffers(device)
