@@ -448,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--student", required=True, help="student.safetensors (or its run folder)")
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--teacher", default=None, help="teacher checkpoint, to time it on the same device")
+    ev.add_argument("--embodiment", default=None, nargs="?", const="",
+                    help="with --teacher: also score each model through the teacher's action head with this "
+                    "embodiment's statistics (no value: the checkpoint's only one)")  # fmt: skip
+    ev.add_argument("--action-samples", type=POSITIVE_INT, default=32, help="held-out samples for the action scores")
+    ev.add_argument("--seeds", type=POSITIVE_INT, default=3, help="noise seeds per action comparison (default: 3)")
     ev.add_argument("--teacher-dtype", default="float16")
     ev.add_argument("--student-dtype", default="float32", help="dtype of the student when timing it")
     ev.add_argument("--device", default="cpu")

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from groot_sage_ros.checkpoint import CheckpointError
 from groot_sage_ros.engine import FeatureExtractor
-from groot_sage_ros.families.n1_5.action_head import flow_matching_loss
 from groot_sage_ros.families.common.normalization import EmbodimentNormalizer, KeyStats
+from groot_sage_ros.families.n1_5.action_head import flow_matching_loss
 from groot_sage_ros.families.n1_5.statistics import EMBODIMENT_IDS, embodiment_id
 
 

@@ -9,7 +9,11 @@ import torch
 from conftest import random_image
 from safetensors.torch import load_file, save_file
 
-from groot_sage_ros.checkpoint import CheckpointError, read_checkpoint_files, resolve_checkpoint
+from groot_sage_ros.checkpoint import (
+    CheckpointError,
+    read_checkpoint_files,
+    resolve_checkpoint,
+)
 from groot_sage_ros.engine import FeatureExtractor
 
 SHARD1 = "model-00001-of-00002.safetensors"

@@ -15,7 +15,12 @@ from PIL import Image as PILImage
 from rosbags.rosbag2 import Writer
 
 from groot_sage_ros.cli import build_parser
-from groot_sage_ros.offline.bags import STORAGE, CameraFrame, typestore, write_camera_bag
+from groot_sage_ros.offline.bags import (
+    STORAGE,
+    CameraFrame,
+    typestore,
+    write_camera_bag,
+)
 from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.frame_sets import read_frame_sets

@@ -111,7 +111,11 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
 def test_readme_documents_every_node_parameter_and_topic():
     from dataclasses import fields
 
-    from groot_sage_ros.serving.node_config import StudentNodeConfig, TeacherNodeConfig, ros_name
+    from groot_sage_ros.serving.node_config import (
+        StudentNodeConfig,
+        TeacherNodeConfig,
+        ros_name,
+    )
 
     readme = (ROOT / "README.md").read_text()
     for f in fields(TeacherNodeConfig) + fields(StudentNodeConfig):

@@ -15,8 +15,14 @@ from torch import nn
 
 from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
 from groot_sage_ros.fastpath.compile import install_fast_path
-from groot_sage_ros.fastpath.precision import (PRECISIONS, Fp8Linear, Int8Embedding, Int8WeightLinear, Precision,
-                                               PrecisionOptions)  # fmt: skip
+from groot_sage_ros.fastpath.precision import (
+    PRECISIONS,
+    Fp8Linear,
+    Int8Embedding,
+    Int8WeightLinear,
+    Precision,
+    PrecisionOptions,  # fmt: skip
+)
 from groot_sage_ros.quantize_check import run_quantize_check
 
 FRAMES = [([random_image(90, 120, 5)], "stack the red block on the blue one")]

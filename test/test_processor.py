@@ -6,7 +6,11 @@ import torch
 from conftest import random_image
 
 from groot_sage_ros.families.common.images import crop_and_resize, to_rgb_uint8
-from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig, pixel_values
+from groot_sage_ros.families.n1_5.processor import (
+    Processor,
+    ProcessorConfig,
+    pixel_values,
+)
 from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS
 
 

@@ -10,14 +10,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 
 from groot_sage_ros.api import ModelInputs
 from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
 from groot_sage_ros.fastpath.compile import install_fast_path
 from groot_sage_ros.fastpath.padding import pad_batch, pad_to_bucket
 from groot_sage_ros.fastpath.reductions import WidePersistentReductions
-
-from conftest import random_image
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import rclpy
 import torch
 from conftest import random_image
+from safetensors.torch import load_file
 
 from groot_sage_ros.cli import build_parser
 from groot_sage_ros.offline.dataset import FeatureDataset, shard_name, write_shard
@@ -19,7 +20,6 @@ from groot_sage_ros.offline.evaluate import run_evaluate
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
 from groot_sage_ros.student.checkpoint import load_student
-from safetensors.torch import load_file
 
 SMALL = ["--width", "128", "--layers", "2", "--heads", "4", "--warmup-steps", "5", "--log-every", "1000"]
 
@@ -63,6 +63,46 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
     assert report["student"]["token_cosine_mean"] > report["untrained_baseline"]["token_cosine_mean"]
     assert report["student"]["parameters"] < 50_000_000
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "token_cosine.png").is_file()
+
+
+def test_evaluate_scores_each_model_through_the_teachers_action_head(dataset, trained, tiny_checkpoint, tmp_path):
+    report = run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
+                              "--teacher", tiny_checkpoint, "--teacher-dtype", "float32", "--embodiment",
+                              "--action-samples", 4, "--seeds", 2, "--report-dir", tmp_path / "report"))  # fmt: skip
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        figures = report[name]
+        assert -1 <= figures["action_cosine_min"] <= figures["action_cosine_mean"] <= 1
+        assert set(figures["action_max_abs_error"]) == {"single_arm", "gripper"}
+        assert figures["action_samples"] == 4 and figures["action_seeds"] == 2
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Through the teacher's action head" in text and (tmp_path / "report" / "action_cosine.png").is_file()
+    with pytest.raises(ValueError, match="pass --teacher too"):
+        run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
+                         "--embodiment", "new_embodiment"))  # fmt: skip
+
+
+def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_perturbed(dataset, tiny_checkpoint):
+    from groot_sage_ros.engine import load_engine
+    from groot_sage_ros.offline.action_fidelity import action_fidelity
+
+    data = FeatureDataset(dataset)
+    head = load_engine(tiny_checkpoint, device="cpu", dtype="float32", action_head=True)
+    policy = head.action_policy(None)
+    indices, seeds, pad = [0, 1, 2], [0, 1], data.facts.pad_token_id
+    same = action_fidelity(head, policy, lambda d: d["features"].float(), data, indices, pad, seeds, "cpu")
+    assert same["action_cosine_min"] == pytest.approx(1.0, abs=1e-6) and same["action_rel_l2_mean"] == 0.0
+    assert all(error == 0.0 for error in same["action_max_abs_error"].values())
+    generator = torch.Generator().manual_seed(0)
+    scale = data[0]["features"].float().std().item()
+
+    def perturbed(amount):
+        return lambda d: d["features"].float() + amount * scale * torch.randn(d["features"].shape, generator=generator)
+
+    small = action_fidelity(head, policy, perturbed(0.3), data, indices, pad, seeds, "cpu")
+    large = action_fidelity(head, policy, perturbed(3.0), data, indices, pad, seeds, "cpu")
+    assert 0 < small["action_rel_l2_mean"] < large["action_rel_l2_mean"]
+    assert small["action_cosine_mean"] > large["action_cosine_mean"]
+    assert all(0 < small["action_max_abs_error"][k] < large["action_max_abs_error"][k] for k in same["action_max_abs_error"])
 
 
 def test_held_out_split_is_by_arc_task(trained, dataset):

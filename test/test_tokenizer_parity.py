@@ -3,8 +3,11 @@
 import pytest
 from tokenizer_folder import write_tokenizer_folder
 
+from groot_sage_ros.families.common.tokenizer import (
+    FolderTokenizer,
+    QwenTiktokenTokenizer,
+)
 from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig
-from groot_sage_ros.families.common.tokenizer import FolderTokenizer, QwenTiktokenTokenizer
 from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS, load_tokenizer
 
 INSTRUCTIONS = [

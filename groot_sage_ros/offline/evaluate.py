@@ -25,10 +25,11 @@ from ..output_folder import OutputFolder
 from ..student.checkpoint import load_student, resolve_student_file
 from ..student.config import StudentConfig
 from ..student.model import SageStudent
+from .action_fidelity import action_fidelity
 from .dataset import FeatureDataset
 from .distill import collate, group_of
 
-REPORT_FILES = ("report.md", "token_cosine.png")
+REPORT_FILES = ("report.md", "token_cosine.png", "action_cosine.png")
 
 
 def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None) -> None:
@@ -129,6 +130,8 @@ def latency(fn, device: torch.device, iters: int = 20) -> dict:
 
 def run_evaluate(args) -> dict:
     device = resolve_device(args.device)  # before any pass over the data
+    if getattr(args, "embodiment", None) is not None and not args.teacher:
+        raise ValueError("--embodiment scores the models through the teacher's action head: pass --teacher too")
     student_file = resolve_student_file(args.student)
     student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)
@@ -178,10 +181,18 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     results["student"]["serving_dtype"] = args.student_dtype
     results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
-        teacher = load_engine(args.teacher, device=args.device, dtype=args.teacher_dtype)
+        teacher = load_engine(args.teacher, device=args.device, dtype=args.teacher_dtype,
+                              action_head=args.embodiment is not None)  # fmt: skip
         inputs = teacher.prepare(frame_set)
         results["teacher"] = {"parameters": teacher.parameter_count,
                               **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
+        if args.embodiment is not None:  # what the teacher's action head does with each predictor's features
+            policy = teacher.action_policy(args.embodiment or None)
+            samples = held[: args.action_samples]
+            for name, fn in (("student", run(student)), ("mean_feature_baseline", position_baseline),
+                             ("untrained_baseline", run(untrained))):  # fmt: skip
+                results[name].update(action_fidelity(teacher, policy, fn, dataset, samples,
+                                                     dataset.facts.pad_token_id, list(range(args.seeds)), device))  # fmt: skip
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))
     write_report(out, report, results)
@@ -215,6 +226,31 @@ def write_report(out: Path, report: dict, results: dict) -> None:
     if "teacher" in report:
         speed.append(f"- teacher: {report['teacher']['parameters']:,} parameters, batch-1 "
                      f"{report['teacher']['batch1_ms_median']:.2f} ms, peak memory {report['teacher']['peak_mem_gb']} GB")  # fmt: skip
-    text = "\n".join(["# SAGE student evaluation (held-out split)", "", *rows, "", *speed, "",
-                      "![per-token cosine](token_cosine.png)", ""])  # fmt: skip
-    (out / "report.md").write_text(text)
+    text = ["# SAGE student evaluation (held-out split)", "", *rows, "", *speed, "",
+            "![per-token cosine](token_cosine.png)", ""]  # fmt: skip
+    if "action_cosine_mean" in report["student"]:
+        text += action_section(out, report, results)
+    (out / "report.md").write_text("\n".join(text))
+
+
+def action_section(out: Path, report: dict, results: dict) -> list[str]:
+    """The teacher's action head on each predictor's features: a table and a histogram of chunk cosines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        ax.hist(results[name]["_action_cosines"], bins=40, range=(-1, 1), alpha=0.5, label=name)
+    ax.set_xlabel("action chunk cosine to the teacher's (held out, per seed)"), ax.set_ylabel("chunks"), ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "action_cosine.png", dpi=100)
+    plt.close(fig)
+    rows = ["## Through the teacher's action head", "",
+            f"Chunks from the teacher's features and from each model's, same state and noise "
+            f"({report['student']['action_samples']} samples x {report['student']['action_seeds']} seeds).", "",
+            "| model | chunk cosine mean | min | relative L2 | largest error in robot units |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
+        r = report[name]
+        errors = ", ".join(f"{k} {v:.4g}" for k, v in r["action_max_abs_error"].items())
+        rows.append(f"| {name} | {r['action_cosine_mean']:.4f} | {r['action_cosine_min']:.4f} | "
+                    f"{r['action_rel_l2_mean']:.4f} | {errors} |")  # fmt: skip
+    return [*rows, "", "![action chunk cosine](action_cosine.png)", ""]
