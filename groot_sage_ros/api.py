@@ -152,6 +152,7 @@ class FeatureEngine(Protocol):
     parameter_count: int
     has_action_head: bool
     action_horizon: int  # with the head: steps of a chunk
+    action_dim: int  # with the head: width of a normalised action
     state_width: int  # with the head: width of the normalised, zero-padded state vector
     start_seconds: float  # from the call that built it to the first features
     capture_seconds: float  # CUDA graph warm-up and capture so far (each new input shape costs one)
@@ -179,6 +180,10 @@ class FeatureEngine(Protocol):
 
     def action_policy(self, embodiment: str, modes: dict[str, str] | None = None) -> "ActionPolicy":
         """The action head with ``embodiment``'s statistics; ValueError without a head or statistics."""
+
+    def action_velocity(self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
+                        embodiment_id: int) -> torch.Tensor:  # fmt: skip
+        """The head's flow velocity (B, H, A) at times ``t`` (B,) in [0, 1); differentiable in the features."""
 
     def predict_actions(self, result: FeatureResult, states: torch.Tensor, embodiment_id: int,
                         seed: int | None = None, reference: bool = False) -> torch.Tensor:  # fmt: skip

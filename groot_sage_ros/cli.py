@@ -429,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--grad-clip", type=POSITIVE_FLOAT, default=1.0)
     dist.add_argument("--mse-weight", type=NON_NEGATIVE_FLOAT, default=1.0)
     dist.add_argument("--cosine-weight", type=NON_NEGATIVE_FLOAT, default=1.0)
+    dist.add_argument("--action-weight", type=NON_NEGATIVE_FLOAT, default=0.0,
+                      help="also match the teacher's action head's velocity from the student's features (0: off); "
+                      "with --mse-weight 0 --cosine-weight 0 the student learns only what the head needs")  # fmt: skip
+    dist.add_argument("--teacher", default=None,
+                      help="checkpoint whose action head --action-weight uses (default: the dataset's teacher)")
+    dist.add_argument("--embodiment", default=None,
+                      help="embodiment for --action-weight (default: the only one in the teacher's statistics)")
     dist.add_argument("--eval-fraction", type=FRACTION, default=0.2, help="share of ARC tasks / bags held out")
     dist.add_argument("--eval-every", type=POSITIVE_INT, default=50)
     dist.add_argument("--save-every", type=POSITIVE_INT, default=100)

@@ -105,6 +105,24 @@ def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_pertu
     assert all(0 < small["action_max_abs_error"][k] < large["action_max_abs_error"][k] for k in same["action_max_abs_error"])
 
 
+def test_action_objective_alone_teaches_what_the_head_needs(dataset, tiny_checkpoint, tmp_path):
+    """--mse-weight 0 --cosine-weight 0 --action-weight 1: the student learns only through the teacher's head,
+    and the head's chunks from its features move towards the teacher's (against an untrained student)."""
+    out = tmp_path / "actions_only"
+    run_distill(cli("distill", dataset, "--out", out, "--max-steps", 60, "--eval-every", 60, "--save-every", 60,
+                    "--mse-weight", 0, "--cosine-weight", 0, "--action-weight", 1, "--teacher", tiny_checkpoint,
+                    "--lr", "1e-3", *SMALL))  # fmt: skip
+    losses = [m["train_action_loss"] for m in metrics(out)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert load_student(out / "student.safetensors")[1]["objective"]["action_weight"] == 1.0
+    report = run_evaluate(cli("evaluate", "--student", out / "student.safetensors", "--dataset", dataset,
+                              "--teacher", tiny_checkpoint, "--teacher-dtype", "float32", "--embodiment",
+                              "--action-samples", 6, "--seeds", 2, "--report-dir", tmp_path / "report"))  # fmt: skip
+    assert report["student"]["action_rel_l2_mean"] < report["untrained_baseline"]["action_rel_l2_mean"]
+    with pytest.raises(ValueError, match="nothing to learn"):
+        run_distill(cli("distill", dataset, "--out", tmp_path / "none", "--mse-weight", 0, "--cosine-weight", 0))
+
+
 def test_held_out_split_is_by_arc_task(trained, dataset):
     from groot_sage_ros.offline.distill import group_of
     from groot_sage_ros.student.checkpoint import load_student

@@ -163,6 +163,10 @@ class FeatureExtractor:
         return self.model.action_horizon
 
     @property
+    def action_dim(self) -> int:
+        return self.model.action_dim
+
+    @property
     def state_width(self) -> int:
         """Width of the normalised, zero-padded state vector the head takes."""
         return self.model.state_width
@@ -295,6 +299,19 @@ class FeatureExtractor:
                                 device=self.device)  # fmt: skip
             chunks.append(chunk(features, state, category, noise))
         return torch.cat(chunks)  # (B, H, A)
+
+    def action_velocity(self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
+                        embodiment_id: int) -> torch.Tensor:  # fmt: skip
+        """The head's predicted flow velocity (B, H, A) for noisy ``actions`` (B, H, A) at times ``t`` (B,) in
+        [0, 1), from features (B, L, D) and normalised, padded states (B, state_width). Differentiable in the
+        features (a student trained through the frozen head); the reference path, no graphs."""
+        if not self.has_action_head:
+            raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
+        batch = features.shape[0]
+        buckets = (t * self.model.timestep_buckets).long().clamp(0, self.model.timestep_buckets - 1)  # (B,)
+        category = torch.full((batch,), embodiment_id, dtype=torch.int64, device=self.device)
+        return self.model.action_velocity(features.to(self.dtype), actions.to(self.dtype), buckets,
+                                          states.to(self.device, self.dtype).view(batch, 1, -1), category)  # fmt: skip
 
     def _fast_chunk(self, features, state, category, noise) -> torch.Tensor:
         """One sample's chunk with the fast callables; the function the head's graphs replay."""

@@ -54,6 +54,11 @@ class FamilyModel(nn.Module):
     action_horizon: int
     action_dim: int
     state_width: int
+    timestep_buckets: int  # the head's flow-matching time, discretised
+
+    def action_velocity(self, features, actions, bucket, state, embodiment_id) -> torch.Tensor:
+        """The head's flow velocity (B, H, A) for noisy ``actions`` at timestep ``bucket`` (B,); differentiable."""
+        raise NotImplementedError
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
         """(B, L) ids, (N, 3, S, S) frames normalised -> (B, L, D) per-token features."""

@@ -119,6 +119,54 @@ def token_losses(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     return ((pred - target) ** 2).mean(-1), 1 - F.cosine_similarity(pred, target, dim=-1)
 
 
+class ActionObjective:
+    """The student's features through the teacher's frozen action head: at sampled flow-matching times, noisy
+    actions and states, the head's velocity from the student's features is matched to its velocity from the
+    teacher's (MSE over the embodiment's real action dimensions). Pads are zero for both, so the head sees
+    the same context length; each rank samples from (seed, step), so a resumed run draws the same."""
+
+    def __init__(self, head, policy, seed: int):
+        self.head, self.seed = head, seed
+        self.embodiment_id = policy.normalizer.embodiment_id
+        self.action_width = sum(key.width for key in policy.normalizer.action_keys)
+        self.state_width = sum(key.width for key in policy.normalizer.state_keys)
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, step: int) -> torch.Tensor:
+        """student, teacher (B, L, D) in teacher units, mask (B, L) -> scalar."""
+        batch, device = student.shape[0], student.device
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
+        actions = torch.randn(batch, self.head.action_horizon, self.head.action_dim, generator=generator)
+        states = torch.zeros(batch, self.head.state_width)
+        states[:, : self.state_width] = torch.rand(batch, self.state_width, generator=generator) * 2 - 1
+        t, actions, states = t.to(device), actions.to(device), states.to(device)
+        keep = mask.unsqueeze(-1).to(student.dtype)  # (B, L, 1)
+        with torch.no_grad():
+            target = self.head.action_velocity(teacher * keep, actions, t, states, self.embodiment_id)
+        got = self.head.action_velocity(student * keep, actions, t, states, self.embodiment_id)  # (B, H, A)
+        return ((got.float() - target.float())[..., : self.action_width] ** 2).mean()
+
+
+def action_objective(args, dataset, device) -> ActionObjective | None:
+    """The teacher's head for ``--action-weight`` (its backbone is not loaded), checked against the dataset."""
+    if not args.action_weight:
+        return None
+    from ..checkpoint import content_hash, read_checkpoint_files
+    from ..engine import RuntimeConfig, load_action_head
+
+    teacher = args.teacher or dataset.manifest["teacher"]["checkpoint"]
+    recorded = dataset.manifest["teacher"].get("content_hash")
+    if recorded and content_hash(read_checkpoint_files(teacher)) != recorded:
+        raise ValueError(f"--teacher {teacher}: not the teacher whose features {dataset.root} holds (content hashes "
+                         "differ); the action objective needs that teacher's head")  # fmt: skip
+    head = load_action_head(teacher, device=str(device), dtype="float32", warmup=False,
+                            runtime=RuntimeConfig(compile="off", cuda_graphs=False))  # fmt: skip
+    if head.feature_dim != dataset.feature_dim:
+        raise ValueError(f"--teacher {teacher}: its head reads {head.feature_dim}-d features, {dataset.root} holds "
+                         f"{dataset.feature_dim}-d ones")  # fmt: skip
+    return ActionObjective(head, head.action_policy(args.embodiment), args.seed)
+
+
 def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -204,6 +252,8 @@ def copy_atomic(source: Path, target: Path) -> None:
 
 
 def run_distill(args) -> dict:
+    if not (args.mse_weight or args.cosine_weight or args.action_weight):
+        raise ValueError("--mse-weight, --cosine-weight and --action-weight are all 0: nothing to learn")
     rank, world, local_rank = distributed(args.device)
     device = resolve_device(rank_device(args.device, world, local_rank))  # before a pass over the data
     if args.batch_size % world:
@@ -250,7 +300,10 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     if rank == 0 and args.resume and metrics_path.exists():  # drop lines past the checkpoint we resume from
         lines = read_metrics(metrics_path, start_step)
         write_bytes_atomic(metrics_path, "".join(line + "\n" for line in lines).encode())
-    extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(args.dataset)}
+    objective = action_objective(args, dataset, device)
+    extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(args.dataset),
+             "objective": {"mse_weight": args.mse_weight, "cosine_weight": args.cosine_weight,
+                           "action_weight": args.action_weight}}  # fmt: skip
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     if device.type == "cpu":  # after every check that can fail: a user error stays one line
         set_cpu_threads("distill", args.threads, processes=world)
@@ -279,6 +332,11 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
             mse, cos_loss = token_losses(pred, target)
             per_token = args.mse_weight * mse + args.cosine_weight * cos_loss
             loss = per_token[mask].sum() / tokens * world  # DDP averages gradients over ranks
+            action_loss = torch.zeros((), device=device)
+            if objective is not None:  # this rank's samples; DDP averages over ranks
+                teacher_units = data["features"].to(device).float()
+                action_loss = objective.loss(pred * model.feature_std + model.feature_mean, teacher_units, mask, step)
+                loss = loss + args.action_weight * action_loss
             if not torch.isfinite(loss):
                 bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
                 raise ValueError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
@@ -290,12 +348,14 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
             done = step + 1
             # the global batch's loss and metrics, summed over ranks
             logged = torch.stack([loss.detach() / world, mse[mask].sum().detach() / tokens,
-                                  (1 - cos_loss[mask]).sum().detach() / tokens])  # fmt: skip
+                                  (1 - cos_loss[mask]).sum().detach() / tokens, action_loss.detach() / world])  # fmt: skip
             if world > 1:
                 torch.distributed.all_reduce(logged)
             if rank == 0:
                 record = {"step": done, "lr": lr, "loss": logged[0].item(), "train_mse": logged[1].item(),
                           "train_cosine": logged[2].item()}  # fmt: skip
+                if objective is not None:
+                    record["train_action_loss"] = logged[3].item()
                 if held_out and (done % args.eval_every == 0 or done == args.max_steps):
                     record.update(evaluate_split(model, dataset, held_out, device))
                 with metrics_path.open("a") as handle:

@@ -24,6 +24,7 @@ class GrootN15(FamilyModel):
             self.backbone = EagleBackbone(cfg.backbone)
         head = cfg.action_head
         self.action_horizon, self.action_dim, self.state_width = head.action_horizon, head.action_dim, head.max_state_dim
+        self.timestep_buckets = head.num_timestep_buckets
         if with_action_head:
             self.action_head = FlowMatchingActionHead(head)
 
@@ -34,6 +35,15 @@ class GrootN15(FamilyModel):
 
     def action_chunk(self, features, state, embodiment_id, noise, calls: LayerCalls | None = None) -> torch.Tensor:
         return self.action_head.get_action(features, state, embodiment_id, noise=noise, calls=calls)  # (1, H, A)
+
+    def action_velocity(self, features, actions, bucket, state, embodiment_id) -> torch.Tensor:
+        """The head's flow velocity (B, H, A) for ``actions`` (B, H, A) at timestep ``bucket`` (B,), from features
+        (B, L, D) and normalised states (B, 1, S): one training-time call, differentiable in the features."""
+        head = self.action_head
+        context = head.encode_context(features)  # (B, L, C)
+        state_tokens = head.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
+        condition = head.model.condition(context, bucket.unsqueeze(0))  # one step: (1, B) buckets
+        return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id)
 
     def materialize_buffers(self, device: torch.device) -> None:
         if self.has_backbone:
