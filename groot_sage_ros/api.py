@@ -197,6 +197,9 @@ class ActionPolicy(Protocol):
     state_keys: list[str]
     action_keys: list[str]
     horizon: int
+    # The embodiment's statistics: state_vector(state, width), split_actions(chunk), embodiment_id, the keys'
+    # widths; for callers that work on normalised chunks (quantize-check, evaluate, distill's objective).
+    normalizer: Any
 
     def zero_state(self) -> dict[str, np.ndarray]:
         """A state of zeros for every state key (robot units)."""
