@@ -1,0 +1,53 @@
+"""``distill --action-weight``: training the student through the teacher's frozen action head."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ActionObjective:
+    """The student's features through the teacher's frozen action head: at sampled flow-matching times, noisy
+    actions and states, the head's velocity from the student's features is matched to its velocity from the
+    teacher's (MSE over the embodiment's real action dimensions). Pads are zero for both, so the head sees
+    the same context length; each rank samples from (seed, step), so a resumed run draws the same."""
+
+    def __init__(self, head, policy, seed: int):
+        self.head, self.seed = head, seed
+        self.embodiment_id = policy.normalizer.embodiment_id
+        self.action_width = sum(key.width for key in policy.normalizer.action_keys)
+        self.state_width = sum(key.width for key in policy.normalizer.state_keys)
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, step: int) -> torch.Tensor:
+        """student, teacher (B, L, D) in teacher units, mask (B, L) -> scalar."""
+        batch, device = student.shape[0], student.device
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
+        actions = torch.randn(batch, self.head.action_horizon, self.head.action_dim, generator=generator)
+        states = torch.zeros(batch, self.head.state_width)
+        states[:, : self.state_width] = torch.rand(batch, self.state_width, generator=generator) * 2 - 1
+        t, actions, states = t.to(device), actions.to(device), states.to(device)
+        keep = mask.unsqueeze(-1).to(student.dtype)  # (B, L, 1)
+        with torch.no_grad():
+            target = self.head.action_velocity(teacher * keep, actions, t, states, self.embodiment_id)
+        got = self.head.action_velocity(student * keep, actions, t, states, self.embodiment_id)  # (B, H, A)
+        return ((got.float() - target.float())[..., : self.action_width] ** 2).mean()
+
+
+def action_objective(args, dataset, device) -> ActionObjective | None:
+    """The teacher's head for ``--action-weight`` (its backbone is not loaded), checked against the dataset."""
+    if not args.action_weight:
+        return None
+    from ..checkpoint import content_hash, read_checkpoint_files
+    from ..engine import RuntimeConfig, load_action_head
+
+    teacher = args.teacher or dataset.manifest["teacher"]["checkpoint"]
+    recorded = dataset.manifest["teacher"].get("content_hash")
+    if recorded and content_hash(read_checkpoint_files(teacher)) != recorded:
+        raise ValueError(f"--teacher {teacher}: not the teacher whose features {dataset.root} holds (content hashes "
+                         "differ); the action objective needs that teacher's head")  # fmt: skip
+    head = load_action_head(teacher, device=str(device), dtype="float32", warmup=False,
+                            runtime=RuntimeConfig(compile="off", cuda_graphs=False))  # fmt: skip
+    if head.feature_dim != dataset.feature_dim:
+        raise ValueError(f"--teacher {teacher}: its head reads {head.feature_dim}-d features, {dataset.root} holds "
+                         f"{dataset.feature_dim}-d ones")  # fmt: skip
+    return ActionObjective(head, head.action_policy(args.embodiment), args.seed)
