@@ -418,7 +418,19 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
     torch.save({"model": Payload(marker)}, tmp_path / "evil.pt")  # a crafted pickle, under both names
     __import__("shutil").copyfile(tmp_path / "evil.pt", tmp_path / "evil.safetensors")
     head = {"action_head.enabled": True}
+    unknown = Path(__import__("shutil").copytree(tiny_checkpoint, tmp_path / "unknown_family"))
+    config = json.loads((unknown / "config.json").read_text())
+    config.update(model_type="gr00t_n1_7", architectures=["GR00T_N1_7"])
+    (unknown / "config.json").write_text(json.dumps(config))
+    student = tmp_path / "good_student.safetensors"
+    write_untrained_student(student)
+    so100_path = str(Path(__file__).parents[1] / "config" / "embodiments" / "so100.yaml")
+    student_head = {"student": str(student), **head, "action_head.embodiment_config": so100_path}
     cases = [
+        (TeacherNode, {"checkpoint": str(unknown)}, "not a supported GR00T model family"),
+        (StudentNode, student_head, "parameter 'action_head.checkpoint': empty"),
+        (StudentNode, {**student_head, "action_head.checkpoint": str(tmp_path / "nowhere")},
+         "parameter 'action_head.checkpoint'"),
         (StudentNode, {"student": str(tmp_path / "student.safetensors")}, "parameter 'student'"),
         (StudentNode, {"student": str(tmp_path / "evil.pt")}, "pickle-based checkpoint is never loaded"),
         (StudentNode, {"student": str(tmp_path / "evil.safetensors")}, "not a readable safetensors file"),
@@ -446,6 +458,19 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
         finally:
             node.destroy_node()
     assert not marker.exists()
+
+
+def write_untrained_student(path: Path) -> None:
+    """A real (untrained) student for the tiny teacher's width, as distill writes one."""
+    from groot_sage_ros.families.n1_5.processor import Processor
+    from groot_sage_ros.student.checkpoint import save_student
+    from groot_sage_ros.student.config import StudentConfig
+    from groot_sage_ros.student.model import SageStudent
+
+    processor = Processor()
+    ids, _ = processor.encode(1, "Perform the default behavior.")
+    config = StudentConfig.for_teacher(processor.facts, 64, sorted(set(ids)), width=32, layers=1, heads=2)
+    save_student(path, SageStudent(config), {"eval_groups": []}, step=0)
 
 
 def node_process(module: str, *ros_args: str) -> subprocess.Popen:
