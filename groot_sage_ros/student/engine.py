@@ -15,6 +15,9 @@ from ..fastpath.cuda_graphs import GraphCache
 from .checkpoint import load_student
 
 
+NO_HEAD = "the student engine has no action head; engine.load_action_head gives the teacher's, for its features"
+
+
 class StudentExtractor:
     """Teacher-width features predicted by a distilled student, for the nodes and for evaluation."""
 
@@ -62,7 +65,13 @@ class StudentExtractor:
         """Nothing to compile; graphs are captured on the first frame of each shape."""
 
     def action_policy(self, embodiment: str, modes: dict[str, str] | None = None):
-        raise ValueError("the student engine has no action head")
+        raise ValueError(NO_HEAD)
+
+    def predict_actions(self, *args, **kwargs):
+        raise ValueError(NO_HEAD)
+
+    def action_velocity(self, *args, **kwargs):
+        raise ValueError(NO_HEAD)
 
     def prepare(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> ModelInputs:
         return self.processor(frame_sets, device=self.device)
