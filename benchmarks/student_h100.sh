@@ -19,7 +19,7 @@ cp /tmp/student/metrics.jsonl /tmp/student/loss.png /tmp/student/cosine.png /tmp
 # The CUDA-graph replay that serves the student at batch 1 gives the eager model's output.
 python3 - <<'PY'
 import numpy as np, torch
-from groot_sage_ros.student_engine import StudentExtractor
+from groot_sage_ros.student.engine import StudentExtractor
 frames = [np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)]
 graphed = StudentExtractor.from_checkpoint("/tmp/student/student.safetensors", device="cuda")
 eager = StudentExtractor.from_checkpoint("/tmp/student/student.safetensors", device="cuda")

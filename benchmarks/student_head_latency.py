@@ -1,0 +1,86 @@
+"""Batch-1 latency and peak GPU memory of student + the teacher's action head against teacher + head.
+
+Each pipeline in a fresh engine (the fast paths of both: the student's CUDA graph, the teacher's compiled
+layers and graphs, the head's graphs): one 640x480 camera and an instruction, features then a 4-step chunk,
+synchronised around every call. Prints JSON; ``--out`` writes it.
+
+    python benchmarks/student_head_latency.py --student run/student.safetensors --teacher CKPT --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from groot_sage_ros.engine import load_action_head, load_engine
+
+
+def timed(fn, device: torch.device, iters: int) -> dict:
+    for _ in range(5):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    return {"ms_median": statistics.median(times), "ms_p95": sorted(times)[int(0.95 * (len(times) - 1))],
+            "peak_allocated_gb": peak}  # fmt: skip
+
+
+def pipeline(features_engine, head_engine, frame_set, device: torch.device, iters: int) -> dict:
+    policy = head_engine.action_policy(None)
+    state = policy.zero_state()
+    inputs = features_engine.prepare([frame_set])
+    report = {"features": timed(lambda: features_engine.forward(inputs), device, iters)}
+    result = features_engine.forward(inputs)
+    report["head"] = timed(lambda: policy.chunk(result, state, seed=0), device, iters)
+    report["full"] = timed(lambda: policy.chunk(features_engine.forward(inputs), state, seed=0), device, iters)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", required=True, help="checkpoint with the action head (and a one-embodiment "
+                        "statistics file, as tiny-checkpoint writes)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="float16")
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    frame_set = ([np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)], "pick up the cube")
+    report = {"device": args.device, "dtype": args.dtype}
+    student = load_engine(args.student, device=args.device, dtype=args.dtype)
+    head = load_action_head(args.teacher, device=args.device, dtype=args.dtype)
+    report["student_plus_head"] = pipeline(student, head, frame_set, device, args.iters)
+    del student, head
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    teacher = load_engine(args.teacher, device=args.device, dtype=args.dtype, action_head=True)
+    report["teacher_plus_head"] = pipeline(teacher, teacher, frame_set, device, args.iters)
+    s, t = report["student_plus_head"], report["teacher_plus_head"]
+    report["student_adds_ms"] = s["full"]["ms_median"] - t["head"]["ms_median"]
+    if s["full"]["peak_allocated_gb"]:
+        report["memory_ratio"] = s["full"]["peak_allocated_gb"] / t["full"]["peak_allocated_gb"]
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(report, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
