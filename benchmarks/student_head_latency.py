@@ -12,31 +12,22 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from groot_sage_ros.bench import timed as bench_timed
 from groot_sage_ros.engine import load_action_head, load_engine
 
 
 def timed(fn, device: torch.device, iters: int) -> dict:
-    for _ in range(5):
-        fn()
+    """``bench.timed``'s median and p95 after 5 warm-up calls, and the peak memory while timing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000.0)
+    report = bench_timed("", fn, iters, 5, device)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    return {"ms_median": statistics.median(times), "ms_p95": sorted(times)[int(0.95 * (len(times) - 1))],
-            "peak_allocated_gb": peak}  # fmt: skip
+    return {"ms_median": report["_ms_median"], "ms_p95": report["_ms_p95"], "peak_allocated_gb": peak}
 
 
 def pipeline(features_engine, head_engine, frame_set, device: torch.device, iters: int) -> dict:

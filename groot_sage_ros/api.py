@@ -204,6 +204,10 @@ class ActionPolicy(Protocol):
     def zero_state(self) -> dict[str, np.ndarray]:
         """A state of zeros for every state key (robot units)."""
 
+    def normalised_chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
+                         reference: bool = False) -> torch.Tensor:  # fmt: skip
+        """The chunk ``chunk`` splits into robot units: (horizon, action_dim) normalised, on the host."""
+
     def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
               reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
         """One chunk for the first sample of ``result``: action key -> (horizon, width) in robot units.

@@ -35,10 +35,9 @@ def outputs(engine, frame_set, actions: bool, embodiment: str | None, state: dic
     if actions:
         policy = engine.action_policy(embodiment)
         state = state if state is not None else policy.zero_state()
-        vector = torch.from_numpy(policy.normalizer.state_vector(state, engine.state_width))[None]  # (1, S)
-        for seed in seeds:
-            out["chunks"].append(engine.predict_actions(result, vector, policy.normalizer.embodiment_id, seed)[0].float().cpu())
-            out["robot"].append(policy.chunk(result, state, seed))
+        for seed in seeds:  # one head run per seed: the normalised chunk, and robot units from it
+            out["chunks"].append(policy.normalised_chunk(result, state, seed))
+            out["robot"].append(policy.normalizer.split_actions(out["chunks"][-1].numpy()))
     return out
 
 

@@ -29,10 +29,15 @@ class HeadPolicy:
     def zero_state(self) -> dict[str, np.ndarray]:
         return self.normalizer.zero_state()
 
-    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
-              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
-        """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
+    def normalised_chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
+                         reference: bool = False) -> torch.Tensor:  # fmt: skip
+        """(horizon, action_dim) normalised, on the host, for the first sample of ``result``."""
         vector = self.normalizer.state_vector(state, self.engine.state_width)  # raises naming a bad key
         chunk = self.engine.predict_actions(result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id,
                                             seed, reference)  # fmt: skip
-        return self.normalizer.split_actions(chunk[0].float().cpu().numpy())
+        return chunk[0].float().cpu()
+
+    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
+              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+        """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
+        return self.normalizer.split_actions(self.normalised_chunk(result, state, seed, reference).numpy())

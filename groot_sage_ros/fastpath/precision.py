@@ -205,6 +205,12 @@ def check_supported(precision: str, device: torch.device) -> None:
                          f"Blackwell, Thor); {device} has {have}; use int8_weight or fp16 there")  # fmt: skip
 
 
+def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` where ``root``'s submodule ``name`` (dotted) is."""
+    owner_path, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(owner_path) if owner_path else root, leaf, module)
+
+
 def quantize_layers(layers: Iterable[nn.Module], precision: str, options: PrecisionOptions) -> int:
     """Swap every plain ``nn.Linear`` inside ``layers`` as ``precision`` says; returns how many were swapped.
     The swapped-out weights are dropped (their memory returns once nothing else holds them)."""
@@ -218,10 +224,8 @@ def quantize_layers(layers: Iterable[nn.Module], precision: str, options: Precis
         done.add(id(layer))
         targets = [(name, module) for name, module in layer.named_modules() if type(module) is nn.Linear]
         for name, linear in targets:
-            owner_path, _, leaf = name.rpartition(".")
-            owner = layer.get_submodule(owner_path) if owner_path else layer
             swapped = swap(linear, options)
-            setattr(owner, leaf, swapped)
+            replace_module(layer, name, swapped)
             count += swapped is not linear
         torch.cuda.empty_cache()  # layer by layer: the peak grows by one layer's fp16 weights at most
     return count
@@ -235,7 +239,6 @@ def quantize_token_tables(model: nn.Module, precision: str) -> int:
     targets = [(name, module) for name, module in model.named_modules()
                if type(module) is nn.Embedding and module.num_embeddings >= TOKEN_TABLE_ROWS]  # fmt: skip
     for name, embedding in targets:
-        owner_path, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(owner_path) if owner_path else model, leaf, swap(embedding))
+        replace_module(model, name, swap(embedding))
     torch.cuda.empty_cache()
     return len(targets)

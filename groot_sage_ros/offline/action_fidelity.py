@@ -16,13 +16,12 @@ import torch.nn.functional as F
 from ..api import FeatureResult
 
 
-def chunk_pair(head, policy, teacher: torch.Tensor, predicted: torch.Tensor, layout, seed: int) -> dict:
+def chunk_pair(policy, teacher: torch.Tensor, predicted: torch.Tensor, layout, seed: int) -> dict:
     """One sample, one seed: (L, D) teacher and predicted features -> cosine, relative L2, robot-unit errors."""
-    state = torch.from_numpy(policy.normalizer.state_vector(policy.zero_state(), head.state_width))[None]  # (1, S)
     chunks = []
     for features in (teacher, predicted):
         result = FeatureResult(features[None], torch.ones(1, features.shape[0]), [layout], torch.empty(0))
-        chunks.append(head.predict_actions(result, state, policy.normalizer.embodiment_id, seed)[0].float().cpu())
+        chunks.append(policy.normalised_chunk(result, policy.zero_state(), seed))
     reference, got = chunks  # (H, A) normalised
     robot_ref, robot_got = (policy.normalizer.split_actions(c.numpy()) for c in chunks)
     return {
@@ -43,7 +42,7 @@ def action_fidelity(head, policy, predict, dataset, indices, pad_id: int, seeds:
             data = collate([sample], pad_id)
             predicted = predict(data).float().to(device)[0]  # (L, D)
             teacher = sample["features"].float().to(device)  # (L, D)
-            pairs += [chunk_pair(head, policy, teacher, predicted, sample["layout"], seed) for seed in seeds]
+            pairs += [chunk_pair(policy, teacher, predicted, sample["layout"], seed) for seed in seeds]
     cosines = [p["cosine"] for p in pairs]
     keys = pairs[0]["max_abs_error"].keys() if pairs else ()
     return {

@@ -205,16 +205,10 @@ def write_report(out: Path, report: dict, results: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in ("student", "mean_feature_baseline", "untrained_baseline"):
-        ax.hist(results[name]["_cosines"], bins=50, range=(-1, 1), alpha=0.5, label=name)
-    ax.set_xlabel("per-token cosine to the teacher (held out)"), ax.set_ylabel("tokens"), ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "token_cosine.png", dpi=100)
-    plt.close(fig)
+    save_histogram(out / "token_cosine.png", results, "_cosines", 50, "per-token cosine to the teacher (held out)",
+                   "tokens")  # fmt: skip
     rows = ["| model | token cosine mean | median | image | text | token MSE mean | pooled cosine |", "|---|---|---|---|---|---|---|"]
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         r = report[name]
@@ -233,17 +227,23 @@ def write_report(out: Path, report: dict, results: dict) -> None:
     (out / "report.md").write_text("\n".join(text))
 
 
-def action_section(out: Path, report: dict, results: dict) -> list[str]:
-    """The teacher's action head on each predictor's features: a table and a histogram of chunk cosines."""
+def save_histogram(path: Path, results: dict, key: str, bins: int, xlabel: str, ylabel: str) -> None:
+    """One histogram of ``results[model][key]`` (cosines in [-1, 1]) per model, overlaid."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
-        ax.hist(results[name]["_action_cosines"], bins=40, range=(-1, 1), alpha=0.5, label=name)
-    ax.set_xlabel("action chunk cosine to the teacher's (held out, per seed)"), ax.set_ylabel("chunks"), ax.legend()
+        ax.hist(results[name][key], bins=bins, range=(-1, 1), alpha=0.5, label=name)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "action_cosine.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def action_section(out: Path, report: dict, results: dict) -> list[str]:
+    """The teacher's action head on each predictor's features: a table and a histogram of chunk cosines."""
+    save_histogram(out / "action_cosine.png", results, "_action_cosines", 40,
+                   "action chunk cosine to the teacher's (held out, per seed)", "chunks")  # fmt: skip
     rows = ["## Through the teacher's action head", "",
             f"Chunks from the teacher's features and from each model's, same state and noise "
             f"({report['student']['action_samples']} samples x {report['student']['action_seeds']} seeds).", "",

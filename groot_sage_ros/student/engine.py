@@ -14,7 +14,6 @@ from ..families import by_name
 from ..fastpath.cuda_graphs import GraphCache
 from .checkpoint import load_student
 
-
 NO_HEAD = "the student engine has no action head; engine.load_action_head gives the teacher's, for its features"
 
 
