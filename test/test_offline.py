@@ -164,6 +164,31 @@ def test_two_processes_under_torchrun_give_exactly_the_one_process_dataset(arc_b
     assert two["timing"]["processes"] == 2 and len(two["timing"]["rank_start_s"]) == 2
 
 
+RANK_TEARDOWN = """
+import os, sys
+from groot_sage_ros.offline.distributed import distributed, end_distributed, gather_json
+rank, world, _ = distributed("cpu")
+from transformers import PreTrainedModel  # what loading the engine imports, after the group exists
+gather_json(rank, world, "cpu")
+end_distributed()
+threads = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(f"rank {rank} threads after end_distributed: {threads}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to list a process's threads")
+def test_end_distributed_leaves_no_gloo_thread_for_interpreter_teardown(tmp_path):
+    """A gloo thread alive at interpreter teardown can abort a finished run (SIGABRT, exit -6): every rank's
+    group must be gone, threads joined, when ``end_distributed`` returns, after the engine's imports."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_TEARDOWN)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [line for line in run.stdout.splitlines() if "threads after end_distributed" in line]
+    assert len(lines) == 2 and not any("gloo" in line for line in lines), run.stdout
+
+
 def write_bag(path, messages, storage="mcap"):
     """messages: (topic, msgtype, stamp_ns, message object) in time order."""
     store = typestore()

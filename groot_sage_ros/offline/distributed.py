@@ -21,6 +21,11 @@ def distributed(device: str) -> tuple[int, int, int]:
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        # torch._dynamo (imported by transformers and torch.compile) keeps references to the default group when
+        # it is first imported after the group exists; destroy_process_group then cannot free the group, and
+        # gloo's threads live on into interpreter teardown, where they can abort a finished run (SIGABRT: three
+        # failed two-process test runs out of about fifteen). Imported first, it never sees the group.
+        import torch._dynamo  # noqa: F401
         if device.startswith("cuda"):
             visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if local_rank >= visible:
