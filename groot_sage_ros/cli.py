@@ -42,6 +42,17 @@ NON_NEGATIVE_FLOAT = bounded(float, lambda v: 0 <= v < float("inf"), "a number >
 FRACTION = bounded(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
+def instruction_text(text: str) -> str:
+    """An argparse type: non-empty text within the limit every instruction has (the family's processor
+    checks special tokens once the checkpoint is known)."""
+    from .serving.instructions import MAX_INSTRUCTION_CHARS
+
+    if not text.strip() or len(text) > MAX_INSTRUCTION_CHARS:
+        raise argparse.ArgumentTypeError(f"expected non-empty text of at most {MAX_INSTRUCTION_CHARS} characters, "
+                                         f"got {len(text)} characters")  # fmt: skip
+    return text
+
+
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     """The engine's speed knobs (engine.RuntimeConfig), shared by every command that runs the teacher."""
     parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
@@ -61,7 +72,7 @@ def add_frame_set_args(parser: argparse.ArgumentParser) -> None:
     """A checkpoint and one frame set from image files, for the commands that run one frame set."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or cached HF repo id")
     parser.add_argument("--image", action="append", required=True, help="image file, once per camera, in order")
-    parser.add_argument("--instruction", required=True)
+    parser.add_argument("--instruction", required=True, type=instruction_text)
     parser.add_argument("--device", default="cpu", help="torch device string (default: cpu)")
 
 
@@ -228,8 +239,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report["command"] = "groot-sage " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     print(json.dumps(report, indent=2))
     if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+        from pathlib import Path
+
+        from .owned_files import write_json_atomic
+
+        write_json_atomic(Path(args.out), report)  # never through a link or into a FIFO
     return 0
 
 
@@ -273,7 +287,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .offline.distill import run_distill
 
     metrics = run_distill(args)
-    if metrics:
+    if metrics and not metrics.get("finished_before"):
         held = f", held-out cosine {metrics['eval_cosine']:.4f}" if "eval_cosine" in metrics else ""
         print(f"wrote {args.out}/student.safetensors after {metrics['step']} steps: loss {metrics['loss']:.4f}{held}")
         print(f"throughput: {metrics['samples_per_s']:.1f} samples/s ({metrics['processes']} process(es))")
@@ -359,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="a folder of photos, one frame each, sorted by name")
     bag.add_argument("--limit", type=POSITIVE_INT, default=None, help="ARC: first N tasks (default: all)")
     bag.add_argument("--arc-split", choices=("train", "eval"), default="train")
-    bag.add_argument("--instruction", default=None, help="instruction text (default: ARC's, or the default one)")
+    bag.add_argument("--instruction", default=None, type=instruction_text, help="instruction text (default: ARC's, or the default one)")
     bag.add_argument("--camera-topic", default="/camera/image_raw")
     bag.add_argument("--instruction-topic", default="/instruction")
     bag.add_argument("--compressed", action="store_true", help="JPEG on <camera-topic>/compressed")
@@ -379,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--checkpoint", required=True)
     ext.add_argument("--camera-topics", nargs="+", required=True, help="camera topics, prompt order")
     ext.add_argument("--instruction-topic", default="/instruction")
-    ext.add_argument("--instruction", default=None, help="use this instruction for every frame set")
+    ext.add_argument("--instruction", default=None, type=instruction_text, help="use this instruction for every frame set")
     ext.add_argument("--out", required=True, help="dataset folder")
     ext.add_argument("--out-bag", default=None, help="also write a bag with cameras, instructions and features")
     ext.add_argument("--device", default="cpu")
@@ -455,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--student", required=True, help="student.safetensors (or its run folder)")
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--teacher", default=None, help="teacher checkpoint, to time it on the same device")
+    ev.add_argument("--allow-unknown-teacher", action="store_true",
+                    help="evaluate even when the student or the dataset records no teacher content hash "
+                    "(dataset-from-bag datasets record none), so the same teacher cannot be checked")  # fmt: skip
     ev.add_argument("--embodiment", default=None, nargs="?", const="",
                     help="with --teacher: also score each model through the teacher's action head with this "
                     "embodiment's statistics (no value: the checkpoint's only one)")  # fmt: skip
@@ -507,6 +524,9 @@ def user_error_line(err: ValueError | OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # paths with bytes that are not UTF-8 print escaped, not as an error
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

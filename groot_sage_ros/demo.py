@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .families import DEFAULT_FAMILY, by_name
-from .offline.bags import BAG_FILES, CameraFrame, write_camera_bag
+from .offline.bags import CameraFrame, write_camera_bag
 from .output_folder import OutputError, OutputFolder
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")
@@ -41,7 +41,7 @@ def photo_frames(count: int, hz: float) -> list[CameraFrame]:
 
 
 def write_demo_bag(out: Path, count: int, hz: float) -> Path:
-    OutputFolder.claim(out, "bag", BAG_FILES, overwrite=True).release()  # replaces only an earlier demo's bag
+    OutputFolder.claim(out, "bag", overwrite=True).release()  # replaces only an earlier demo's bag
     instructions = [(BAG_START_NS + int(t * 1e9), text) for t, text in INSTRUCTIONS]
     # JPEG, as robots usually record: ~50 kB a frame instead of ~800 kB raw
     return write_camera_bag(out, photo_frames(count, hz), instructions, camera_topic="/demo/camera/image_raw",

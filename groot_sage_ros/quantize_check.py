@@ -17,7 +17,6 @@ A precision passes when its mean token cosine and mean chunk cosine reach the ga
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -113,5 +112,8 @@ def print_report(report: dict) -> None:
 
 
 def write_json(path: str, report: dict) -> None:
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2)
+    from pathlib import Path
+
+    from .owned_files import write_json_atomic
+
+    write_json_atomic(Path(path), report)  # never through a link or into a FIFO

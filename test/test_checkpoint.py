@@ -42,7 +42,7 @@ def test_tiny_checkpoint_has_the_real_layout(tiny_checkpoint):
     names = sorted(p.name for p in tiny_checkpoint.iterdir() if not p.name.startswith("."))
     assert names == ["config.json", "experiment_cfg", SHARD1, SHARD2, "model.safetensors.index.json"]
     hidden = sorted(p.name for p in tiny_checkpoint.iterdir() if p.name.startswith("."))
-    assert hidden == [".groot-sage-output.json", ".groot-sage.lock"]  # the output folder's marker and lock
+    assert hidden == [".groot-sage-journal.jsonl", ".groot-sage-output.json", ".groot-sage.lock"]  # the folder's own
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["architectures"] == ["GR00T_N1_5"] and config["backbone_cfg"]["project_to_dim"] is None
     assert "new_embodiment" in json.loads((tiny_checkpoint / "experiment_cfg" / "metadata.json").read_text())

@@ -21,6 +21,7 @@ from groot_sage_ros.offline.bags import (
     typestore,
     write_camera_bag,
 )
+from groot_sage_ros.owned_files import Journal
 from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.frame_sets import read_frame_sets
@@ -121,6 +122,7 @@ def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, 
 def test_interrupted_extract_resumes_to_the_same_result(arc_bag, arc_dataset, tiny_checkpoint, tmp_path):
     partial = Path(shutil.copytree(arc_dataset, tmp_path / "partial"))
     (partial / "manifest.json").unlink()  # a run that died before finishing
+    Journal(partial).record("temp", ".shard-00001.safetensors.4242-0badf00d.tmp")  # as a run records its temporary
     (partial / "shard-00001.safetensors").rename(partial / ".shard-00001.safetensors.4242-0badf00d.tmp")  # half-written
     (partial / "notes.tmp").write_text("the user's own file")  # never ours to delete
     with pytest.raises(ValueError, match="no manifest.json"):

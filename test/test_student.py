@@ -175,11 +175,10 @@ def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
     manifest = json.loads((poisoned / "manifest.json").read_text())
     manifest["shards"][0].update(bytes=size, sha256=sha256)  # a dataset whose teacher really produced NaN
     (poisoned / "manifest.json").write_text(json.dumps(manifest))
-    run = Path(shutil.copytree(trained, tmp_path / "run"))
-    shutil.copyfile(run / "step-20.safetensors", run / "last.safetensors")
-    with pytest.raises(ValueError, match=r"loss is nan at step 21 \(batch from \[.*arc/"):
-        run_distill(cli("distill", poisoned, "--out", run, "--max-steps", 80, "--resume", *SMALL))
-    assert load_student(run / "last.safetensors")[1]["step"] == 20  # the last good checkpoint stays
+    run = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match=r"loss is nan at step 1 \(batch from \[.*arc/.*not written yet"):
+        run_distill(cli("distill", poisoned, "--out", run, "--max-steps", 80, *SMALL))
+    assert not (tmp_path / "new").exists()  # nothing written: the folders this run created are gone
 
 
 def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_checkpoint):

@@ -3,13 +3,12 @@ safetensors shards and their index."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
+from ..owned_files import atomic_file, save_safetensors, write_json_atomic
 from .files import INDEX_FILE
 
 
@@ -42,9 +41,10 @@ def write_shards(out: Path, shard_makers: list[Callable[[], dict[str, torch.Tens
     for number, make in enumerate(shard_makers, start=1):
         shard = make()
         name = f"model-{number:05d}-of-{len(shard_makers):05d}.safetensors"
-        save_file(shard, str(out / name), metadata={"format": "pt"})
+        with atomic_file(out / name) as tmp:
+            save_safetensors(shard, tmp, {"format": "pt"}, out / name)
         total += sum(t.numel() * t.element_size() for t in shard.values())
         weight_map.update(dict.fromkeys(shard, name))
         del shard
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (out / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    write_json_atomic(out / INDEX_FILE, index)

@@ -15,7 +15,7 @@ from .runtime import RuntimeConfig, parse_dtype, resolve_device
 from .teacher import FeatureExtractor
 
 __all__ = ["PRECISIONS", "FeatureExtractor", "RuntimeConfig", "check_precision", "is_student", "load_action_head", "load_engine",
-           "random_engine", "parse_dtype", "resolve_device"]
+           "load_processor", "random_engine", "parse_dtype", "resolve_device"]
 
 
 STUDENT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pkl", ".bin")  # the pickles are refused by name
@@ -45,6 +45,17 @@ def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "floa
     return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
                                             instruction_format=instruction_format, action_head=action_head,
                                             runtime=runtime, warmup=warmup)  # fmt: skip
+
+
+def load_processor(checkpoint: str | Path, tokenizer: str | None = None, instruction_format: str | None = None):
+    """A teacher checkpoint's processor alone (its family from ``config.json``; no weights read): checks an
+    instruction or a prompt before a model is loaded."""
+    from ..checkpoint import read_checkpoint_files
+    from ..families import detect
+
+    files = read_checkpoint_files(checkpoint)
+    family = detect(files.raw_config, str(files.root / "config.json"))
+    return family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
 
 
 def load_action_head(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *,

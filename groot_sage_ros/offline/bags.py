@@ -30,38 +30,49 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..output_folder import OutputError, OutputFolder, temporary_path
+from ..output_folder import OutputError, OutputFolder
+from ..owned_files import temporary_path
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-BAG_FILES = ("metadata.yaml", "*.mcap", "*.db3")  # what a bag folder of ours holds
-
-
-def claim_bag_folder(path: str | Path, option: str = "--out") -> OutputFolder:
-    """Lock a new bag folder for this run; refuse one that already holds a bag."""
-    folder = OutputFolder.claim(path, "bag", option=option)
-    if (folder.path / "metadata.yaml").exists():
+def claim_bag_folder(path: str | Path, option: str = "--out", overwrite: bool = False) -> OutputFolder:
+    """Lock a new bag folder for this run; refuse one that already holds a bag (unless ``overwrite``, which
+    deletes the bag files this package wrote there)."""
+    folder = OutputFolder.claim(path, "bag", overwrite=overwrite, option=option)
+    if os.path.lexists(folder.path / "metadata.yaml"):
         folder.release()
         raise OutputError(f"{option} {path}: already holds a bag; choose another folder")
-    folder.delete_own_files(BAG_FILES)  # a crashed run's partial files
+    folder.delete_own_files()  # a crashed run's partial files (journaled as ours)
     return folder
+
+
+def bag_fingerprint(bag: str | Path) -> dict:
+    """What identifies an input bag in a run's identity: its absolute path, the size of its files and the
+    sha256 of its ``metadata.yaml`` (message counts, time range, topics). Cheap: the messages are not read."""
+    import hashlib
+
+    path = Path(bag).absolute()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    metadata = path / "metadata.yaml"
+    digest = hashlib.sha256(metadata.read_bytes()).hexdigest() if metadata.is_file() else None
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files), "metadata_sha256": digest}
 
 
 @contextmanager
 def bag_writer(folder: OutputFolder, storage: str = "mcap") -> Iterator[Writer]:
     """A rosbags Writer whose bag lands in the claimed ``folder`` whole, or not at all."""
-    staging = temporary_path(folder.path / "staging")
-    staging.mkdir()
+    staging = folder.register_folder(temporary_path(folder.path / "staging").name)
     inner = staging / folder.path.name  # rosbags names the storage file after its folder
     try:
         with Writer(inner, version=9, storage_plugin=STORAGE[storage]) as writer:
             yield writer
         for item in sorted(inner.iterdir(), key=lambda p: p.name == "metadata.yaml"):  # metadata.yaml last
-            os.replace(item, folder.path / item.name)
+            folder.move_in(item, item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        folder.journal.record("gone", staging.name)
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,24 +34,43 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..api import TokenFacts, TokenLayout
-from ..output_folder import OutputFolder, atomic_file, save_safetensors
+from ..output_folder import OutputError, OutputFolder
+from ..owned_files import atomic_file, check_replaceable, read_small_file, save_safetensors
 
 SCHEMA_VERSION = 3  # 2: shards carry their size and sha256; 3: the teacher family's token facts
 MANIFEST = "manifest.json"
-DATASET_FILES = (MANIFEST, "shard-*.safetensors")  # what --overwrite may delete in a dataset folder
+SHARD_FILE = re.compile(r"^shard-\d{5}\.safetensors$")  # what extract and dataset-from-bag name them
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
 VERIFY_MODES = ("lazy", "all")
 
 
-def claim_dataset_folder(out: Path, overwrite: bool) -> OutputFolder:
+def claim_dataset_folder(out: Path, overwrite: bool, identity: dict) -> OutputFolder:
     """Lock ``out`` for a run that writes a dataset; refuse a finished dataset unless ``overwrite`` (which
-    deletes only the dataset's own files); clear a crashed run's temporaries, keeping its finished shards."""
-    folder = OutputFolder.claim(out, "dataset", DATASET_FILES, overwrite=overwrite)
-    if (Path(out) / MANIFEST).exists():
+    deletes only the files the package wrote there), and unfinished work of a run with another
+    ``identity``; a crashed run's temporaries go, its finished shards stay for this run to keep."""
+    folder = OutputFolder.claim(out, "dataset", overwrite=overwrite, identity=identity, check=check_dataset_names)
+    try:
+        if os.path.lexists(folder.path / MANIFEST):
+            raise OutputError(f"--out {out} holds a finished dataset; pass --overwrite to replace it")
+    except BaseException:
         folder.release()
-        raise ValueError(f"{out} holds a finished dataset; pass --overwrite to replace it")
-    folder.remove_stale_temporaries()
+        raise
     return folder
+
+
+def check_dataset_names(folder: OutputFolder) -> None:
+    """OutputError naming a link, FIFO or someone else's file at the manifest's name or a shard's."""
+    for name in [MANIFEST, *sorted(e.name for e in folder.path.iterdir() if SHARD_FILE.match(e.name))]:
+        check_replaceable(folder.path / name, folder.journal)
+
+
+def finished_shards(folder: Path) -> set[str]:
+    """The shard files an earlier run of this dataset completed (journaled as the package's, still there)."""
+    from ..owned_files import Journal
+
+    owned = Journal(folder).state()[0]
+    return {name for name in owned if SHARD_FILE.match(name) and os.path.lexists(folder / name)
+            and stat.S_ISREG(os.lstat(folder / name).st_mode)}  # fmt: skip
 
 
 def shard_name(k: int) -> str:
@@ -104,9 +124,9 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
         "index": torch.tensor([s.index for s in samples], dtype=torch.int64),
     }  # fmt: skip
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
-    metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(skipped))}
+    metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(sorted(skipped.items())))}
     with atomic_file(path) as tmp:
-        save_safetensors({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata, path)
+        save_safetensors(tensors, tmp, metadata, path)
         digest = file_digest(tmp)  # read back while the pages are still cached
         if durable:
             sync_files([tmp])
@@ -163,13 +183,15 @@ class FeatureDataset(torch.utils.data.Dataset):
             raise ValueError(f"verify {verify!r}: expected one of {list(VERIFY_MODES)}")
         self.root = Path(root)
         manifest_path = self.root / MANIFEST
-        if not manifest_path.is_file():
+        if not os.path.lexists(manifest_path):
             raise ValueError(f"{self.root}: no {MANIFEST}; not a finished dataset (an interrupted extract "
                              "resumes when run again with the same arguments)")  # fmt: skip
         try:
-            self.manifest = json.loads(manifest_path.read_text())
+            self.manifest = json.loads(read_small_file(manifest_path, 256 << 20))
             shards = self.manifest["shards"]
             expected_total = int(self.manifest["num_samples"])
+        except OutputError:
+            raise
         except (ValueError, KeyError, TypeError, OSError) as err:
             raise ValueError(f"{manifest_path}: not a dataset manifest ({err})") from None
         if self.manifest.get("schema_version") != SCHEMA_VERSION:

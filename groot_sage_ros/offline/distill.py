@@ -9,11 +9,15 @@ The batch order is a function of (seed, step), so ``--resume`` continues the sam
 
 The run owns ``--out`` (``output_folder``): ``student.safetensors``, ``last.safetensors`` and ``step-N.safetensors``
 (``student_checkpoint``: safetensors plus JSON, no pickle), ``metrics.jsonl`` and the plots. ``--overwrite``
-deletes only those in a folder an earlier distill wrote.
+deletes only those in a folder an earlier distill wrote. The folder records the run's identity
+(``distill_identity``: the dataset's manifest hash and every option that changes the weights, the CPU
+thread count included); ``--resume`` continues only a run of the same identity, reusing its thread count
+so that a resumed run's weights equal an uninterrupted one's, and a finished run asked to resume says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -26,19 +30,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cpu_threads import set_cpu_threads
+from ..cpu_threads import intra_op_threads, set_cpu_threads
 from ..engine.runtime import resolve_device
 from ..families import by_name
-from ..output_folder import (
-    OutputError,
-    OutputFolder,
+from ..output_folder import OutputError, OutputFolder, read_identity
+from ..owned_files import (
     atomic_file,
+    open_append,
+    read_small_file,
     write_bytes_atomic,
     write_json_atomic,
 )
 from ..student.checkpoint import (
     RESUME_FILE,
     STUDENT_FILE,
+    StudentCheckpointError,
     load_training_state,
     save_student,
 )
@@ -49,7 +55,6 @@ from .dataset import FeatureDataset
 from .distributed import barrier, distributed, gather_json, rank_device
 from .pipeline import prefetch
 
-RUN_FILES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "timing.json", "loss.png", "cosine.png")
 LOADER_THREADS = 4  # read and collate the next batches while the device trains on this one
 
 
@@ -165,19 +170,40 @@ def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8)
             "eval_cosine_text": sums["cos_text"] / max(counts["text"], 1)}  # fmt: skip
 
 
-def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> OutputFolder:
-    """Lock the run folder. A fresh run needs a new or empty folder (or ``overwrite``, which deletes only an
-    earlier run's files); ``resume`` needs the folder's resume state."""
-    folder = OutputFolder.claim(out, "distill_run", RUN_FILES, overwrite=overwrite)
+def distill_identity(args, world: int, device: torch.device, threads: int | None) -> dict:
+    """What shapes a distill run's weights: the data, every option of the objective and the optimiser, the
+    student's shape, the processes and (on the CPU) the thread count, whose sums differ bit for bit."""
+    manifest = Path(args.dataset) / "manifest.json"
+    return {"command": "distill", "dataset": str(Path(args.dataset).absolute()),
+            "dataset_manifest_sha256": hashlib.sha256(read_small_file(manifest, 256 << 20)).hexdigest(),
+            **{name: getattr(args, name) for name in IDENTITY_OPTIONS}, "processes": world,
+            "device_type": device.type, "threads": threads}  # fmt: skip
+
+
+IDENTITY_OPTIONS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "mse_weight",
+                    "cosine_weight", "action_weight", "teacher", "embodiment", "eval_fraction", "seed", "width",
+                    "layers", "heads")  # fmt: skip
+
+
+def claim_run_folder(args, out: Path, world: int, device: torch.device) -> OutputFolder:
+    """Lock the run folder and settle the run's identity. A fresh run needs a new or empty folder (or
+    ``--overwrite``, which deletes only an earlier run's files); ``--resume`` needs the folder's resume state
+    and the same identity, and takes the earlier run's CPU thread count unless ``--threads`` names one."""
+    folder = OutputFolder.claim(out, "distill_run", overwrite=args.overwrite)
     try:
-        if resume and not (out / RESUME_FILE).is_file():
-            raise OutputError(f"--resume: no {out / RESUME_FILE} (a run saves it every --save-every steps)")
-        if not resume and any(any(out.glob(pattern)) for pattern in RUN_FILES):
+        if args.resume and RESUME_FILE not in folder.outputs():
+            raise OutputError(f"--resume: no {out / RESUME_FILE} written by distill (a run saves it every "
+                              "--save-every steps)")  # fmt: skip
+        if not args.resume and folder.outputs():
             raise OutputError(f"{out} holds a distill run; pass --resume to continue or --overwrite to start over")
+        threads = None
+        if device.type == "cpu":
+            recorded = (folder.recorded_identity() or {}).get("threads") if args.resume else None
+            threads = args.threads or recorded or intra_op_threads(processes=world)
+        folder.settle_identity(distill_identity(args, world, device, threads))
     except BaseException:
-        folder.release()
+        folder.discard_if_unused()
         raise
-    folder.remove_stale_temporaries()
     return folder
 
 
@@ -212,10 +238,14 @@ def run_distill(args) -> dict:
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
     out = Path(args.out)
-    folder = claim_run_folder(out, args.resume, args.overwrite) if rank == 0 else None
+    folder = claim_run_folder(args, out, world, device) if rank == 0 else None
     try:
         barrier(world)
         return train_student(args, out, rank, world, device)
+    except BaseException:
+        if folder is not None:
+            folder.discard_if_unused()
+        raise
     finally:
         if folder is not None:
             folder.release()
@@ -246,6 +276,12 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
     start_step = 0
     if args.resume:
         start_step = load_training_state(resume_path, model, optimizer)
+        if start_step > args.max_steps:
+            raise StudentCheckpointError(f"{resume_path}: metadata 'step' is {start_step}, beyond this run's "
+                                         f"--max-steps {args.max_steps}")  # fmt: skip
+        if start_step == args.max_steps:
+            print(f"distill: {out} already finished all {args.max_steps} steps; nothing to do", file=sys.stderr)
+            return {"finished_before": True, "step": start_step}
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -259,7 +295,7 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
                            "action_weight": args.action_weight}}  # fmt: skip
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     if device.type == "cpu":  # after every check that can fail: a user error stays one line
-        set_cpu_threads("distill", args.threads, processes=world)
+        set_cpu_threads("distill", read_identity(out)["threads"], processes=world)  # the run's, resumed or not
     setup_s = time.monotonic() - setup  # open and verify the data, statistics, model, resume state
     started, last_metrics = time.monotonic(), {}
     # This rank's slice of each step's global batch, read and collated by threads while the device trains.
@@ -311,7 +347,7 @@ def train_student(args, out: Path, rank: int, world: int, device: torch.device) 
                     record["train_action_loss"] = logged[3].item()
                 if held_out and (done % args.eval_every == 0 or done == args.max_steps):
                     record.update(evaluate_split(model, dataset, held_out, device))
-                with metrics_path.open("a") as handle:
+                with open_append(metrics_path) as handle:
                     handle.write(json.dumps(record) + "\n")
                 last_metrics = record
                 if done % args.save_every == 0 or done == args.max_steps:
@@ -356,7 +392,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
                 label="held-out MSE + (1 - cosine)")  # fmt: skip
     ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("SAGE distillation")
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
+    save_figure(fig, out / "loss.png")
     plt.close(fig)
     if evals:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -365,5 +401,11 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
             ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
         ax.set_xlabel("step"), ax.set_ylabel("held-out per-token cosine"), ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "cosine.png", dpi=100)
+        save_figure(fig, out / "cosine.png")
         plt.close(fig)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG, written atomically (and journaled) like every file of a run."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")

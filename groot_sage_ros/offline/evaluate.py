@@ -8,7 +8,6 @@ shape. Plus parameters, batch-1 latency and memory of the student, and of the te
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,18 +21,19 @@ from ..engine import load_engine
 from ..engine.runtime import resolve_device
 from ..families import by_name
 from ..output_folder import OutputFolder
+from ..owned_files import write_bytes_atomic, write_json_atomic
 from ..student.checkpoint import load_student, resolve_student_file
 from ..student.config import StudentConfig
 from ..student.model import SageStudent
 from .action_fidelity import action_fidelity
 from .dataset import FeatureDataset
-from .distill import collate, group_of
+from .distill import collate, group_of, save_figure
 
-REPORT_FILES = ("report.md", "token_cosine.png", "action_cosine.png")
-
-
-def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None) -> None:
-    """The student's teacher (content hash of its weights) must be the dataset's, and ``--teacher``'s."""
+def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None,
+                       allow_unknown: bool = False) -> None:  # fmt: skip
+    """The student's teacher (content hash of its weights) must be the dataset's, and ``--teacher``'s. A
+    hash missing on either side (``dataset-from-bag`` datasets record none) is refused unless
+    ``allow_unknown`` (``--allow-unknown-teacher``): evaluate does not vouch for what it cannot check."""
     from ..checkpoint import content_hash, read_checkpoint_files
 
     mine = student.cfg.teacher_content_hash
@@ -41,6 +41,11 @@ def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_ch
     if teacher_checkpoint:
         recorded[f"--teacher {teacher_checkpoint}"] = content_hash(read_checkpoint_files(teacher_checkpoint))
     for what, theirs in recorded.items():
+        if not (mine and theirs) and not allow_unknown:
+            unknown = "the student" if not mine else what
+            raise ValueError(f"{unknown} records no teacher content hash, so evaluate cannot check that the student "
+                             "and the features come from the same teacher; pass --allow-unknown-teacher to "
+                             "evaluate anyway")  # fmt: skip
         if mine and theirs and mine != theirs:
             raise ValueError(f"the student was distilled from teacher {mine[:12]}... but {what} comes from teacher "
                              f"{theirs[:12]}... (content hashes of the weights); evaluate a student against its own "
@@ -66,6 +71,21 @@ def held_out_indices(dataset: FeatureDataset, groups) -> tuple[list[int], list[i
     if not evaluation:
         raise ValueError(f"empty split: none of the student's held-out groups ({sorted(held)[:5]}...) is in {dataset.root}")
     return [i for i, g in enumerate(tags) if g not in held], evaluation
+
+
+def check_scorable(dataset: FeatureDataset, indices: list[int]) -> None:
+    """The held-out samples must hold image and text tokens: evaluate scores each kind."""
+    image_id = dataset.facts.image_token_id
+    kinds = set()
+    for i in indices:
+        ids = dataset[i]["input_ids"]
+        kinds |= {"image"} if bool((ids == image_id).any()) else set()
+        kinds |= {"text"} if bool((ids != image_id).any()) else set()
+        if len(kinds) == 2:
+            return
+    missing = sorted({"image", "text"} - kinds)
+    raise ValueError(f"the held-out samples of {dataset.root} have no {' or '.join(missing)} tokens (image token id "
+                     f"{image_id}); evaluate scores image and text tokens against the teacher")  # fmt: skip
 
 
 def position_means(dataset: FeatureDataset, indices: list[int]) -> torch.Tensor:
@@ -136,13 +156,17 @@ def run_evaluate(args) -> dict:
     student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)
     check_compatible(student, state, dataset)
-    check_same_teacher(student, dataset, args.teacher)
+    check_same_teacher(student, dataset, args.teacher, getattr(args, "allow_unknown_teacher", False))
+    check_scorable(dataset, held_out_indices(dataset, state.get("eval_groups"))[1])
     if device.type == "cpu":
         set_cpu_threads("evaluate", args.threads)
-    folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", REPORT_FILES,
-                                overwrite=True, option="--report-dir")  # fmt: skip
+    folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", overwrite=True,
+                                option="--report-dir")  # fmt: skip
     try:
         return evaluate_into(args, folder.path, device, student_file, student, state, dataset)
+    except BaseException:
+        folder.discard_if_unused()
+        raise
     finally:
         folder.release()
 
@@ -197,7 +221,7 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     report["held_out_groups"] = len(set(state["eval_groups"]))
     write_report(out, report, results)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_json_atomic(Path(args.json), report)
     return report
 
 
@@ -206,7 +230,6 @@ def write_report(out: Path, report: dict, results: dict) -> None:
 
     matplotlib.use("Agg")
 
-    out.mkdir(parents=True, exist_ok=True)
     save_histogram(out / "token_cosine.png", results, "_cosines", 50, "per-token cosine to the teacher (held out)",
                    "tokens")  # fmt: skip
     rows = ["| model | token cosine mean | median | image | text | token MSE mean | pooled cosine |", "|---|---|---|---|---|---|---|"]
@@ -224,7 +247,7 @@ def write_report(out: Path, report: dict, results: dict) -> None:
             "![per-token cosine](token_cosine.png)", ""]  # fmt: skip
     if "action_cosine_mean" in report["student"]:
         text += action_section(out, report, results)
-    (out / "report.md").write_text("\n".join(text))
+    write_bytes_atomic(out / "report.md", "\n".join(text).encode())
 
 
 def save_histogram(path: Path, results: dict, key: str, bins: int, xlabel: str, ylabel: str) -> None:
@@ -236,7 +259,7 @@ def save_histogram(path: Path, results: dict, key: str, bins: int, xlabel: str, 
         ax.hist(results[name][key], bins=bins, range=(-1, 1), alpha=0.5, label=name)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

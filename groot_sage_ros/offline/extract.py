@@ -7,8 +7,14 @@ once all ranks are done. A shard file is renamed into place only when complete, 
 resumes by skipping the shards that exist. The manifest is written last: a folder without one is unfinished.
 
 The run owns ``--out`` (and ``--out-bag``) for its lifetime (``output_folder``): rank 0 claims both before
-the model loads, after checking the bags (``survey_bags``), so a wrong topic, a missing instruction or a
-busy folder costs seconds, not a model load. A run whose frame sets all fail writes no manifest.
+the model loads, after checking the bags (``survey_bags``) and ``--instruction``, so a wrong topic, a bad
+instruction or a busy folder costs seconds, not a model load. A run whose frame sets all fail writes no
+manifest, and leaves no folder it created.
+
+Resuming is safe: the folder records the run's identity (``extract_identity``: the bags' sizes and
+metadata hashes, every option that changes the samples, and the teacher's content hash, hashed while the
+model loads and checked before the first shard is written). A rerun with a different identity is refused
+with one line naming the field, and only shards the journal lists as this dataset's are kept.
 """
 
 from __future__ import annotations
@@ -26,16 +32,19 @@ from ..api import FeatureEngine
 from ..checkpoint import content_hash, read_checkpoint_files
 from ..cpu_threads import available_cores, set_cpu_threads
 from ..engine import RuntimeConfig, load_engine, resolve_device
-from ..output_folder import OutputFolder, write_json_atomic
-from .bags import claim_bag_folder
+from ..engine import load_processor
+from ..output_folder import OutputFolder
+from ..owned_files import write_json_atomic
+from ..serving.instructions import check_instruction
+from .bags import bag_fingerprint, claim_bag_folder
 from .dataset import (
-    DATASET_FILES,
     MANIFEST,
     SCHEMA_VERSION,
     claim_dataset_folder,
     file_digest,
+    finished_shards,
     read_shard_info,
-    shard_name,  # fmt: skip
+    shard_name,
     sync_files,
 )
 from .distributed import barrier, distributed, gather_json, rank_device
@@ -61,46 +70,76 @@ class Progress:
         print(f"extract: {self.done}{of} frame sets computed, {rate:.1f} frame sets/s{eta}", file=sys.stderr)
 
 
+def extract_identity(args, device: str) -> dict:
+    """What shapes the samples of an extract run (the teacher's content hash is added once hashed)."""
+    return {"command": "extract", "bags": [bag_fingerprint(bag) for bag in args.bags],
+            "camera_topics": list(args.camera_topics), "instruction_topic": args.instruction_topic,
+            "instruction": args.instruction, "tokenizer": args.tokenizer, "dtype": args.dtype,
+            "precision": args.precision, "fp8_min_rows": args.fp8_min_rows if args.precision == "fp8" else None,
+            "device_type": device.split(":")[0], "batch_size": args.batch_size, "shard_size": args.shard_size,
+            "sync_slop_s": args.sync_slop_s}  # fmt: skip
+
+
 def run_extract(args) -> dict:
     rank, world, local_rank = distributed(args.device)
     out = Path(args.out)
     device = rank_device(args.device, world, local_rank)
     resolve_device(device)  # CUDA asked for but absent: one line before anything else
+    if args.instruction is not None:  # the check every instruction passes, before any heavy work
+        try:
+            check_instruction(args.instruction, load_processor(args.checkpoint, args.tokenizer))
+        except ValueError as err:
+            raise ValueError(f"--instruction: {err}") from None
     total, owned = None, {}
+    # The teacher's content hash reads every weight file (about 9 s at full size on the H100 machine): rank 0
+    # hashes while the model loads (hashlib and file reads release the GIL), and checks it before writing.
+    hasher = ThreadPoolExecutor(max_workers=1)
     try:
         if rank == 0:
             total = survey_bags(args.bags, args.camera_topics, args.instruction_topic, args.instruction)
-            owned["out"] = claim_dataset_folder(out, args.overwrite)
+            owned["out"] = claim_dataset_folder(out, args.overwrite, extract_identity(args, device))
             if args.out_bag:
                 owned["out_bag"] = claim_bag_folder(args.out_bag, "--out-bag")
+            owned["hash"] = hasher.submit(content_hash, read_checkpoint_files(args.checkpoint))
         barrier(world)
         return extract_into(args, out, rank, world, device, total, owned)
+    except BaseException:
+        for folder in (owned.get("out"), owned.get("out_bag")):
+            if folder is not None:
+                folder.discard_if_unused()  # nothing written: no folder left behind
+        raise
     finally:
-        for folder in owned.values():
-            folder.release()
+        for folder in (owned.get("out"), owned.get("out_bag")):
+            if folder is not None:
+                folder.release()
+        hasher.shutdown(wait=False, cancel_futures=True)
 
 
 def extract_into(args, out: Path, rank: int, world: int, device: str, total: int | None, owned: dict) -> dict:
-    """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders)."""
+    """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders and the
+    teacher's content hash, pending)."""
     started = time.perf_counter()
     extractor = load_engine(args.checkpoint, device=device, dtype=args.dtype, tokenizer=args.tokenizer,
                             runtime=RuntimeConfig.from_attributes(args), warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
     extractor.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
     start_s = time.perf_counter() - started  # load, compile, graph capture
-    # The manifest's teacher hash reads every weight file (about 9 s a run at full size in a py-spy profile on
-    # the H100 machine); rank 0 runs it beside the extraction (hashlib and file reads release the GIL).
-    hasher = ThreadPoolExecutor(max_workers=1)
-    teacher_hash = hasher.submit(content_hash, read_checkpoint_files(args.checkpoint)) if rank == 0 else None
+    teacher_hash = None
+    if rank == 0:  # the same teacher as the shards already here, before any shard is added to them
+        teacher_hash = owned["hash"].result()
+        owned["out"].settle_identity({"teacher_content_hash": teacher_hash})
+    barrier(world)
+    done = finished_shards(out)  # an earlier run's, of this identity
     size = args.shard_size
     counts: Counter = Counter()
     progress = Progress(total)
     pipeline = ShardPipeline(extractor, out, args.batch_size, size, progress)
     start, captured_before = time.perf_counter(), extractor.capture_seconds
     stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
-                             instruction=args.instruction, sync_slop_s=args.sync_slop_s)  # fmt: skip
+                             instruction=args.instruction, sync_slop_s=args.sync_slop_s,
+                             check_instruction=lambda text: check_instruction(text, extractor.processor))  # fmt: skip
     mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
-            if (fs.index // size) % world == rank and not (out / shard_name(fs.index // size)).exists())  # fmt: skip
+            if (fs.index // size) % world == rank and shard_name(fs.index // size) not in done)  # fmt: skip
     if extractor.device.type == "cuda":
         # Parallelism comes from the worker threads; one intra-op thread each keeps OpenMP teams from
         # oversubscribing the cores and starving the thread that launches the GPU work.
@@ -134,8 +173,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
               "rank_start_s": [round(r["start_s"], 2) for r in ranks],
               "rank_seconds": [round(r["seconds"], 2) for r in ranks]}  # fmt: skip
     digests = {name: tuple(digest) for r in ranks for name, digest in r["digests"].items()}
-    manifest = write_manifest(out, args, extractor, counts, teacher_hash.result(), digests, owned["out"], timing)
-    hasher.shutdown()
+    manifest = write_manifest(out, args, extractor, counts, teacher_hash, digests, owned["out"], timing)
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
@@ -149,7 +187,7 @@ def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, t
                    digests: dict[str, tuple[int, str]], folder: OutputFolder, timing: dict) -> dict:  # fmt: skip
     """The manifest, written last and atomically. ``digests`` holds the (bytes, sha256) of the shards this run's
     ranks wrote; shards of an interrupted earlier run are hashed here, in parallel."""
-    paths = sorted(out.glob("shard-*.safetensors"))
+    paths = [out / name for name in sorted(finished_shards(out))]  # the journal's, never a name pattern
     tick = time.perf_counter()
     sync_files(paths)  # every shard on disk before a manifest says the dataset is complete
     timing["sync_s"] = round(time.perf_counter() - tick, 2)
@@ -163,7 +201,7 @@ def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, t
         shards.append({"file": path.name, "num_samples": count, "bytes": size, "sha256": sha256})
         total += count
     if total == 0:
-        folder.delete_own_files(DATASET_FILES)  # so that a corrected rerun starts afresh
+        folder.delete_own_files()  # so that a corrected rerun starts afresh
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "no frame sets in the bags"
         hint = " (pass --instruction TEXT)" if "no_instruction" in skipped else ""
         raise ValueError(f"no frame set became a sample, so no dataset was written to {out}; skipped: {reasons}{hint}")
@@ -185,6 +223,7 @@ def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, t
         "instruction_override": args.instruction,
         "source_bags": [str(b) for b in args.bags],
         "shard_size": args.shard_size,
+        "run": folder.recorded_identity(),
         "shards": shards,
         "timing": timing,
     }

@@ -5,7 +5,11 @@
 ``/groot_node/features/layout`` (JSON, on change), so ``ros2 bag play`` can feed a student node offline.
 
 ``dataset_from_bag``: the reverse, for a bag recorded while ``groot_node`` ran live on a replayed bag:
-pairs each features message with the camera frame set of the same stamp and writes a dataset.
+pairs each features message with the camera frame set of the same stamp and writes a dataset. Nothing is
+lost uncounted: every frame set becomes a sample or is counted once under a frame-side reason
+(``frames_without_features``, a bad image's reason, ``layout_mismatch``, ``bad_layout``,
+``unknown_feature_encoding``), and every features message that pairs with no frame set is counted under
+``features_without_frames`` or ``corrupt_features_message`` (whose frame set, if any, is counted too).
 """
 
 from __future__ import annotations
@@ -21,18 +25,20 @@ from rosbags.rosbag2 import Reader
 
 from ..api import TokenFacts, TokenLayout
 from ..families import by_name
-from ..output_folder import OutputFolder, write_json_atomic
-from ..serving.decoding import BadImage, deserialize_checked
+from ..output_folder import OutputFolder
+from ..owned_files import write_json_atomic
+from ..serving.decoding import BadImage, cdr_header_stamp_ns, deserialize_checked
 from .bags import (
     LATCHED_QOS,
     STRING,
+    bag_fingerprint,
     bag_topics,
     bag_writer,
     claim_bag_folder,
+    read_raw,
     typestore,
 )
 from .dataset import (
-    DATASET_FILES,
     MANIFEST,
     SCHEMA_VERSION,
     FeatureDataset,
@@ -125,48 +131,77 @@ def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, o
         raise ValueError(f"{features_topic}/layout in {bags[0]}: not a groot_node layout (no feature_dim)")
     facts = TokenFacts.from_dict(first.get("tokens"), f"{features_topic}/layout in {bags[0]}: tokens")
     family = by_name(facts.family, f"{features_topic}/layout in {bags[0]}: tokens.family")
-    folder = claim_dataset_folder(out, overwrite)
+    identity = {"command": "dataset-from-bag", "bags": [bag_fingerprint(bag) for bag in bags],
+                "camera_topics": list(camera_topics), "features_topic": features_topic, "tokenizer": tokenizer,
+                "shard_size": shard_size, "sync_slop_s": sync_slop_s}  # fmt: skip
+    folder = claim_dataset_folder(out, overwrite, identity)
     try:
         processor = family.processor(tokenizer=tokenizer, instruction_format=first.get("instruction_format"))
         return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s)
+    except BaseException:
+        folder.discard_if_unused()
+        raise
     finally:
         folder.release()
+
+
+def paired_messages(bag, camera_topics, features_topic, counts: Counter, sync_slop_s: float):
+    """(frame set, features message) pairs of one bag, by header stamp, counting what does not pair. The
+    node publishes features in stamp order, so a frame set older than the next features message never
+    gets any."""
+    # The instruction comes from the recorded layout of each features message, not from a topic.
+    frame_sets = read_frame_sets([bag], camera_topics, None, counts, instruction="(see layout)",
+                                 sync_slop_s=sync_slop_s)  # fmt: skip
+    waiting: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set read ahead, oldest first
+    exhausted, store = False, typestore()
+    for raw in read_raw(bag, [features_topic]):
+        try:
+            stamp = cdr_header_stamp_ns(raw.data)
+        except BadImage:
+            counts["corrupt_features_message"] += 1
+            continue
+        while not exhausted and (not waiting or next(reversed(waiting)) < stamp):
+            frame_set = next(frame_sets, None)
+            exhausted = frame_set is None
+            if frame_set is not None:
+                waiting[frame_set.stamp_ns] = frame_set
+        while waiting and next(iter(waiting)) < stamp:
+            waiting.popitem(last=False)
+            counts["frames_without_features"] += 1
+        if stamp not in waiting:
+            counts["features_without_frames"] += 1
+            continue
+        frame_set = waiting.pop(stamp)
+        try:
+            message = deserialize_checked(store.deserialize_cdr, raw.data, raw.msgtype)
+        except BadImage:
+            counts["corrupt_features_message"] += 1
+            counts["frames_without_features"] += 1
+            continue
+        yield frame_set, message
+    counts["frames_without_features"] += len(waiting) + sum(1 for _ in frame_sets)
 
 
 def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s) -> dict:
     out = folder.path
     pad_id = processor.facts.pad_token_id
     counts, shard_counts = Counter(), Counter()
-    recent: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set awaiting its features
     samples, shards, index, shard = [], [], 0, 0
     for bag in bags:
-        # The instruction comes from the recorded layout of each features message, not from a topic.
-        frame_sets = read_frame_sets([bag], camera_topics, None, counts, instruction="(see layout)",
-                                     sync_slop_s=sync_slop_s)  # fmt: skip
-        features_msgs = iter_topic(bag, features_topic)
-        pending = next(features_msgs, None)
-        for frame_set in frame_sets:
-            recent[frame_set.stamp_ns] = frame_set
-            while len(recent) > 256:
-                recent.popitem(last=False)
-                counts["frames_without_features"] += 1
-            while pending is not None and stamp_of(pending) in recent:
-                matched = recent.pop(stamp_of(pending))
-                layout_info = layout_at(layouts, stamp_of(pending))
-                sample = pair(processor, matched, pending, layout_info, index, shard_counts)
-                if sample is not None:
-                    samples.append(sample)
-                    index += 1
-                pending = next(features_msgs, None)
-                if len(samples) == shard_size:
-                    shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"], pad_id))
-                    samples, shard, shard_counts = [], shard + 1, Counter()
-        counts["features_without_frames"] += len(list(features_msgs)) + (pending is not None)
+        for frame_set, message in paired_messages(bag, camera_topics, features_topic, counts, sync_slop_s):
+            sample = pair(processor, frame_set, message, layout_at(layouts, stamp_of(message)), index, shard_counts)
+            if sample is None:
+                continue
+            samples.append(sample)
+            index += 1
+            if len(samples) == shard_size:
+                shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"], pad_id))
+                samples, shard, shard_counts = [], shard + 1, Counter()
     counts.update(shard_counts)
     if samples:
         shards.append(shard_entry(out, shard, samples, shard_counts, first["feature_dim"], pad_id))
     if not shards:
-        folder.delete_own_files(DATASET_FILES)
+        folder.delete_own_files()
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
         raise ValueError(f"no recorded features paired with a camera frame set, so no dataset was written to {out} "
                          f"(skipped: {reasons})")  # fmt: skip
@@ -183,6 +218,7 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, proc
         "source_bags": [str(b) for b in bags],
         "recorded_features_topic": features_topic,
         "shard_size": shard_size,
+        "run": folder.recorded_identity(),
         "shards": shards,
     }  # fmt: skip
     write_json_atomic(out / MANIFEST, manifest)
@@ -192,19 +228,6 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, proc
 def shard_entry(out: Path, shard: int, samples: list, skipped: Counter, feature_dim: int, pad_id: int) -> dict:
     size, sha256 = write_shard(out / shard_name(shard), samples, skipped, feature_dim, pad_id)
     return {"file": shard_name(shard), "num_samples": len(samples), "bytes": size, "sha256": sha256}
-
-
-def iter_topic(bag, topic):
-    store = typestore()
-    with Reader(Path(bag)) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        if not connections:  # rosbags reads every topic when given none
-            return
-        for connection, _, data in reader.messages(connections=connections):
-            try:
-                yield deserialize_checked(store.deserialize_cdr, bytes(data), connection.msgtype)
-            except BadImage:
-                continue  # a damaged features message: its frame set is counted as frames_without_features
 
 
 def read_layouts(bags, topic) -> list[tuple[int, dict]]:
@@ -247,7 +270,7 @@ def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: 
         return None
     data = features_msg.data.tobytes()
     if len(data) != features_msg.height * features_msg.width * np.dtype(dtype).itemsize:
-        skipped["corrupt_message"] += 1
+        skipped["corrupt_features_message"] += 1
         return None
     features = np.frombuffer(data, dtype=dtype).reshape(features_msg.height, features_msg.width)
     try:

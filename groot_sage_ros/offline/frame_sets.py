@@ -4,7 +4,9 @@ Streams one message at a time (never a whole bag in memory). Camera messages sta
 consumer decodes the ones it needs. Everything that is dropped is counted in ``counts`` by reason:
 ``unreadable_bag``, ``truncated_bag``, ``bag_without_camera_topics``, ``no_instruction`` (frames before any
 instruction), ``unsynchronised`` (frames that found no partner within the slop), ``corrupt_message`` (a
-camera or instruction message whose bytes do not deserialise). ``survey_bags`` checks the inputs before
+camera or instruction message whose bytes do not deserialise), ``rejected_instruction`` and
+``rejected_instruction_too_long`` (a recorded instruction that fails ``serving.instructions``' check: the
+one in force before it stays, as in the node). ``survey_bags`` checks the inputs before
 any heavy work and raises one clear ValueError where no frame set could come out.
 """
 
@@ -15,7 +17,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from rosbags.rosbag2 import Reader
 
@@ -26,6 +28,7 @@ from ..serving.decoding import (
     message_to_array,
 )
 from ..serving.frames import Frame, FrameSetSync
+from ..serving.instructions import InstructionRejected
 from .bags import COMPRESSED, IMAGE, typestore
 
 log = logging.getLogger(__name__)
@@ -110,9 +113,12 @@ def read_frame_sets(
     instruction: str | None = None,
     sync_slop_s: float = 0.05,
     queue_size: int = 8,
+    check_instruction: Callable[[str], str] | None = None,
 ) -> Iterator[RecordedFrameSet]:
-    """Frame sets of ``camera_topics`` across ``bags``, each with the instruction in force at it."""
+    """Frame sets of ``camera_topics`` across ``bags``, each with the instruction in force at it (recorded
+    instructions pass ``check_instruction`` first, when given)."""
     index, seen_camera_bag = 0, False
+    warned: set[str] = set()
     store = typestore()
     for bag in bags:
         bag = str(bag)
@@ -151,7 +157,14 @@ def read_frame_sets(
                         except BadImage:
                             counts["corrupt_message"] += 1
                             continue
-                        current = text if text.strip() else current
+                        try:
+                            current = check_instruction(text) if check_instruction else text
+                        except InstructionRejected as err:
+                            counts[f"rejected_{err.reason}"] += 1
+                            if err.reason not in warned:  # once per reason: the counts say how many
+                                warned.add(err.reason)
+                                log.warning("%s: a recorded instruction was rejected (%s); the one before it stays",
+                                            bag, err)  # fmt: skip
                     continue
                 data = bytes(data)
                 camera = camera_topics.index(connection.topic)

@@ -41,6 +41,7 @@ from std_msgs.msg import String
 from ..api import FeatureEngine
 from ..engine.runtime import resolve_device
 from ..serving.frames import Frame, FrameSetSync, LatestSlot
+from ..serving.instructions import InstructionRejected, check_instruction
 from ..serving.node_config import ros_name
 from ..serving.stats import Counters, LatencyStats, RateMeter
 from .conversions import (
@@ -120,6 +121,7 @@ class FeatureNode(LifecycleNode):
         try:
             self.config = read_config(self, self.config_cls)
             self.extractor = self._load_model(self.config)
+            self._check_default_instruction(self.config)
         except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
             self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
@@ -239,6 +241,7 @@ class FeatureNode(LifecycleNode):
         updates = {names.get(p.name, p.name): p.value for p in params}
         try:
             candidate = self.config_cls(**{**self.config.__dict__, **updates})
+            self._check_default_instruction(candidate)
         except (TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         self.config = candidate
@@ -272,17 +275,23 @@ class FeatureNode(LifecycleNode):
         elif self._slot.put(frame_set):
             self.counters.add("dropped_superseded")
 
-    def _on_instruction(self, msg: String) -> None:
-        text, keeping = msg.data, quote(self._instruction)
-        if len(text) > self.config.max_instruction_chars:
-            self.counters.add("rejected_instruction_too_long")
-            self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: longer than "
-                       f"max_instruction_chars={self.config.max_instruction_chars}")  # fmt: skip
+    def _check_default_instruction(self, cfg) -> None:
+        """``default_instruction`` passes the check every instruction passes (ValueError naming it)."""
+        if self.extractor is None:
             return
         try:
-            self.extractor.processor.check_instruction(text)  # non-empty, no special tokens
-        except (ValueError, AttributeError) as err:
-            self.counters.add("rejected_instruction")
+            check_instruction(cfg.default_instruction, self.extractor.processor, cfg.max_instruction_chars)
+        except InstructionRejected as err:
+            raise ValueError(f"parameter 'default_instruction' {quote(cfg.default_instruction)}: {err}") from None
+
+    def _on_instruction(self, msg: String) -> None:
+        if self.extractor is None:  # released: nothing to check it against, and nothing uses it
+            return
+        text, keeping = msg.data, quote(self._instruction)
+        try:  # length first (a long text costs nothing more), then non-empty and no special tokens
+            check_instruction(text, self.extractor.processor, self.config.max_instruction_chars)
+        except InstructionRejected as err:
+            self.counters.add(f"rejected_{err.reason}")
             self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: {quote(str(err), 200)}")
             return
         self._instruction = text  # applies from the next frame set the worker takes

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from .instructions import MAX_INSTRUCTION_CHARS
+
 
 def param(default, description: str, read_only: bool = False, range: tuple | None = None, choices=None,
           ros_name: str | None = None):
@@ -42,7 +44,7 @@ class FeatureNodeConfig:
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
     autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
     max_instruction_chars: int = param(
-        2000, "longer instructions are rejected and counted (rejected_instruction_too_long)", range=(1, 1_000_000)
+        MAX_INSTRUCTION_CHARS, "longer instructions are rejected and counted (rejected_instruction_too_long)", range=(1, 1_000_000)
     )
 
 
@@ -53,6 +55,11 @@ class FeatureNodeConfig:
                 raise ValueError(f"parameter '{f.name}': {value!r} is not one of {list(choices)}")
         if not self.camera_topics or not all(self.camera_topics):
             raise ValueError(f"parameter 'camera_topics': expected at least one topic name, got {self.camera_topics}")
+        text = self.default_instruction
+        if not isinstance(text, str) or not text.strip() or len(text) > self.max_instruction_chars:
+            length = len(text) if isinstance(text, str) else type(text).__name__
+            raise ValueError(f"parameter 'default_instruction': expected non-empty text of at most "
+                             f"max_instruction_chars={self.max_instruction_chars} characters, got {length}")  # fmt: skip
 
 
 

@@ -11,9 +11,13 @@
 ``last.safetensors`` and ``step-N.safetensors`` (what ``distill --resume`` reads) add the AdamW state:
 ``optimizer.<param index>.<state name>`` tensors and the ``optimizer`` metadata (param groups as JSON).
 
-A file is checked before any memory is allocated: the header is read, the config validated
-(``StudentConfig``: types, ceilings), the model built on the meta device and every tensor name and shape
-compared with it. Nothing in a file is ever executed; a ``.pt`` pickle is refused by name.
+A file says one thing, checked before any memory is allocated: the header is read; its metadata holds
+exactly the keys above, ``extra`` repeats none of the record's (``config``, ``step``); the config is
+validated (``StudentConfig``: types, ceilings); the model is built on the meta device and every tensor's
+name, shape and kind of dtype compared with it (and, for a resume state, every optimizer tensor with the
+AdamW state of that model). After reading: weights must be finite, the vocabulary tensor must be the
+config's, the feature scale positive. Errors name the file and the key. Nothing in a file is ever
+executed; a ``.pt`` pickle is refused by name.
 """
 
 from __future__ import annotations
@@ -25,13 +29,19 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..output_folder import atomic_file, save_safetensors
+from ..owned_files import atomic_file, save_safetensors
 from .config import StudentConfig
 from .model import SageStudent
+
+SAFETENSORS_CODES = {torch.int64: "I64", torch.int32: "I32"}
 
 FORMAT, VERSION = "groot_sage_student", "1"
 STUDENT_FILE = "student.safetensors"
 RESUME_FILE = "last.safetensors"
+METADATA_KEYS = {"format", "version", "config", "extra", "step", "optimizer"}
+EXTRA_TYPES = {"eval_groups": list, "train_size": int, "dataset": str, "objective": dict}  # what distill writes
+ADAM_STATE = ("exp_avg", "exp_avg_sq", "step")  # per parameter, as torch.optim.AdamW keeps it
+FLOAT_CODES = {"F16", "BF16", "F32", "F64"}
 
 
 class StudentCheckpointError(ValueError):
@@ -72,44 +82,92 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), record
 
 
-def _load(path: Path) -> tuple[SageStudent, dict, dict[str, str]]:
-    """The student on the CPU, its record, and the file's metadata (checked as ``load_student`` says)."""
-    tensors, metadata = _read_checked(path)
+def _load(path: Path, optimizer_state: bool = False) -> tuple[SageStudent, dict, dict[str, str]]:
+    """The student on the CPU, its record, and the file's metadata (checked as the module docstring says).
+    ``optimizer_state``: the file must also hold the AdamW state of this student (a resume state)."""
+    header, metadata = _read_checked(path)
     config = _config(path, metadata)
+    extra = _extra(path, metadata)
+    step = _int(path, metadata, "step")
     with torch.device("meta"):
         model = SageStudent(config)
-    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v) for k, v in tensors.items() if k.startswith("model.")}
-    if found != expected:
-        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
-        raise StudentCheckpointError(f"{path}: tensors do not match the student its config describes (missing "
-                                     f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")  # fmt: skip
+    expected = {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    if optimizer_state or any(name.startswith("optimizer.") for name in header):  # a resume state read as a student
+        expected.update(adam_state_layout(model))
+    _check_tensors(path, header, expected)
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        state = {k.removeprefix("model."): handle.get_tensor(k) for k in found}
-    for name, tensor in model.state_dict().items():  # floating weights may be any float; ids stay integers
-        stored = state[name].dtype
-        if stored.is_floating_point != tensor.dtype.is_floating_point or (
-                not stored.is_floating_point and stored != tensor.dtype):  # fmt: skip
-            raise StudentCheckpointError(f"{path}: tensor model.{name} is {stored}, expected {tensor.dtype}")
+        state = {k.removeprefix("model."): handle.get_tensor(k) for k in header if k.startswith("model.")}
+    _check_values(path, config, state)
     model.load_state_dict(state, assign=True)
-    record = {"config": asdict(config), "step": _int(path, metadata, "step"), **_json(path, metadata, "extra", dict)}
-    return model, record, metadata
+    return model, {"config": asdict(config), "step": step, **extra}, metadata
+
+
+def adam_state_layout(model: SageStudent) -> dict[str, tuple[tuple, torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor AdamW keeps for ``model`` (parameters in ``parameters()``
+    order, as ``optimizer.state_dict()`` numbers them)."""
+    layout = {}
+    for index, param in enumerate(model.parameters()):
+        layout[f"optimizer.{index}.exp_avg"] = (tuple(param.shape), torch.float32)
+        layout[f"optimizer.{index}.exp_avg_sq"] = (tuple(param.shape), torch.float32)
+        layout[f"optimizer.{index}.step"] = ((), torch.float32)
+    return layout
+
+
+def is_hyperparameter(value) -> bool:
+    """A number, flag or None, or a short list of numbers (AdamW's betas): all an optimizer group holds."""
+    if isinstance(value, list):
+        return len(value) <= 4 and all(isinstance(v, (int, float)) for v in value)
+    return isinstance(value, (int, float, bool, type(None)))
+
+
+def _check_tensors(path: Path, header: dict[str, tuple[list[int], str]], expected: dict) -> None:
+    """Every tensor of the file is expected, with its shape and kind of dtype (floating weights may be any
+    float; integer tensors, the vocabulary, exactly their type); every expected one is there."""
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise StudentCheckpointError(f"{path}: tensors do not match the student its config describes (missing "
+                                     f"{missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
+    for name, (shape, dtype) in expected.items():
+        found_shape, code = header[name]
+        if tuple(found_shape) != shape:
+            raise StudentCheckpointError(f"{path}: tensor {name} has shape {list(found_shape)}, expected {list(shape)}")
+        floating = code in FLOAT_CODES
+        if floating != dtype.is_floating_point or (not floating and code != SAFETENSORS_CODES.get(dtype)):
+            raise StudentCheckpointError(f"{path}: tensor {name} is {code}, expected {dtype}")
+
+
+def _check_values(path: Path, config: StudentConfig, state: dict[str, torch.Tensor], prefix: str = "model.") -> None:
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise StudentCheckpointError(f"{path}: tensor {prefix}{name} holds NaN or infinite values")
+    if "vocab" in state and state["vocab"].tolist() != list(config.vocab):
+        raise StudentCheckpointError(f"{path}: tensor {prefix}vocab differs from the vocabulary its config records "
+                                     "(token ids out of range or reordered)")  # fmt: skip
+    if "feature_std" in state and not bool((state["feature_std"] > 0).all()):
+        raise StudentCheckpointError(f"{path}: tensor {prefix}feature_std has values <= 0 (a feature scale)")
 
 
 def load_training_state(path: Path, model: SageStudent, optimizer) -> int:
     """Fill ``model`` and ``optimizer`` from a resume state written by ``save_student``; returns its step."""
-    trained, record, metadata = _load(resolve_student_file(path))
+    trained, record, metadata = _load(resolve_student_file(path), optimizer_state=True)
     if record["config"] != asdict(model.cfg):
         raise StudentCheckpointError(f"{path}: its student config differs from this run's (the data or the "
                                      "shape options changed); start a new run folder")  # fmt: skip
     groups = _json(path, metadata, "optimizer", list)
+    count = len(list(model.parameters()))
+    if (len(groups) != 1 or not isinstance(groups[0], dict) or groups[0].get("params") != list(range(count))
+            or not all(is_hyperparameter(v) for k, v in groups[0].items() if k != "params")):  # fmt: skip
+        raise StudentCheckpointError(f"{path}: metadata 'optimizer' is not the one AdamW group of {count} "
+                                     "parameters this student has")  # fmt: skip
     state: dict[int, dict] = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         for key in handle.keys():
             if key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = handle.get_tensor(key)
+    _check_values(path, model.cfg, {f"{i}.{n}": t for i, values in state.items() for n, t in values.items()},
+                  prefix="optimizer.")  # fmt: skip
     model.load_state_dict(trained.state_dict())
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
@@ -118,18 +176,37 @@ def load_training_state(path: Path, model: SageStudent, optimizer) -> int:
     return record["step"]
 
 
-def _read_checked(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
-    """(tensor name -> shape, metadata) from the header alone."""
+def _read_checked(path: Path) -> tuple[dict[str, tuple[list[int], str]], dict[str, str]]:
+    """(tensor name -> (shape, dtype code), metadata) from the header alone."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
+            header = {k: (handle.get_slice(k).get_shape(), handle.get_slice(k).get_dtype()) for k in handle.keys()}
     except (SafetensorError, OSError) as err:
         raise StudentCheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
         raise StudentCheckpointError(f"{path}: not a groot_sage_ros student checkpoint (format "
                                      f"{metadata.get('format')!r}, version {metadata.get('version')!r})")  # fmt: skip
-    return shapes, metadata
+    unknown = sorted(set(metadata) - METADATA_KEYS)
+    if unknown:
+        raise StudentCheckpointError(f"{path}: metadata {unknown[0]!r} is not one a student checkpoint has "
+                                     f"(expected only {sorted(METADATA_KEYS)})")  # fmt: skip
+    return header, metadata
+
+
+def _extra(path: Path, metadata: dict) -> dict:
+    """The ``extra`` record: it may not repeat the config or the step, and its known fields have their types."""
+    extra = _json(path, metadata, "extra", dict)
+    for key in ("config", "step"):
+        if key in extra:
+            raise StudentCheckpointError(f"{path}: metadata 'extra' repeats {key!r}, which the file records once, "
+                                         f"in metadata {key!r}; refusing a checkpoint that says two things")  # fmt: skip
+    for key, kind in EXTRA_TYPES.items():
+        if key in extra and (not isinstance(extra[key], kind) or isinstance(extra[key], bool)):
+            raise StudentCheckpointError(f"{path}: metadata 'extra' field {key!r} is not a {kind.__name__}")
+    if not all(isinstance(g, str) for g in extra.get("eval_groups", [])):
+        raise StudentCheckpointError(f"{path}: metadata 'extra' field 'eval_groups' holds something other than names")
+    return extra
 
 
 def _config(path: Path, metadata: dict) -> StudentConfig:
@@ -151,6 +228,9 @@ def _json(path: Path, metadata: dict, key: str, kind: type):
 
 def _int(path: Path, metadata: dict, key: str) -> int:
     try:
-        return int(metadata[key])
+        value = int(metadata[key])
     except (KeyError, ValueError):
-        raise StudentCheckpointError(f"{path}: metadata {key!r} is missing or not a whole number") from None
+        value = -1
+    if not 0 <= value < 2**63:
+        raise StudentCheckpointError(f"{path}: metadata {key!r} is missing or not a whole number >= 0")
+    return value

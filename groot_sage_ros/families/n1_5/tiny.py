@@ -9,13 +9,13 @@ bfloat16 and the action head in float32, as in the real file. The vocabulary kee
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ...checkpoint.write import random_state, write_shards
 from ...output_folder import OutputFolder
+from ...owned_files import OutputError, write_json_atomic
 from .action_head import FlowMatchingActionHead
 from .backbone import EagleBackbone
 from .config import GrootConfig, n15_3b_config
@@ -118,6 +118,8 @@ def plant_outliers(state: dict, generator: torch.Generator) -> None:
 
 def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float,
                              outliers: bool) -> None:  # fmt: skip
+    if (out / "experiment_cfg").is_symlink():
+        raise OutputError(f"{out / 'experiment_cfg'}: is a symbolic link; the package never writes through one")
     (out / "experiment_cfg").mkdir(exist_ok=True)
     config.backbone.build_siglip_head = True  # the reference module saves the unused pooling head too
     generator = torch.Generator().manual_seed(seed)
@@ -136,5 +138,5 @@ def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: in
         return {f"action_head.{k}": v.float().contiguous() for k, v in state.items()}
 
     write_shards(out, [backbone_shard, head_shard])
-    (out / "config.json").write_text(json.dumps(raw, indent=2))
-    (out / STATISTICS_FILE).write_text(json.dumps(tiny_metadata(), indent=2))
+    write_json_atomic(out / "config.json", raw)
+    write_json_atomic(out / STATISTICS_FILE, tiny_metadata())
