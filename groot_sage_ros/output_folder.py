@@ -26,6 +26,7 @@ FIFO or foreign file at any of these names is refused, naming it.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
 import re
@@ -64,11 +65,12 @@ class OutputFolder:
 
     @classmethod
     def claim(cls, path: str | os.PathLike, kind: str, overwrite: bool = False, option: str = "--out",
-              identity: dict | None = None, check=None) -> "OutputFolder":  # fmt: skip
+              identity: dict | None = None, names: tuple[str, ...] = ()) -> "OutputFolder":  # fmt: skip
         """Lock ``path`` for this process and make sure it is a folder of ``kind`` written by this package
-        (or new, or empty). ``check(folder)``, under the lock and before anything is deleted, may refuse what
-        it finds (the kind's own names). ``overwrite`` deletes the files the package wrote there first.
-        ``identity``: see ``settle_identity``."""
+        (or new, or empty). ``names``: glob patterns of what the kind writes; under the lock and before
+        anything is deleted, a link, FIFO or someone else's file matching one is refused, naming it (the
+        patterns only ever refuse: deletion goes by the journal). ``overwrite`` deletes the files the
+        package wrote there first. ``identity``: see ``settle_identity``."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise OutputError(f"{option} {path}: is a file, expected a folder (a new one, or one this package wrote)")
@@ -89,11 +91,10 @@ class OutputFolder:
         try:
             if not is_marker_file(path) or os.lstat(path / MARKER).st_size == 0:
                 folder._write_marker()
-            if check is not None:
-                check(folder)
+            folder.check_names(names)
             folder.remove_stale_temporaries()  # dead runs' temporaries: we hold the lock
-            if overwrite or not folder.outputs():
-                folder.delete_own_files()  # with no outputs: only a stale identity, which binds nothing
+            if overwrite or not folder.outputs():  # with no outputs: only a stale identity, which binds nothing
+                folder.delete_own_files(asked=overwrite)
             if identity is not None:
                 folder.settle_identity(identity)
         except BaseException:
@@ -129,11 +130,17 @@ class OutputFolder:
         files, _ = self.journal.state()
         return sorted(name for name in files if name not in BOOKKEEPING and os.path.lexists(self.path / name))
 
-    def delete_own_files(self) -> list[str]:
+    def delete_own_files(self, asked: bool = True) -> list[str]:
         """Delete the files the journal lists as this package's (regular files only), and stale temporaries;
-        the identity goes too, so the next run records its own."""
+        the identity goes too, so the next run records its own. Not ``asked`` (the cleanup of a folder
+        without outputs), an identity that does not read as one is refused instead (``--overwrite`` takes it)."""
         removed = []
-        self.recorded_identity()  # a file at that name that is not an identity of ours is refused, not deleted
+        owned = self.journal.state()[0]
+        if os.path.lexists(self.path / IDENTITY) and (IDENTITY not in owned or not asked):
+            self.recorded_identity()  # someone else's file at that name, or a damaged one: refused, not deleted
+            if IDENTITY not in owned:
+                raise OutputError(f"{self.path / IDENTITY}: a file this package did not write; choose another "
+                                  f"{self.option}")  # fmt: skip
         for name in self.outputs() + [IDENTITY]:
             entry = self.path / name
             if os.path.lexists(entry) and stat.S_ISREG(os.lstat(entry).st_mode):
@@ -159,6 +166,12 @@ class OutputFolder:
                 removed.append(name)
             self.journal.record("gone", name)
         return removed
+
+    def check_names(self, patterns: tuple[str, ...]) -> None:
+        """OutputError naming the first entry matching ``patterns`` that is not a regular file of ours."""
+        for entry in sorted(self.path.iterdir()):
+            if entry.name not in BOOKKEEPING and any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+                check_replaceable(entry, self.journal)
 
     def register_folder(self, name: str) -> Path:
         """A sub-folder created for the run, journaled as a temporary until ``keep_folder``."""

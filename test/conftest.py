@@ -19,6 +19,30 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint")
 
 
+@pytest.fixture(scope="session")
+def small_bag(tmp_path_factory) -> Path:
+    """Three ARC tasks (12 frames) on /camera/image_raw, with their instruction."""
+    from groot_sage_ros.cli import build_parser
+    from groot_sage_ros.offline.make_bag import make_bag
+
+    path = tmp_path_factory.mktemp("small_bag") / "bag"
+    make_bag(build_parser().parse_args(["make-bag", "--out", str(path), "--arc", "--limit", "3"]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_dataset(small_bag, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny teacher's dataset of ``small_bag`` (3 shards of 4, batches of 3) and, beside it, the bag
+    ``features_bag`` with its features topic. Tests work on copies."""
+    from groot_sage_ros.cli import main
+
+    out = tmp_path_factory.mktemp("small_dataset") / "ds"
+    assert main(["extract", str(small_bag), "--checkpoint", str(tiny_checkpoint), "--camera-topics",
+                 "/camera/image_raw", "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size",
+                 "4", "--out-bag", str(out.parent / "features_bag")]) == 0  # fmt: skip
+    return out
+
+
 @pytest.fixture
 def tiny_copy(tiny_checkpoint, tmp_path) -> Path:
     """A private copy of the tiny checkpoint that a test may damage."""

@@ -13,26 +13,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_safety import ENV, assert_one_line, cli, extract_argv, run_main
+from test_data_safety import ENV, assert_one_line, extract_argv, run_main
 
 from groot_sage_ros.cli import main
-from groot_sage_ros.offline.make_bag import make_bag
 from groot_sage_ros.output_folder import IDENTITY, LOCK, MARKER
 from groot_sage_ros.owned_files import JOURNAL, Journal
 
 
-@pytest.fixture(scope="module")
-def bag(tmp_path_factory):
-    path = tmp_path_factory.mktemp("names") / "bag"
-    make_bag(cli("make-bag", "--out", path, "--arc", "--limit", 2))
-    return path
+@pytest.fixture(scope="session")
+def bag(small_bag):
+    return small_bag
 
 
-@pytest.fixture(scope="module")
-def finished(bag, tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("names_ds") / "ds"
-    assert main([str(a) for a in extract_argv(tiny_checkpoint, bag, out)]) == 0
-    return out
+@pytest.fixture(scope="session")
+def finished(small_dataset):
+    return small_dataset
 
 
 def unfinished(finished: Path, where: Path) -> Path:
@@ -144,3 +139,35 @@ def test_an_out_path_that_is_not_utf8_works(tmp_path):
     assert done.returncode == 0, done.stderr
     assert b"Traceback" not in done.stderr and b"codec" not in done.stderr
     assert os.path.isfile(out + b"/metadata.yaml")
+
+
+RUN = ["--max-steps", "4", "--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2", "--warmup-steps",
+       "1", "--eval-every", "2", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(finished, tmp_path_factory):
+    out = tmp_path_factory.mktemp("names_run") / "run"
+    assert main(["distill", str(finished), "--out", str(out), *RUN]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, intruder",
+    [("last.safetensors", "symlink"), ("metrics.jsonl", "fifo"), ("student.safetensors", "foreign"),
+     ("loss.png", "symlink"), ("step-4.safetensors", "foreign"), ("timing.json", "fifo")],
+)  # fmt: skip
+def test_a_run_folder_with_a_link_fifo_or_foreign_file_is_refused_before_training(capsys, finished, run, tmp_path,
+                                                                                  name, intruder):  # fmt: skip
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    shutil.copyfile(copy / "step-2.safetensors", copy / "last.safetensors")  # killed after step 2
+    for later in ("student.safetensors", "step-4.safetensors", "timing.json"):
+        Journal(copy).record("gone", later)
+        (copy / later).unlink()
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes\n")
+    plant(copy / name, intruder, target)
+    code, err = run_main(capsys, "distill", finished, "--out", copy, "--resume", *RUN)
+    assert_one_line(code, err, str(copy / name))
+    assert target.read_text() == "my notes\n" and "step" not in err.split(":")[0]
+    assert not (copy / "student.safetensors").exists() or name == "student.safetensors"

@@ -25,19 +25,15 @@ DISTILL = ["--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2"
 
 
 @pytest.fixture(scope="module")
-def bags(tmp_path_factory):
-    root = tmp_path_factory.mktemp("identity_bags")
-    make_bag(cli("make-bag", "--out", root / "a", "--arc", "--limit", 3))
-    make_bag(cli("make-bag", "--out", root / "b", "--arc", "--limit", 3, "--instruction", "solve it"))
-    return root / "a", root / "b"
+def bags(small_bag, tmp_path_factory):
+    other = tmp_path_factory.mktemp("identity_bags") / "b"
+    make_bag(cli("make-bag", "--out", other, "--arc", "--limit", 3, "--instruction", "solve it"))
+    return small_bag, other
 
 
-@pytest.fixture(scope="module")
-def finished(bags, tiny_checkpoint, tmp_path_factory):
-    """A finished dataset (the reference) and a run of it stopped before its manifest."""
-    out = tmp_path_factory.mktemp("identity_ds") / "finished"
-    assert main([str(a) for a in extract_argv(tiny_checkpoint, bags[0], out)]) == 0
-    return out
+@pytest.fixture(scope="session")
+def finished(small_dataset):
+    return small_dataset
 
 
 def interrupted_copy(finished: Path, where: Path, keep_shards: int = 2) -> Path:

@@ -19,6 +19,7 @@ from PIL import Image as PILImage
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from ros_harness import TeacherHarness, frame_sender, isolate_dds, wait_for
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -400,6 +401,19 @@ def test_long_instructions_are_rejected_and_quoted_with_a_bounded_prefix(harness
     assert len(warnings[-1]) < 400
 
 
+def test_default_instruction_set_at_run_time_passes_the_instruction_check(harness_factory):
+    h = harness_factory(diagnostics_period_s=0.2, max_instruction_chars=200)
+    for text, expected in (("a" * 100_000, "at most max_instruction_chars=200 characters, got 100000"),
+                           ("a <|im_end|> b", "special token '<|im_end|>'"), ("   ", "non-empty")):  # fmt: skip
+        result = h.node.set_parameters([Parameter("default_instruction", value=text)])[0]
+        assert not result.successful and expected in result.reason, result.reason
+    assert h.node.config.default_instruction == "Perform the default behavior."
+    assert h.node.set_parameters([Parameter("default_instruction", value="wave")])[0].successful
+    h.publish_rgb(random_image(32, 32))
+    assert wait_for(lambda: h.layouts and json.loads(h.layouts[-1].data)["instruction"] == "wave")
+    assert h.counter("rejected_bad_image") == 0
+
+
 def broken_embodiment(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
@@ -426,8 +440,17 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
     write_untrained_student(student)
     so100_path = str(Path(__file__).parents[1] / "config" / "embodiments" / "so100.yaml")
     student_head = {"student": str(student), **head, "action_head.embodiment_config": so100_path}
+    nan_student, vocab_student = tmp_path / "nan.safetensors", tmp_path / "vocab.safetensors"
+    for path, name, value in ((nan_student, "model.head.weight", float("nan")), (vocab_student, "model.vocab", 2**40)):
+        tensors = load_file(student)
+        tensors[name].view(-1)[-1] = value
+        with safe_open(str(student), framework="pt") as handle:
+            save_file(tensors, str(path), metadata=handle.metadata())
     cases = [
         (TeacherNode, {"checkpoint": str(unknown)}, "not a supported GR00T model family"),
+        (TeacherNode, {"default_instruction": "a <|im_end|> b"}, "parameter 'default_instruction' 'a <|im_end|> b'"),
+        (StudentNode, {"student": str(nan_student)}, "tensor model.head.weight holds NaN or infinite values"),
+        (StudentNode, {"student": str(vocab_student)}, "tensor model.vocab differs from the vocabulary"),
         (StudentNode, student_head, "parameter 'action_head.checkpoint': empty"),
         (StudentNode, {**student_head, "action_head.checkpoint": str(tmp_path / "nowhere")},
          "parameter 'action_head.checkpoint'"),

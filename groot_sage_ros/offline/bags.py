@@ -37,10 +37,13 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+BAG_NAMES = ("metadata.yaml", "*.mcap", "*.db3")  # what a bag folder of ours holds
+
+
 def claim_bag_folder(path: str | Path, option: str = "--out", overwrite: bool = False) -> OutputFolder:
     """Lock a new bag folder for this run; refuse one that already holds a bag (unless ``overwrite``, which
     deletes the bag files this package wrote there)."""
-    folder = OutputFolder.claim(path, "bag", overwrite=overwrite, option=option)
+    folder = OutputFolder.claim(path, "bag", overwrite=overwrite, option=option, names=BAG_NAMES)
     if os.path.lexists(folder.path / "metadata.yaml"):
         folder.release()
         raise OutputError(f"{option} {path}: already holds a bag; choose another folder")

@@ -35,10 +35,11 @@ from safetensors import SafetensorError, safe_open
 
 from ..api import TokenFacts, TokenLayout
 from ..output_folder import OutputError, OutputFolder
-from ..owned_files import atomic_file, check_replaceable, read_small_file, save_safetensors
+from ..owned_files import atomic_file, read_small_file, save_safetensors
 
 SCHEMA_VERSION = 3  # 2: shards carry their size and sha256; 3: the teacher family's token facts
 MANIFEST = "manifest.json"
+DATASET_NAMES = (MANIFEST, "shard-*.safetensors")  # what a dataset folder holds (a link or foreign file there is refused)
 SHARD_FILE = re.compile(r"^shard-\d{5}\.safetensors$")  # what extract and dataset-from-bag name them
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
 VERIFY_MODES = ("lazy", "all")
@@ -48,7 +49,7 @@ def claim_dataset_folder(out: Path, overwrite: bool, identity: dict) -> OutputFo
     """Lock ``out`` for a run that writes a dataset; refuse a finished dataset unless ``overwrite`` (which
     deletes only the files the package wrote there), and unfinished work of a run with another
     ``identity``; a crashed run's temporaries go, its finished shards stay for this run to keep."""
-    folder = OutputFolder.claim(out, "dataset", overwrite=overwrite, identity=identity, check=check_dataset_names)
+    folder = OutputFolder.claim(out, "dataset", overwrite=overwrite, identity=identity, names=DATASET_NAMES)
     try:
         if os.path.lexists(folder.path / MANIFEST):
             raise OutputError(f"--out {out} holds a finished dataset; pass --overwrite to replace it")
@@ -56,12 +57,6 @@ def claim_dataset_folder(out: Path, overwrite: bool, identity: dict) -> OutputFo
         folder.release()
         raise
     return folder
-
-
-def check_dataset_names(folder: OutputFolder) -> None:
-    """OutputError naming a link, FIFO or someone else's file at the manifest's name or a shard's."""
-    for name in [MANIFEST, *sorted(e.name for e in folder.path.iterdir() if SHARD_FILE.match(e.name))]:
-        check_replaceable(folder.path / name, folder.journal)
 
 
 def finished_shards(folder: Path) -> set[str]:

@@ -55,6 +55,7 @@ from .dataset import FeatureDataset
 from .distributed import barrier, distributed, gather_json, rank_device
 from .pipeline import prefetch
 
+RUN_NAMES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "timing.json", "loss.png", "cosine.png")
 LOADER_THREADS = 4  # read and collate the next batches while the device trains on this one
 
 
@@ -189,7 +190,7 @@ def claim_run_folder(args, out: Path, world: int, device: torch.device) -> Outpu
     """Lock the run folder and settle the run's identity. A fresh run needs a new or empty folder (or
     ``--overwrite``, which deletes only an earlier run's files); ``--resume`` needs the folder's resume state
     and the same identity, and takes the earlier run's CPU thread count unless ``--threads`` names one."""
-    folder = OutputFolder.claim(out, "distill_run", overwrite=args.overwrite)
+    folder = OutputFolder.claim(out, "distill_run", overwrite=args.overwrite, names=RUN_NAMES)
     try:
         if args.resume and RESUME_FILE not in folder.outputs():
             raise OutputError(f"--resume: no {out / RESUME_FILE} written by distill (a run saves it every "

@@ -161,7 +161,7 @@ def run_evaluate(args) -> dict:
     if device.type == "cpu":
         set_cpu_threads("evaluate", args.threads)
     folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", overwrite=True,
-                                option="--report-dir")  # fmt: skip
+                                option="--report-dir", names=("report.md", "*.png"))  # fmt: skip
     try:
         return evaluate_into(args, folder.path, device, student_file, student, state, dataset)
     except BaseException:

@@ -81,6 +81,15 @@ def check_device(device: str) -> None:
         raise ValueError(f"parameter 'device': {err}") from None
 
 
+def check_default_instruction(cfg, engine: FeatureEngine) -> None:
+    """``default_instruction`` passes the check every instruction passes, with ``engine``'s processor
+    (ValueError naming the parameter): at configure, before the warm-up uses it, and when set at run time."""
+    try:
+        check_instruction(cfg.default_instruction, engine.processor, cfg.max_instruction_chars)
+    except InstructionRejected as err:
+        raise ValueError(f"parameter 'default_instruction' {quote(cfg.default_instruction)}: {err}") from None
+
+
 class FeatureNode(LifecycleNode):
     config_cls: type  # the node's config dataclass (serving/node_config.py): its parameters
     executable: str  # the console script, for --help
@@ -121,7 +130,6 @@ class FeatureNode(LifecycleNode):
         try:
             self.config = read_config(self, self.config_cls)
             self.extractor = self._load_model(self.config)
-            self._check_default_instruction(self.config)
         except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
             self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
@@ -241,7 +249,8 @@ class FeatureNode(LifecycleNode):
         updates = {names.get(p.name, p.name): p.value for p in params}
         try:
             candidate = self.config_cls(**{**self.config.__dict__, **updates})
-            self._check_default_instruction(candidate)
+            if self.extractor is not None:
+                check_default_instruction(candidate, self.extractor)
         except (TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         self.config = candidate
@@ -274,15 +283,6 @@ class FeatureNode(LifecycleNode):
             self._warn("stale", f"frame set older than max_frame_age_s={self.config.max_frame_age_s} dropped")
         elif self._slot.put(frame_set):
             self.counters.add("dropped_superseded")
-
-    def _check_default_instruction(self, cfg) -> None:
-        """``default_instruction`` passes the check every instruction passes (ValueError naming it)."""
-        if self.extractor is None:
-            return
-        try:
-            check_instruction(cfg.default_instruction, self.extractor.processor, cfg.max_instruction_chars)
-        except InstructionRejected as err:
-            raise ValueError(f"parameter 'default_instruction' {quote(cfg.default_instruction)}: {err}") from None
 
     def _on_instruction(self, msg: String) -> None:
         if self.extractor is None:  # released: nothing to check it against, and nothing uses it

@@ -25,6 +25,7 @@ from .conversions import BadImage, image_msg_to_features, stamp_ns
 from .feature_node import (
     FEATURES_QOS,
     FeatureNode,
+    check_default_instruction,
     check_device,
     configure_error,
     spin_node,
@@ -61,6 +62,7 @@ class StudentNode(ActionChunks, FeatureNode):
             student = load_engine(cfg.student, device=cfg.device, dtype=cfg.dtype)
         except (ValueError, RuntimeError, OSError) as err:
             raise ValueError(f"parameter 'student': {configure_error(err)}") from None
+        check_default_instruction(cfg, student)
         if cfg.action_head_enabled:
             self._head = self._load_head(cfg, student)
             self._load_policy(cfg, self._head)

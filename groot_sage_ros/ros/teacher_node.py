@@ -16,6 +16,7 @@ from ..serving.node_config import TeacherNodeConfig
 from .action_chunks import ActionChunks
 from .feature_node import (
     FeatureNode,
+    check_default_instruction,
     check_device,
     configure_error,
     spin_node,
@@ -46,6 +47,7 @@ class TeacherNode(ActionChunks, FeatureNode):
             engine = load_engine(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
                                  instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled,
                                  runtime=RuntimeConfig.from_attributes(cfg), warmup=False)  # fmt: skip
+            check_default_instruction(cfg, engine)
             # Compile and capture for this node's cameras and default instruction before the first frame.
             engine.warmup(cameras=len(cfg.camera_topics), instruction=cfg.default_instruction)
         except (CheckpointError, OSError) as err:

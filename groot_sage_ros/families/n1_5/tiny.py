@@ -82,7 +82,7 @@ def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_nois
     """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB);
     ``outliers`` plants a trained model's outlier channels (``plant_outliers``)."""
     config = GrootConfig.from_dict(raw)  # validates what we are about to write
-    folder = OutputFolder.claim(out, "checkpoint")  # a new folder, or one this function wrote before
+    folder = OutputFolder.claim(out, "checkpoint", names=("*.json", "*.safetensors"))
     try:
         _write_random_checkpoint(folder.path, raw, config, seed, norm_noise, outliers)
     finally:
