@@ -202,6 +202,10 @@ def cmd_quantize_check(args: argparse.Namespace) -> int:
     if args.state:
         with open(args.state) as handle:
             state = json.load(handle)
+    if args.json:
+        from .owned_files import check_user_file
+
+        check_user_file(args.json)  # before the work, not after
     report, passed = run_quantize_check(args, frame_set, state)
     if args.json:
         write_json(args.json, report)
@@ -217,6 +221,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare not in (None, "eager"):
         raise ValueError(f"--compare {args.compare!r}: the only path to compare with is 'eager'")
     runtime = RuntimeConfig.from_attributes(args)
+    if args.out:
+        from .owned_files import check_user_file
+
+        check_user_file(args.out)  # before the work, not after
     if args.full_size_random:
         extractor = random_engine(args.family or DEFAULT_FAMILY, device=args.device, dtype=args.dtype, action_head=args.actions,
                                   runtime=runtime)  # fmt: skip
@@ -241,9 +249,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out:
         from pathlib import Path
 
-        from .owned_files import write_json_atomic
+        from .owned_files import write_user_file
 
-        write_json_atomic(Path(args.out), report)  # never through a link or into a FIFO
+        write_user_file(Path(args.out), report)  # never through a link, never over an output of ours
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 import struct
@@ -31,6 +32,7 @@ import torch
 
 MARKER = ".groot-sage-output.json"
 JOURNAL = ".groot-sage-journal.jsonl"
+TEMPORARY = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # .<name>.<pid>-<random>.tmp: what temporary_path makes
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: opening a FIFO must not hang
 
 
@@ -127,7 +129,7 @@ class Journal:
                 continue
             if op == "file":
                 files.add(name)
-            elif op == "temp":
+            elif op == "temp" and TEMPORARY.match(name):  # both journaled and of the form we make
                 temporaries.add(name)
             elif op == "gone":
                 files.discard(name)
@@ -194,6 +196,30 @@ def open_append(path: Path):
     if journal is not None and not journal.owns(path.name):
         journal.record("file", path.name)
     return os.fdopen(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
+
+
+def check_user_file(path) -> Path:
+    """``write_user_file``'s refusals, early (before the work whose result it holds)."""
+    path = Path(path)
+    if journal_of(path.parent) is not None and os.path.lexists(path):
+        raise OutputError(f"{path}: is in an output folder of this package and already exists; choose another path")
+    check_replaceable(path, None)  # a link or FIFO
+    return path
+
+
+def write_user_file(path: Path, value) -> None:
+    """A file whose path the user named (``--json``, ``bench --out``), as JSON: written atomically, never
+    through a link, and never over a file in an output folder of this package (a report must not replace
+    a dataset's manifest); elsewhere it replaces the regular file the user named."""
+    path = check_user_file(path)
+    if journal_of(path.parent) is not None:  # a new name in one of our folders: the user's file, not journaled
+        check_replaceable(path, None)
+        data = (json.dumps(value, indent=2) + "\n").encode()
+        fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return
+    write_json_atomic(path, value)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -114,6 +114,6 @@ def print_report(report: dict) -> None:
 def write_json(path: str, report: dict) -> None:
     from pathlib import Path
 
-    from .owned_files import write_json_atomic
+    from .owned_files import write_user_file
 
-    write_json_atomic(Path(path), report)  # never through a link or into a FIFO
+    write_user_file(Path(path), report)  # never through a link, never over an output of ours

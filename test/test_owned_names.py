@@ -171,3 +171,25 @@ def test_a_run_folder_with_a_link_fifo_or_foreign_file_is_refused_before_trainin
     assert_one_line(code, err, str(copy / name))
     assert target.read_text() == "my notes\n" and "step" not in err.split(":")[0]
     assert not (copy / "student.safetensors").exists() or name == "student.safetensors"
+
+
+def test_a_journal_naming_a_users_folder_as_a_temporary_deletes_nothing(capsys, bag, finished, tiny_checkpoint,
+                                                                       tmp_path):  # fmt: skip
+    folder = unfinished(finished, tmp_path / "ds")  # a folder shared with its hidden files, say
+    Journal(folder).record("temp", "photos")  # a journal that claims a user's folder
+    (folder / "photos").mkdir()
+    (folder / "photos" / "a.jpg").write_bytes(b"jpeg")
+    assert run_main(capsys, *extract_argv(tiny_checkpoint, bag, folder))[0] == 0
+    assert (folder / "photos" / "a.jpg").read_bytes() == b"jpeg"
+
+
+def test_a_report_path_never_replaces_an_output_of_the_package(capsys, finished, run, tmp_path):
+    manifest = (finished / "manifest.json").read_bytes()
+    code, err = run_main(capsys, "evaluate", "--student", run, "--dataset", finished, "--json",
+                         finished / "manifest.json", "--report-dir", tmp_path / "report")  # fmt: skip
+    assert_one_line(code, err, "manifest.json: is in an output folder of this package and already exists")
+    assert (finished / "manifest.json").read_bytes() == manifest
+    assert run_main(capsys, "evaluate", "--student", run, "--dataset", finished, "--json", run / "eval.json",
+                    "--report-dir", tmp_path / "report2")[0] == 0  # a new name beside the run's files: fine
+    assert json.loads((run / "eval.json").read_text())["student"]["samples"] > 0
+    (run / "eval.json").unlink()

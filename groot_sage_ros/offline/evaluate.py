@@ -21,7 +21,7 @@ from ..engine import load_engine
 from ..engine.runtime import resolve_device
 from ..families import by_name
 from ..output_folder import OutputFolder
-from ..owned_files import write_bytes_atomic, write_json_atomic
+from ..owned_files import check_user_file, write_bytes_atomic, write_user_file
 from ..student.checkpoint import load_student, resolve_student_file
 from ..student.config import StudentConfig
 from ..student.model import SageStudent
@@ -152,6 +152,8 @@ def run_evaluate(args) -> dict:
     device = resolve_device(args.device)  # before any pass over the data
     if getattr(args, "embodiment", None) is not None and not args.teacher:
         raise ValueError("--embodiment scores the models through the teacher's action head: pass --teacher too")
+    if args.json:
+        check_user_file(args.json)  # before the work, not after
     student_file = resolve_student_file(args.student)
     student, state = load_student(student_file, args.device)
     dataset = FeatureDataset(args.dataset)
@@ -221,7 +223,7 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     report["held_out_groups"] = len(set(state["eval_groups"]))
     write_report(out, report, results)
     if args.json:
-        write_json_atomic(Path(args.json), report)
+        write_user_file(Path(args.json), report)
     return report
 
 

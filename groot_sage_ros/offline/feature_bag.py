@@ -28,6 +28,7 @@ from ..families import by_name
 from ..output_folder import OutputFolder
 from ..owned_files import write_json_atomic
 from ..serving.decoding import BadImage, cdr_header_stamp_ns, deserialize_checked
+from ..serving.instructions import InstructionRejected, check_instruction
 from .bags import (
     LATCHED_QOS,
     STRING,
@@ -273,6 +274,14 @@ def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: 
         skipped["corrupt_features_message"] += 1
         return None
     features = np.frombuffer(data, dtype=dtype).reshape(features_msg.height, features_msg.width)
+    try:
+        check_instruction(layout["instruction"], processor)  # the recorded one passes the check every one passes
+    except InstructionRejected as err:
+        skipped[f"rejected_{err.reason}"] += 1
+        return None
+    except (KeyError, TypeError):
+        skipped["bad_layout"] += 1
+        return None
     try:
         images = frame_set.decode()
         ids, token_layout = processor.encode(len(images), layout["instruction"])
