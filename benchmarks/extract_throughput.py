@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     bag, summary = arc_bag(work, args.arc_tasks)
-    extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype)
+    engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype)
     report = {"frames": summary["frames"] * args.repeat_bag, "frame_size": "480x240 rgb8 (ARC renders)", "runs": []}
     for batch in args.batches:
         argv = extract_argv(args, bag, work / f"ds{batch}", batch)
@@ -88,7 +88,7 @@ def main() -> None:
             manifest = torch_profiled(run_extract, build_parser().parse_args(argv), args.torch_profile)
         else:
             manifest = run_extract(build_parser().parse_args(argv))
-        model = throughput(extractor, batch, cameras=1, iters=max(5, 200 // batch), warmup=3, compare_eager=False)
+        model = throughput(engine, batch, cameras=1, iters=max(5, 200 // batch), warmup=3, compare_eager=False)
         timing = manifest["timing"]
         run = {"batch": batch, "extract_frames_per_s": timing["frame_sets_per_s"],
                "extract_frames_per_s_without_graph_captures":

@@ -57,7 +57,7 @@ def main() -> None:
     stages = {stage: {"p50_ms": p50, "p95_ms": p95} for stage, (p50, p95) in node.latency.percentiles().items()}
     report = {"checkpoint": args.checkpoint, "precision": args.precision, "frames_sent": k,
               "published": node.counters.snapshot().get("published", 0), "stages": stages,
-              "start": node.extractor.start_report()}  # fmt: skip
+              "start": node.engine.start_report()}  # fmt: skip
     if "total" in stages and "model" in stages:
         report["arrival_to_publish_minus_model_p50_ms"] = stages["total"]["p50_ms"] - stages["model"]["p50_ms"]
     print(json.dumps(report, indent=2))

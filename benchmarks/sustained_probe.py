@@ -44,9 +44,9 @@ def smi_samples(text: str) -> list[tuple[float, float]]:
 
 def model_call(batch: int):
     """The graphed backbone call on ``batch`` frame sets (full-size random weights)."""
-    fx = random_engine(DEFAULT_FAMILY, device="cuda", dtype="float16")
-    inputs = fx.prepare(frame_sets(batch, 1))
-    return lambda: fx.forward(inputs)
+    engine = random_engine(DEFAULT_FAMILY, device="cuda", dtype="float16")
+    inputs = engine.prepare(frame_sets(batch, 1))
+    return lambda: engine.forward(inputs)
 
 
 def layer_gemms(batch: int, vision_layers: int = 27, llm_layers: int = 12):

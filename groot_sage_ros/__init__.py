@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # Lazy so that ``import groot_sage_ros`` stays cheap (no torch import) for tools that only need metadata.
-    if name in ("FeatureExtractor", "load_engine"):
+    if name in ("TeacherEngine", "load_engine"):
         from . import engine
 
         return getattr(engine, name)

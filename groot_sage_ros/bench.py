@@ -67,58 +67,58 @@ def agreement(fast: torch.Tensor, eager: torch.Tensor) -> dict:
 
 
 def run_bench(
-    extractor: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
+    engine: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
     compare_eager: bool = False, throughput_batch: int | None = None, throughput_calls: int | None = None,
 ) -> dict:  # fmt: skip
-    device = extractor.device
+    device = engine.device
     sets = frame_sets(batch, cameras)
-    inputs = extractor.prepare(sets)
+    inputs = engine.prepare(sets)
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "dtype": str(extractor.dtype).removeprefix("torch."),
-        "start": extractor.start_report(),
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "start": engine.start_report(),
         "batch": batch,
         "cameras": cameras,
         "tokens": int(inputs.input_ids.shape[1]),
         "iters": iters,
     }
-    result = extractor.forward(inputs)
+    result = engine.forward(inputs)
     report["features_shape"] = list(result.features.shape)
     report["finite"] = bool(torch.isfinite(result.features).all())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    report.update(timed("preprocess", lambda: extractor.prepare(sets), iters, warmup, device))
-    report.update(timed("backbone", lambda: extractor.forward(inputs), iters, warmup, device))
+    report.update(timed("preprocess", lambda: engine.prepare(sets), iters, warmup, device))
+    report.update(timed("backbone", lambda: engine.forward(inputs), iters, warmup, device))
     if device.type == "cuda":
         report["peak_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1e9
     if compare_eager:
-        report.update(timed("eager_backbone", lambda: extractor.forward_reference(inputs), iters, warmup, device))
+        report.update(timed("eager_backbone", lambda: engine.forward_reference(inputs), iters, warmup, device))
         report["backbone_speedup"] = report["eager_backbone_ms_median"] / report["backbone_ms_median"]
-        report["features_vs_eager"] = agreement(result.features, extractor.forward_reference(inputs).features)
+        report["features_vs_eager"] = agreement(result.features, engine.forward_reference(inputs).features)
     if actions:
-        report.update(time_actions(extractor, inputs, result, iters, warmup, compare_eager))
+        report.update(time_actions(engine, inputs, result, iters, warmup, compare_eager))
     if throughput_batch:
         calls = throughput_calls or max(3, iters // 5)
-        report.update(throughput(extractor, throughput_batch, cameras, calls, warmup, compare_eager))
+        report.update(throughput(engine, throughput_batch, cameras, calls, warmup, compare_eager))
     return report
 
 
-def time_actions(extractor: FeatureEngine, inputs, result, iters: int, warmup: int, compare_eager: bool) -> dict:
+def time_actions(engine: FeatureEngine, inputs, result, iters: int, warmup: int, compare_eager: bool) -> dict:
     """The action head alone (4 Euler steps on given features) and the full model (backbone + head)."""
-    device = extractor.device
-    states = torch.zeros(len(result.layouts), extractor.state_width)  # embodiment 0: any id costs the same
+    device = engine.device
+    states = torch.zeros(len(result.layouts), engine.state_width)  # embodiment 0: any id costs the same
 
     def head(eager=False):
-        return extractor.predict_actions(result, states, embodiment_id=0, seed=0, reference=eager)
+        return engine.predict_actions(result, states, embodiment_id=0, seed=0, reference=eager)
 
     def full(eager=False):
-        features = extractor.forward_reference(inputs) if eager else extractor.forward(inputs)
-        return extractor.predict_actions(features, states, embodiment_id=0, seed=0, reference=eager)
+        features = engine.forward_reference(inputs) if eager else engine.forward(inputs)
+        return engine.predict_actions(features, states, embodiment_id=0, seed=0, reference=eager)
 
-    report = {"action_horizon": extractor.action_horizon}
+    report = {"action_horizon": engine.action_horizon}
     report.update(timed("action_head", head, iters, warmup, device))
     report.update(timed("full", full, iters, warmup, device))
     chunk = full()
@@ -131,18 +131,18 @@ def time_actions(extractor: FeatureEngine, inputs, result, iters: int, warmup: i
     return report
 
 
-def throughput(extractor: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, compare_eager) -> dict:
+def throughput(engine: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, compare_eager) -> dict:
     """Frames per second of the model alone at ``batch`` (prepared inputs), fast path and eager."""
-    device = extractor.device
-    inputs = extractor.prepare(frame_sets(batch, cameras))
+    device = engine.device
+    inputs = engine.prepare(frame_sets(batch, cameras))
     report = {"throughput_batch": batch, "throughput_calls": iters}
     for _ in range(warmup):
-        extractor.forward(inputs)
-    calls = time_calls(lambda: extractor.forward(inputs), iters, device)  # back to back: the sustained rate
+        engine.forward(inputs)
+    calls = time_calls(lambda: engine.forward(inputs), iters, device)  # back to back: the sustained rate
     report["throughput_fps"] = batch * 1000.0 / statistics.median(calls)
     report["throughput_fps_last_quarter"] = batch * 1000.0 / statistics.median(calls[-max(1, iters // 4):])
     if compare_eager:
-        eager = timed("batch", lambda: extractor.forward_reference(inputs), iters, warmup, device)["batch_ms_median"]
+        eager = timed("batch", lambda: engine.forward_reference(inputs), iters, warmup, device)["batch_ms_median"]
         report["eager_throughput_fps"] = batch * 1000.0 / eager
     return report
 

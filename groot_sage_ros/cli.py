@@ -115,15 +115,15 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     imported_s = seconds_since_process_start()  # interpreter start and imports
     images = [read_image(path) for path in args.image]
-    extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+    engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
                             action_head=args.actions, runtime=RuntimeConfig.from_attributes(args))  # fmt: skip
-    started = extractor.start_report()
+    started = engine.start_report()
     times, first_features_s = [], None
     for _ in range(args.repeat):
         start = time.perf_counter()
-        result = extractor.extract(images, args.instruction)
-        if extractor.device.type == "cuda":
-            torch.cuda.synchronize(extractor.device)
+        result = engine.extract(images, args.instruction)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
         times.append((time.perf_counter() - start) * 1000.0)
         first_features_s = first_features_s if times[1:] else seconds_since_process_start()
     features = result.features[0].float()  # (L, D)
@@ -131,7 +131,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     layout = result.layout
     report = {
         "checkpoint": str(args.checkpoint),
-        "device": str(extractor.device),
+        "device": str(engine.device),
         "features_shape": list(result.features.shape),
         "dtype": str(result.features.dtype).removeprefix("torch."),
         "finite": bool(torch.isfinite(result.features).all()),
@@ -147,12 +147,12 @@ def cmd_features(args: argparse.Namespace) -> int:
         "cuda_graphs": started.get("cuda_graphs", 0),
         "compile_cache": {"hits": started.get("compile_cache_hits", 0),
                           "misses": started.get("compile_cache_misses", 0)},
-        "peak_reserved_gb": torch.cuda.max_memory_reserved(extractor.device) / 1e9 if extractor.device.type == "cuda"
+        "peak_reserved_gb": torch.cuda.max_memory_reserved(engine.device) / 1e9 if engine.device.type == "cuda"
         else None,
         "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
     }
     if args.actions:
-        report.update(predict_chunk(extractor, result, args))
+        report.update(predict_chunk(engine, result, args))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -174,11 +174,11 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_chunk(extractor, result, args) -> dict:
+def predict_chunk(engine, result, args) -> dict:
     """One unnormalised action chunk for the CLI: rows of the action keys' values, concatenated."""
     import numpy as np
 
-    policy = extractor.action_policy(args.embodiment)
+    policy = engine.action_policy(args.embodiment)
     state = policy.zero_state()
     if args.state:
         with open(args.state) as handle:
@@ -226,23 +226,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         check_user_file(args.out)  # before the work, not after
     if args.full_size_random:
-        extractor = random_engine(args.family or DEFAULT_FAMILY, device=args.device, dtype=args.dtype, action_head=args.actions,
+        engine = random_engine(args.family or DEFAULT_FAMILY, device=args.device, dtype=args.dtype, action_head=args.actions,
                                   runtime=runtime)  # fmt: skip
     elif args.checkpoint:
-        extractor = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
+        engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
                                 runtime=runtime)  # fmt: skip
     else:
         raise ValueError("bench needs --checkpoint C or --full-size-random")
-    start = extractor.start_report()
-    report = {"start_in_process_s": extractor.start_seconds, "precision": start.get("precision"),
+    start = engine.start_report()
+    report = {"start_in_process_s": engine.start_seconds, "precision": start.get("precision"),
               "compile_cache": {"hits": start.get("compile_cache_hits", 0), "misses": start.get("compile_cache_misses", 0)}}  # fmt: skip
-    report.update(run_bench(extractor, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
+    report.update(run_bench(engine, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
                             actions=args.actions, compare_eager=args.compare == "eager",
                             throughput_batch=args.throughput_batch, throughput_calls=args.throughput_calls))  # fmt: skip
     if args.start_times:
         if not args.checkpoint:
             raise ValueError("--start-times needs --checkpoint (a start loads weights from disk)")
-        del extractor
+        del engine
         report.update(start_times(args.checkpoint, args.device, args.dtype))
     report["command"] = "groot-sage " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     print(json.dumps(report, indent=2))

@@ -50,10 +50,10 @@ def tiny_copy(tiny_checkpoint, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_extractor(tiny_checkpoint):
-    from groot_sage_ros.engine import FeatureExtractor
+def tiny_engine(tiny_checkpoint):
+    from groot_sage_ros.engine import TeacherEngine
 
-    return FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
+    return TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ from conftest import random_image
 from safetensors.torch import load_file, save_file
 
 from groot_sage_ros.checkpoint import CheckpointError
-from groot_sage_ros.engine import FeatureExtractor
+from groot_sage_ros.engine import TeacherEngine
 from groot_sage_ros.families.common.normalization import EmbodimentNormalizer, KeyStats
 from groot_sage_ros.families.n1_5.action_head import flow_matching_loss
 from groot_sage_ros.families.n1_5.statistics import EMBODIMENT_IDS, embodiment_id
@@ -18,7 +18,7 @@ from groot_sage_ros.families.n1_5.statistics import EMBODIMENT_IDS, embodiment_i
 
 @pytest.fixture(scope="module")
 def policy(tiny_checkpoint):
-    return FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True)
+    return TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_embodiment_state_and_image_reach_the_chunk(policy, features):
 
 
 def test_training_loss_is_finite_and_differentiable(tiny_checkpoint):
-    policy = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+    policy = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                               warmup=False)  # fmt: skip
     head = policy.model.action_head.requires_grad_(True)
     feats = policy.extract([random_image(32, 32)], "go").features.clone()
@@ -117,9 +117,9 @@ def test_head_is_loaded_strictly(tiny_copy):
     index = json.loads(index_path.read_text())
     del index["weight_map"]["action_head.future_tokens.weight"]
     index_path.write_text(json.dumps(index))
-    FeatureExtractor.from_pretrained(tiny_copy, device="cpu", dtype="float32", warmup=False)  # head off: fine
+    TeacherEngine.from_pretrained(tiny_copy, device="cpu", dtype="float32", warmup=False)  # head off: fine
     with pytest.raises(CheckpointError, match="missing key: action_head.future_tokens.weight"):
-        FeatureExtractor.from_pretrained(tiny_copy, device="cpu", dtype="float32", warmup=False, action_head=True)
+        TeacherEngine.from_pretrained(tiny_copy, device="cpu", dtype="float32", warmup=False, action_head=True)
 
 
 def test_cli_prints_an_unnormalised_chunk(tiny_checkpoint, tmp_path):

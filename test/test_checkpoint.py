@@ -14,7 +14,7 @@ from groot_sage_ros.checkpoint import (
     read_checkpoint_files,
     resolve_checkpoint,
 )
-from groot_sage_ros.engine import FeatureExtractor
+from groot_sage_ros.engine import TeacherEngine
 
 SHARD1 = "model-00001-of-00002.safetensors"
 SHARD2 = "model-00002-of-00002.safetensors"
@@ -35,7 +35,7 @@ def edit_shard(root: Path, shard: str, edit) -> None:
 
 
 def load(root, **kwargs):
-    return FeatureExtractor.from_pretrained(root, device="cpu", dtype="float32", warmup=False, **kwargs)
+    return TeacherEngine.from_pretrained(root, device="cpu", dtype="float32", warmup=False, **kwargs)
 
 
 def test_tiny_checkpoint_has_the_real_layout(tiny_checkpoint):
@@ -53,10 +53,10 @@ def test_tiny_checkpoint_has_the_real_layout(tiny_checkpoint):
     assert load_file(str(tiny_checkpoint / SHARD2))["action_head.vlln.weight"].dtype == torch.float32
 
 
-def test_tiny_round_trip_features(tiny_extractor):
-    result = tiny_extractor.extract([random_image(480, 640)], "pick up the cube")
+def test_tiny_round_trip_features(tiny_engine):
+    result = tiny_engine.extract([random_image(480, 640)], "pick up the cube")
     layout = result.layout
-    assert result.features.shape == (1, layout.seq_len, tiny_extractor.feature_dim)
+    assert result.features.shape == (1, layout.seq_len, tiny_engine.feature_dim)
     assert torch.isfinite(result.features).all()
     assert result.attention_mask.shape == (1, layout.seq_len) and bool(result.attention_mask.all())
     assert layout.image_ranges == ((20, 276),)
@@ -90,18 +90,18 @@ def test_truncated_shard_is_named(tiny_copy):
         load(tiny_copy)
 
 
-def test_action_head_weights_are_not_read_when_the_head_is_off(tiny_copy, tiny_extractor):
+def test_action_head_weights_are_not_read_when_the_head_is_off(tiny_copy, tiny_engine):
     # Shard 2 holds only action-head tensors: with the head off it must never be opened.
     (tiny_copy / SHARD2).write_bytes(b"\0" * 16)
-    extractor = load(tiny_copy)
-    assert not hasattr(extractor.model, "action_head")
+    engine = load(tiny_copy)
+    assert not hasattr(engine.model, "action_head")
     image = random_image(96, 128)
     torch.testing.assert_close(
-        extractor.extract([image], "go").features, tiny_extractor.extract([image], "go").features
+        engine.extract([image], "go").features, tiny_engine.extract([image], "go").features
     )
 
 
-def test_optional_keys_present_or_absent(tiny_copy, tiny_extractor):
+def test_optional_keys_present_or_absent(tiny_copy, tiny_engine):
     # The tiny file stores the SigLIP pooling head; drop it and store the tied LM head instead of the
     # embedding: both layouts occur in published checkpoints and must load to the same model.
     def edit(tensors):
@@ -111,7 +111,7 @@ def test_optional_keys_present_or_absent(tiny_copy, tiny_extractor):
 
     edit_shard(tiny_copy, SHARD1, edit)
     image = random_image(64, 64)
-    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_extractor.extract([image], "go").features)
+    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features)
 
 
 def test_unknown_dtype_is_named(tiny_checkpoint):
@@ -120,13 +120,13 @@ def test_unknown_dtype_is_named(tiny_checkpoint):
 
 
 def load_with_dtype(root, dtype):
-    return FeatureExtractor.from_pretrained(root, device="cpu", dtype=dtype, warmup=False)
+    return TeacherEngine.from_pretrained(root, device="cpu", dtype=dtype, warmup=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_cuda_is_named(tiny_checkpoint):
     with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available"):
-        FeatureExtractor.from_pretrained(tiny_checkpoint, device="cuda", warmup=False)
+        TeacherEngine.from_pretrained(tiny_checkpoint, device="cuda", warmup=False)
 
 
 def test_missing_path_and_uncached_repo_id(tmp_path, monkeypatch):
@@ -151,11 +151,11 @@ def test_repo_id_resolves_in_the_local_cache(tiny_checkpoint, tmp_path, monkeypa
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv(variable, str(hub if variable == "HF_HUB_CACHE" else tmp_path))
     assert resolve_checkpoint("nvidia/GR00T-N1.5-3B") == repo / "snapshots" / "abc123"
-    extractor = FeatureExtractor.from_pretrained("nvidia/GR00T-N1.5-3B", device="cpu", dtype="float32", warmup=False)
-    assert extractor.feature_dim == 64
+    engine = TeacherEngine.from_pretrained("nvidia/GR00T-N1.5-3B", device="cpu", dtype="float32", warmup=False)
+    assert engine.feature_dim == 64
 
 
-def test_single_file_checkpoint(tiny_copy, tiny_extractor):
+def test_single_file_checkpoint(tiny_copy, tiny_engine):
     tensors = {}
     for shard in (SHARD1, SHARD2):
         tensors.update(load_file(str(tiny_copy / shard)))
@@ -163,12 +163,12 @@ def test_single_file_checkpoint(tiny_copy, tiny_extractor):
     (tiny_copy / "model.safetensors.index.json").unlink()
     save_file(tensors, str(tiny_copy / "model.safetensors"))
     image = random_image(64, 80)
-    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_extractor.extract([image], "go").features)
+    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features)
 
 
-def test_fp16_and_bf16_load_and_stay_finite(tiny_checkpoint, tiny_extractor):
+def test_fp16_and_bf16_load_and_stay_finite(tiny_checkpoint, tiny_engine):
     image = random_image(120, 160)
-    reference = tiny_extractor.extract([image], "pick").features
+    reference = tiny_engine.extract([image], "pick").features
     for dtype, torch_dtype in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
         features = load_with_dtype(tiny_checkpoint, dtype).extract([image], "pick").features
         assert features.dtype == torch_dtype and torch.isfinite(features).all()

@@ -22,8 +22,8 @@ except ImportError:
 else:
     raise SystemExit("rclpy was not blocked")
 from groot_sage_ros import load_engine
-extractor = load_engine(sys.argv[1], device="cpu", dtype="float32")
-print(tuple(extractor.extract([__import__("numpy").zeros((32, 32, 3), "uint8")], "go").features.shape))
+engine = load_engine(sys.argv[1], device="cpu", dtype="float32")
+print(tuple(engine.extract([__import__("numpy").zeros((32, 32, 3), "uint8")], "go").features.shape))
 """
 
 

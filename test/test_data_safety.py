@@ -238,7 +238,7 @@ def test_manifest_names_outside_the_folder_and_changed_shards_are_refused(datase
 
 
 def test_a_crafted_pickle_runs_nothing_at_any_entry_point(capsys, dataset, run_folder, tmp_path):
-    from groot_sage_ros.student.engine import StudentExtractor
+    from groot_sage_ros.student.engine import StudentEngine
 
     marker = tmp_path / "payload_ran"
     pickle.loads(pickle.dumps(Payload(tmp_path / "probe")))  # the payload is real: unpickling runs it
@@ -256,7 +256,7 @@ def test_a_crafted_pickle_runs_nothing_at_any_entry_point(capsys, dataset, run_f
         assert_one_line(*run_main(capsys, *argv), expected)
     for path in (evil_pt, run / "student.safetensors"):
         with pytest.raises(ValueError):
-            StudentExtractor.from_checkpoint(path)
+            StudentEngine.from_checkpoint(path)
     assert not marker.exists()
 
 

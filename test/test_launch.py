@@ -58,12 +58,12 @@ def probe():
 @pytest.fixture(scope="module")
 def student_file(tiny_checkpoint, tmp_path_factory) -> Path:
     """A real (untrained) student for the teacher's width, written as distill writes one."""
-    from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig
+    from groot_sage_ros.families.n1_5.processor import N15Processor, ProcessorConfig
     from groot_sage_ros.student.checkpoint import save_student
     from groot_sage_ros.student.config import StudentConfig
     from groot_sage_ros.student.model import SageStudent
 
-    processor = Processor(ProcessorConfig())
+    processor = N15Processor(ProcessorConfig())
     ids, _ = processor.encode(1, "Perform the default behavior.")
     config = StudentConfig.for_teacher(processor.facts, 64, sorted(set(ids)), width=32, layers=1, heads=2)
     model = SageStudent(config)

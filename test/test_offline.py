@@ -76,7 +76,7 @@ def arc_dataset(arc_bag, tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_extracted_features_equal_the_extractor(storage, tiny_checkpoint, tiny_extractor, tmp_path):
+def test_extracted_features_equal_the_engine(storage, tiny_checkpoint, tiny_engine, tmp_path):
     bag = tmp_path / "bag"
     make_arc_bag(bag, storage)
     manifest = extract(tiny_checkpoint, [bag], tmp_path / "dataset")
@@ -86,7 +86,7 @@ def test_extracted_features_equal_the_extractor(storage, tiny_checkpoint, tiny_e
     assert [s["num_samples"] for s in manifest["shards"]] == [4, 3]
     frame_sets = list(read_frame_sets([bag], [CAMERA], "/instruction", Counter()))
     for sample, frame_set in zip(rows(dataset), frame_sets):
-        expected = tiny_extractor.extract(frame_set.decode(), frame_set.instruction)
+        expected = tiny_engine.extract(frame_set.decode(), frame_set.instruction)
         assert sample["layout"] == expected.layout
         assert sample["features"].dtype == torch.float16
         torch.testing.assert_close(sample["features"].float(), expected.features[0], atol=2e-2, rtol=1e-2)

@@ -13,7 +13,7 @@ from conftest import random_image
 from safetensors.torch import load_file
 from torch import nn
 
-from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
+from groot_sage_ros.engine import TeacherEngine, RuntimeConfig
 from groot_sage_ros.fastpath.compile import install_fast_path
 from groot_sage_ros.fastpath.precision import (
     PRECISIONS,
@@ -29,12 +29,12 @@ FRAMES = [([random_image(90, 120, 5)], "stack the red block on the blue one")]
 
 
 def engine(checkpoint, precision="fp16", **kwargs):
-    return FeatureExtractor.from_pretrained(checkpoint, device="cpu", dtype="float32", action_head=True,
+    return TeacherEngine.from_pretrained(checkpoint, device="cpu", dtype="float32", action_head=True,
                                             runtime=RuntimeConfig(precision=precision, **kwargs))  # fmt: skip
 
 
-def region_layers(fx):
-    return [layer for region in fx.family.fast_regions(fx.model) for layer in region.layers]
+def region_layers(engine):
+    return [layer for region in engine.family.fast_regions(engine.model) for layer in region.layers]
 
 
 def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint):
@@ -63,17 +63,17 @@ def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint
 
 
 def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
-    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                           warmup=False, runtime=RuntimeConfig(precision="int8_weight"))  # fmt: skip
-    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=False)
-    qkv = fx.model.fast["language"][0].qkv
+    calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=False)
+    qkv = engine.model.fast["language"][0].qkv
     assert isinstance(qkv, Int8WeightLinear) and len(qkv.sizes) == 3
-    k_proj = fx.model.backbone.eagle_model.language_model.model.layers[0].self_attn.k_proj
+    k_proj = engine.model.backbone.eagle_model.language_model.model.layers[0].self_attn.k_proj
     assert k_proj.weight.untyped_storage().data_ptr() == qkv.weight.untyped_storage().data_ptr()  # stored once
-    inputs = fx.prepare(FRAMES)
-    pixels = fx.family.pixel_values(inputs.images)
+    inputs = engine.prepare(FRAMES)
+    pixels = engine.family.pixel_values(inputs.images)
     with torch.inference_mode():
-        fused, plain = fx.model.features(inputs.input_ids, pixels, calls), fx.model.features(inputs.input_ids, pixels)
+        fused, plain = engine.model.features(inputs.input_ids, pixels, calls), engine.model.features(inputs.input_ids, pixels)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 

@@ -7,7 +7,7 @@ from conftest import random_image
 
 from groot_sage_ros.families.common.images import crop_and_resize, to_rgb_uint8
 from groot_sage_ros.families.n1_5.processor import (
-    Processor,
+    N15Processor,
     ProcessorConfig,
     pixel_values,
 )
@@ -16,7 +16,7 @@ from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS
 
 @pytest.fixture(scope="module")
 def processor():
-    return Processor()
+    return N15Processor()
 
 
 def test_prompt_string_matches_the_eagle_chat_template(processor):
@@ -27,7 +27,7 @@ def test_prompt_string_matches_the_eagle_chat_template(processor):
         f"<image 1><img>{context}</img><image 2><img>{context}</img>"
         "['pick up the cube']<|im_end|>\n<|im_start|>assistant\n"
     )
-    plain = Processor(ProcessorConfig(instruction_format="plain")).prompt(1, "pick up the cube")
+    plain = N15Processor(ProcessorConfig(instruction_format="plain")).prompt(1, "pick up the cube")
     assert plain.endswith("</img>pick up the cube<|im_end|>\n<|im_start|>assistant\n")
 
 

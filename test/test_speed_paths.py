@@ -13,55 +13,55 @@ import torch
 from conftest import random_image
 
 from groot_sage_ros.api import ModelInputs
-from groot_sage_ros.engine import FeatureExtractor, RuntimeConfig
+from groot_sage_ros.engine import TeacherEngine, RuntimeConfig
 from groot_sage_ros.fastpath.compile import install_fast_path
 from groot_sage_ros.fastpath.padding import pad_batch, pad_to_bucket
 from groot_sage_ros.fastpath.reductions import WidePersistentReductions
 
 
 @pytest.fixture(scope="module")
-def compiled_extractor(tiny_checkpoint, tmp_path_factory):
+def compiled_engine(tiny_checkpoint, tmp_path_factory):
     runtime = RuntimeConfig(compile="on", compile_cache_dir=str(tmp_path_factory.mktemp("inductor")))
-    return FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+    return TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                             runtime=runtime)  # fmt: skip
 
 
-def test_compiled_layers_match_eager(compiled_extractor):
-    fx = compiled_extractor
-    assert fx.compiled and not fx.graphed  # CPU: compiled on request, no graphs
-    assert sum(fx.compile_cache.values()) > 0  # the warm-up really compiled (or loaded) kernels
+def test_compiled_layers_match_eager(compiled_engine):
+    engine = compiled_engine
+    assert engine.compiled and not engine.graphed  # CPU: compiled on request, no graphs
+    assert sum(engine.compile_cache.values()) > 0  # the warm-up really compiled (or loaded) kernels
     # the fast modules belong to the model, one per layer of each region; nothing hooks the built modules
-    regions = fx.family.fast_regions(fx.model)
-    assert [len(fx.model.fast[region.name]) for region in regions] == [len(region.layers) for region in regions]
-    assert all(getattr(module, "_compiled_call_impl", None) is None for module in fx.model.modules())
+    regions = engine.family.fast_regions(engine.model)
+    assert [len(engine.model.fast[region.name]) for region in regions] == [len(region.layers) for region in regions]
+    assert all(getattr(module, "_compiled_call_impl", None) is None for module in engine.model.modules())
     frame_sets = [([random_image(120, 160, 1)], "pick up the cube"),
                   ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length")]  # fmt: skip
-    inputs = fx.prepare(frame_sets)
-    fast, eager = fx.forward(inputs).features, fx.forward_reference(inputs).features
+    inputs = engine.prepare(frame_sets)
+    fast, eager = engine.forward(inputs).features, engine.forward_reference(inputs).features
     assert fast.shape == eager.shape
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
-    states = torch.randn(2, fx.state_width)
-    chunks = fx.predict_actions(fx.forward(inputs), states, embodiment_id=3, seed=7)
-    eager_chunks = fx.predict_actions(fx.forward_reference(inputs), states, embodiment_id=3, seed=7, reference=True)
+    states = torch.randn(2, engine.state_width)
+    chunks = engine.predict_actions(engine.forward(inputs), states, embodiment_id=3, seed=7)
+    eager_chunks = engine.predict_actions(engine.forward_reference(inputs), states, embodiment_id=3, seed=7, reference=True)
     torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
 
 
 def test_regions_compile_with_one_pass_reductions(tiny_checkpoint):
     """Every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)."""
-    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                           warmup=False)  # fmt: skip
-    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=True)
+    calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=True)
     assert set(calls) == {"vision", "language", "vl_self_attention", "context_kv", "dit"}
     compiled = {call.func for per_layer in calls.values() for call in per_layer}
     assert len(compiled) == len(calls)  # one compiled function per region, shared by its layers
     assert all(fn.get_compiler_config()["inductor_choices_class"] is WidePersistentReductions for fn in compiled)
 
 
-def test_fast_and_reference_paths_run_side_by_side(compiled_extractor):
+def test_fast_and_reference_paths_run_side_by_side(compiled_engine):
     """No switch between the paths: each gives, from two threads at once, what it gives alone."""
-    fx = compiled_extractor
-    inputs = fx.prepare([([random_image(100, 120, 4)], "open the drawer")])
-    alone = {"fast": fx.forward(inputs).features, "reference": fx.forward_reference(inputs).features}
+    engine = compiled_engine
+    inputs = engine.prepare([([random_image(100, 120, 4)], "open the drawer")])
+    alone = {"fast": engine.forward(inputs).features, "reference": engine.forward_reference(inputs).features}
     assert not torch.equal(alone["fast"], alone["reference"])  # two different computations of one function
     together = {"fast": [], "reference": []}
     start = threading.Barrier(2)
@@ -71,8 +71,8 @@ def test_fast_and_reference_paths_run_side_by_side(compiled_extractor):
         for _ in range(12):
             together[name].append(call(inputs).features)
 
-    threads = [threading.Thread(target=run, args=("fast", fx.forward)),
-               threading.Thread(target=run, args=("reference", fx.forward_reference))]  # fmt: skip
+    threads = [threading.Thread(target=run, args=("fast", engine.forward)),
+               threading.Thread(target=run, args=("reference", engine.forward_reference))]  # fmt: skip
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -82,11 +82,11 @@ def test_fast_and_reference_paths_run_side_by_side(compiled_extractor):
 
 
 def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_checkpoint):
-    fx = FeatureExtractor.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
+    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
                                           warmup=False)  # fmt: skip
     # the fused call paths, uncompiled, so hooks see every call
-    calls = install_fast_path(fx.model, fx.family.fast_regions(fx.model), compile=False)
-    eagle, head = fx.model.backbone.eagle_model, fx.model.action_head
+    calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=False)
+    eagle, head = engine.model.backbone.eagle_model, engine.model.action_head
     siglip, qwen = eagle.vision_model.vision_model.encoder.layers[0], eagle.language_model.model.layers[0]
     dit_self = head.model.transformer_blocks[1].attn1
     separate = [siglip.self_attn.q_proj, qwen.self_attn.k_proj, qwen.mlp.up_proj, dit_self.to_v,
@@ -95,35 +95,35 @@ def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_c
     for linear in separate:
         linear.register_forward_hook(lambda module, args, out: seen.append(module))
     # the separate weights are views of the fused ones: stored once
-    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == fx.model.fast["language"][0].gate_up.weight.data_ptr()
-    inputs = fx.prepare([([random_image(70, 90, 3)], "stack the blocks")])
-    pixels = fx.family.pixel_values(inputs.images)
-    state, category, noise = torch.randn(1, 1, fx.state_width), torch.tensor([3]), torch.ones(1, 16, 32)
+    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == engine.model.fast["language"][0].gate_up.weight.data_ptr()
+    inputs = engine.prepare([([random_image(70, 90, 3)], "stack the blocks")])
+    pixels = engine.family.pixel_values(inputs.images)
+    state, category, noise = torch.randn(1, 1, engine.state_width), torch.tensor([3]), torch.ones(1, 16, 32)
     with torch.inference_mode():
-        fused = fx.model.features(inputs.input_ids, pixels, calls)
-        fused_chunk = fx.model.action_chunk(fused, state, category, noise, calls)
+        fused = engine.model.features(inputs.input_ids, pixels, calls)
+        fused_chunk = engine.model.action_chunk(fused, state, category, noise, calls)
         assert seen == []  # every projection above went through a fused GEMM
-        plain = fx.model.features(inputs.input_ids, pixels, None)
-        plain_chunk = fx.model.action_chunk(plain, state, category, noise, None)
+        plain = engine.model.features(inputs.input_ids, pixels, None)
+        plain_chunk = engine.model.action_chunk(plain, state, category, noise, None)
     assert set(map(id, seen)) == set(map(id, separate))  # the plain path uses the modules as built
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_chunk, plain_chunk, rtol=1e-5, atol=1e-5)
 
 
-def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_extractor):
-    fx = tiny_extractor
-    assert fx.family.bucket_padding_exact
-    inputs = fx.prepare([([random_image(64, 64, k)], "place the cup" + " now" * k) for k in range(3)])
+def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_engine):
+    engine = tiny_engine
+    assert engine.family.bucket_padding_exact
+    inputs = engine.prepare([([random_image(64, 64, k)], "place the cup" + " now" * k) for k in range(3)])
     ids, images = inputs.input_ids, inputs.images  # (3, L), (3, 3, 224, 224)
-    pad_id = fx.facts.pad_token_id
+    pad_id = engine.facts.pad_token_id
     padded_ids = pad_to_bucket(ids, 16, pad_id)
     assert padded_ids.shape[1] % 16 == 0 and padded_ids.shape[1] - ids.shape[1] < 16
     assert (padded_ids[:, ids.shape[1]:] == pad_id).all()
     padded_ids, padded_images = pad_batch(padded_ids, images)
     assert padded_ids.shape[0] == 4 and padded_images.shape[0] == 4  # 3 rows -> the next power of two
-    reference = fx.forward_reference(inputs).features  # (3, L, D)
+    reference = engine.forward_reference(inputs).features  # (3, L, D)
     padded_inputs = ModelInputs(padded_ids, (padded_ids != pad_id).long(), padded_images, inputs.layouts)
-    padded = fx.forward_reference(padded_inputs).features[:3, : ids.shape[1]]
+    padded = engine.forward_reference(padded_inputs).features[:3, : ids.shape[1]]
     torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-5)
 
 
@@ -154,8 +154,8 @@ def test_runtime_defaults_compile_and_graph_only_on_cuda():
     assert not RuntimeConfig(compile="off").compiles_on(torch.device("cuda"))
 
 
-def test_batched_preprocessing_equals_one_by_one(tiny_extractor):
-    processor = tiny_extractor.processor
+def test_batched_preprocessing_equals_one_by_one(tiny_engine):
+    processor = tiny_engine.processor
     frames = [random_image(100, 140, k) for k in range(3)]
     together = processor.preprocess_images(frames)  # one stack, one resize
     apart = torch.cat([processor.preprocess_images([frame]) for frame in frames])

@@ -254,7 +254,7 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
 
     from groot_sage_ros.ros.conversions import image_msg_to_features
     from groot_sage_ros.ros.student_node import StudentNode
-    from groot_sage_ros.student.engine import StudentExtractor
+    from groot_sage_ros.student.engine import StudentEngine
 
     isolate_dds()
     rclpy.init()
@@ -271,7 +271,7 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
         assert msg.width == teacher.features[0].width == 64 and msg.height == teacher.features[0].height
         layout = json.loads(student.layouts[-1].data)
         assert layout["feature_dim"] == 64 and layout["model_id"].endswith("student.safetensors")
-        expected = StudentExtractor.from_checkpoint(trained / "student.safetensors").extract([image], layout["instruction"])
+        expected = StudentEngine.from_checkpoint(trained / "student.safetensors").extract([image], layout["instruction"])
         np.testing.assert_allclose(image_msg_to_features(msg), expected.features[0].numpy(), atol=1e-4, rtol=1e-4)
         assert wait_for(lambda: student.diag_values().get("fidelity_cosine_mean", "n/a") != "n/a")
         assert -1.0 <= float(student.diag_values()["fidelity_cosine_mean"]) <= 1.0

@@ -53,7 +53,7 @@ def harness_factory(tiny_checkpoint):
         harness.close()
 
 
-def test_features_carry_header_layout_and_extractor_values(harness_factory, tiny_extractor):
+def test_features_carry_header_layout_and_engine_values(harness_factory, tiny_engine):
     h = harness_factory(cameras=("front/image_raw", "wrist/image_raw"))
     h.instruction_pub.publish(String(data="pick up the cube"))
     assert wait_for(lambda: h.node._instruction == "pick up the cube")
@@ -70,18 +70,18 @@ def test_features_carry_header_layout_and_extractor_values(harness_factory, tiny
     assert msg.height == layout["seq_len"] and msg.width == layout["feature_dim"] == 64
     assert [b - a for a, b in layout["image_ranges"]] == [256, 256]
     assert layout["instruction"] == "pick up the cube"
-    expected = tiny_extractor.extract([front, wrist], "pick up the cube").features[0].numpy()
+    expected = tiny_engine.extract([front, wrist], "pick up the cube").features[0].numpy()
     np.testing.assert_allclose(image_msg_to_features(msg), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_float16_features_and_bgr_input(harness_factory, tiny_extractor):
+def test_float16_features_and_bgr_input(harness_factory, tiny_engine):
     h = harness_factory(feature_dtype="float16")
     rgb = random_image(64, 64, 3)
     msg = Image(height=64, width=64, encoding="bgr8", step=64 * 3, data=rgb[:, :, ::-1].tobytes())
     h.publish(msg)
     assert wait_for(lambda: h.features)
     assert h.features[0].encoding == "16FC1" and h.features[0].step == 64 * 2
-    expected = tiny_extractor.extract([rgb], "Perform the default behavior.").features[0].numpy()
+    expected = tiny_engine.extract([rgb], "Perform the default behavior.").features[0].numpy()
     np.testing.assert_allclose(image_msg_to_features(h.features[0]), expected, atol=2e-2, rtol=1e-2)
 
 
@@ -220,17 +220,17 @@ def test_lifecycle_both_ways_releases_the_model(harness_factory):
     h.publish_rgb(random_image(32, 32))
     assert wait_for(lambda: h.features)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert node.extractor is None and node._worker is None
+    assert node.engine is None and node._worker is None
     count = len(h.features)
     h.publish_rgb(random_image(32, 32))
     assert not wait_for(lambda: len(h.features) > count, timeout=1.0)  # inactive: nothing served
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert node.extractor is not None
+    assert node.engine is not None
     h.publish_rgb(random_image(32, 32))
     assert wait_for(lambda: len(h.features) > count)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert node.extractor is None and node.config is None
+    assert node.engine is None and node.config is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     h.publish_rgb(random_image(32, 32))
@@ -260,7 +260,7 @@ def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, 
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert len(messages) == 1 and expected in messages[0], messages
-        assert node.extractor is None
+        assert node.engine is None
     finally:
         node.destroy_node()
 
@@ -485,12 +485,12 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
 
 def write_untrained_student(path: Path) -> None:
     """A real (untrained) student for the tiny teacher's width, as distill writes one."""
-    from groot_sage_ros.families.n1_5.processor import Processor
+    from groot_sage_ros.families.n1_5.processor import N15Processor
     from groot_sage_ros.student.checkpoint import save_student
     from groot_sage_ros.student.config import StudentConfig
     from groot_sage_ros.student.model import SageStudent
 
-    processor = Processor()
+    processor = N15Processor()
     ids, _ = processor.encode(1, "Perform the default behavior.")
     config = StudentConfig.for_teacher(processor.facts, 64, sorted(set(ids)), width=32, layers=1, heads=2)
     save_student(path, SageStudent(config), {"eval_groups": []}, step=0)

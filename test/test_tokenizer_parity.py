@@ -7,7 +7,7 @@ from groot_sage_ros.families.common.tokenizer import (
     FolderTokenizer,
     QwenTiktokenTokenizer,
 )
-from groot_sage_ros.families.n1_5.processor import Processor, ProcessorConfig
+from groot_sage_ros.families.n1_5.processor import N15Processor, ProcessorConfig
 from groot_sage_ros.families.n1_5.prompt import SPECIAL_TOKENS, load_tokenizer
 
 INSTRUCTIONS = [
@@ -25,8 +25,8 @@ def folder(tmp_path_factory):
 
 @pytest.mark.parametrize("instruction", INSTRUCTIONS)
 def test_same_prompt_ids_on_both_paths(folder, instruction):
-    builtin = Processor(tokenizer=QwenTiktokenTokenizer(SPECIAL_TOKENS))
-    from_folder = Processor(ProcessorConfig(tokenizer=str(folder)))
+    builtin = N15Processor(tokenizer=QwenTiktokenTokenizer(SPECIAL_TOKENS))
+    from_folder = N15Processor(ProcessorConfig(tokenizer=str(folder)))
     assert isinstance(from_folder.tokenizer, FolderTokenizer)
     assert from_folder.encode(2, instruction) == builtin.encode(2, instruction)
 

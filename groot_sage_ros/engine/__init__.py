@@ -12,9 +12,9 @@ from ..api import FeatureEngine
 from ..fastpath.precision import PRECISIONS
 from ..fastpath.precision import check_supported as check_precision
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
-from .teacher import FeatureExtractor
+from .teacher import TeacherEngine
 
-__all__ = ["PRECISIONS", "FeatureExtractor", "RuntimeConfig", "check_precision", "is_student", "load_action_head", "load_engine",
+__all__ = ["PRECISIONS", "TeacherEngine", "RuntimeConfig", "check_precision", "is_student", "load_action_head", "load_engine",
            "load_processor", "random_engine", "parse_dtype", "resolve_device"]
 
 
@@ -37,12 +37,12 @@ def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "floa
     """A teacher from a checkpoint folder or cached repo id (its family detected from ``config.json``), or
     the student a ``distill`` run wrote. Errors name the file and what was expected."""
     if is_student(checkpoint):
-        from ..student.engine import StudentExtractor
+        from ..student.engine import StudentEngine
 
         if action_head:
             raise ValueError(f"{checkpoint}: a student checkpoint has no action head")
-        return StudentExtractor.from_checkpoint(checkpoint, device=device, dtype=dtype)
-    return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
+        return StudentEngine.from_checkpoint(checkpoint, device=device, dtype=dtype)
+    return TeacherEngine.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
                                             instruction_format=instruction_format, action_head=action_head,
                                             runtime=runtime, warmup=warmup)  # fmt: skip
 
@@ -59,10 +59,10 @@ def load_processor(checkpoint: str | Path, tokenizer: str | None = None, instruc
 
 
 def load_action_head(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *,
-                     runtime: RuntimeConfig | None = None, warmup: bool = True) -> FeatureExtractor:  # fmt: skip
+                     runtime: RuntimeConfig | None = None, warmup: bool = True) -> TeacherEngine:  # fmt: skip
     """A teacher checkpoint's action head without its backbone: ``action_policy`` and ``predict_actions`` on
     features from another engine (a student serves the teacher's width and token layout)."""
-    return FeatureExtractor.from_pretrained(checkpoint, device=device, dtype=dtype, action_head=True, backbone=False,
+    return TeacherEngine.from_pretrained(checkpoint, device=device, dtype=dtype, action_head=True, backbone=False,
                                             runtime=runtime, warmup=warmup)  # fmt: skip
 
 
@@ -72,5 +72,5 @@ def random_engine(family: str, device: str = "cuda", dtype: str = "float16", *, 
     from ..families import by_name
 
     raw = by_name(family, "family").full_size_config()
-    return FeatureExtractor.from_random(raw, device=device, dtype=dtype, seed=seed, action_head=action_head,
+    return TeacherEngine.from_random(raw, device=device, dtype=dtype, seed=seed, action_head=action_head,
                                         runtime=runtime)  # fmt: skip

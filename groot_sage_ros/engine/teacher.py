@@ -1,9 +1,9 @@
-"""``FeatureExtractor``: a GR00T family's model behind the ``FeatureEngine`` contract; owns device, dtype,
+"""``TeacherEngine``: a GR00T family's model behind the ``FeatureEngine`` contract; owns device, dtype,
 warm-up and the hot path. Family-generic: what differs between families it asks the family.
 
     from groot_sage_ros.engine import load_engine
-    extractor = load_engine("nvidia/GR00T-N1.5-3B", device="cuda", dtype="float16")
-    result = extractor.extract([front_rgb, wrist_rgb], "pick up the cube")
+    engine = load_engine("nvidia/GR00T-N1.5-3B", device="cuda", dtype="float16")
+    result = engine.extract([front_rgb, wrist_rgb], "pick up the cube")
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .actions import HeadPolicy
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 
 
-class FeatureExtractor:
+class TeacherEngine:
     """Backbone features (and, with the head, action chunks) of a GR00T checkpoint.
 
     Two paths compute the same function. ``forward`` is the fast one: the family's repeated layers run as
@@ -72,7 +72,7 @@ class FeatureExtractor:
     def from_pretrained(cls, checkpoint: str | Path, device: str = "cuda", dtype: str = "float16",
                         tokenizer: str | None = None, instruction_format: str | None = None, warmup: bool = True,
                         action_head: bool = False, runtime: RuntimeConfig | None = None,
-                        backbone: bool = True) -> "FeatureExtractor":  # fmt: skip
+                        backbone: bool = True) -> "TeacherEngine":  # fmt: skip
         """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too;
         without ``backbone``, the head alone (for features from elsewhere: a student)."""
         start = time.perf_counter()
@@ -96,7 +96,7 @@ class FeatureExtractor:
     @classmethod
     def from_random(cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0,
                     warmup: bool = True, action_head: bool = False,
-                    runtime: RuntimeConfig | None = None) -> "FeatureExtractor":  # fmt: skip
+                    runtime: RuntimeConfig | None = None) -> "TeacherEngine":  # fmt: skip
         """Random weights in the shapes of ``raw_config`` (a config.json dict of any family): for benchmarks."""
         start = time.perf_counter()
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
@@ -121,23 +121,23 @@ class FeatureExtractor:
         if missing:
             raise CheckpointError(f"{root or model_id}: tensors left without values after loading: {missing}")
         model.eval().requires_grad_(False)
-        extractor = cls(model, family, processor, device, dtype, model_id=model_id, root=root, runtime=runtime)
-        runtime = extractor.runtime
+        engine = cls(model, family, processor, device, dtype, model_id=model_id, root=root, runtime=runtime)
+        runtime = engine.runtime
         regions = family.fast_regions(model)
         tick = time.perf_counter()
-        extractor.modules_swapped = quantize_layers([layer for region in regions for layer in region.layers],
+        engine.modules_swapped = quantize_layers([layer for region in regions for layer in region.layers],
                                                     runtime.precision, PrecisionOptions(runtime.fp8_min_rows))  # fmt: skip
-        extractor.modules_swapped += quantize_token_tables(model, runtime.precision)
-        extractor.quantize_seconds = time.perf_counter() - tick
-        if extractor.compiled:
+        engine.modules_swapped += quantize_token_tables(model, runtime.precision)
+        engine.quantize_seconds = time.perf_counter() - tick
+        if engine.compiled:
             use_compile_cache(runtime.compile_cache_dir)
-        if extractor.compiled or extractor.graphed:
-            extractor._calls = install_fast_path(model, regions, extractor.compiled, runtime.compile_mode,
+        if engine.compiled or engine.graphed:
+            engine._calls = install_fast_path(model, regions, engine.compiled, runtime.compile_mode,
                                                  runtime.dynamic_lengths)  # fmt: skip
-        extractor.load_seconds = time.perf_counter() - start
+        engine.load_seconds = time.perf_counter() - start
         if warmup:
-            extractor.warmup()
-        return extractor
+            engine.warmup()
+        return engine
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class FeatureExtractor:
 
     @property
     def start_seconds(self) -> float:
-        """From the call that built the extractor to the first features: the start a node pays."""
+        """From the call that built the engine to the first features: the start a node pays."""
         return self.load_seconds + self.warmup_seconds
 
     @property

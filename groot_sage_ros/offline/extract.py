@@ -119,10 +119,10 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders and the
     teacher's content hash, pending)."""
     started = time.perf_counter()
-    extractor = load_engine(args.checkpoint, device=device, dtype=args.dtype, tokenizer=args.tokenizer,
+    engine = load_engine(args.checkpoint, device=device, dtype=args.dtype, tokenizer=args.tokenizer,
                             runtime=RuntimeConfig.from_attributes(args), warmup=False)  # fmt: skip
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
-    extractor.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
+    engine.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
     start_s = time.perf_counter() - started  # load, compile, graph capture
     teacher_hash = None
     if rank == 0:  # the same teacher as the shards already here, before any shard is added to them
@@ -133,14 +133,14 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     size = args.shard_size
     counts: Counter = Counter()
     progress = Progress(total)
-    pipeline = ShardPipeline(extractor, out, args.batch_size, size, progress)
-    start, captured_before = time.perf_counter(), extractor.capture_seconds
+    pipeline = ShardPipeline(engine, out, args.batch_size, size, progress)
+    start, captured_before = time.perf_counter(), engine.capture_seconds
     stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
                              instruction=args.instruction, sync_slop_s=args.sync_slop_s,
-                             check_instruction=lambda text: check_instruction(text, extractor.processor))  # fmt: skip
+                             check_instruction=lambda text: check_instruction(text, engine.processor))  # fmt: skip
     mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
             if (fs.index // size) % world == rank and shard_name(fs.index // size) not in done)  # fmt: skip
-    if extractor.device.type == "cuda":
+    if engine.device.type == "cuda":
         # Parallelism comes from the worker threads; one intra-op thread each keeps OpenMP teams from
         # oversubscribing the cores and starving the thread that launches the GPU work.
         workers = args.workers or min(8, os.cpu_count() or 1)
@@ -150,7 +150,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
         set_cpu_threads("extract", args.threads, busy_threads=workers, processes=world)
     tick = time.perf_counter()
     try:
-        for item in prefetch(lambda fs: prepare(extractor.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
+        for item in prefetch(lambda fs: prepare(engine.processor, fs), mine, workers, depth=2 * args.batch_size + 8):
             pipeline.phases["inputs_s"] += time.perf_counter() - tick
             pipeline.add(item)
             tick = time.perf_counter()
@@ -159,12 +159,12 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
         pipeline.abort()
         raise
     phases = pipeline.phases
-    phases["graph_capture_s"] = extractor.capture_seconds - captured_before  # shapes first seen during the run
+    phases["graph_capture_s"] = engine.capture_seconds - captured_before  # shapes first seen during the run
     progress.update(0, final=True)
     seconds = time.perf_counter() - start  # reading, decoding, preprocessing, model, writing; not loading
     mine_done = {"frames": progress.done, "seconds": seconds, "start_s": start_s, "digests": pipeline.digests,
                  "phases": {k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
-    ranks = gather_json(mine_done, world, extractor.device)  # after every rank's last write (NCCL: on the GPU)
+    ranks = gather_json(mine_done, world, engine.device)  # after every rank's last write (NCCL: on the GPU)
     if rank != 0:
         return {}
     frames, seconds = sum(r["frames"] for r in ranks), max(r["seconds"] for r in ranks)
@@ -173,7 +173,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
               "rank_start_s": [round(r["start_s"], 2) for r in ranks],
               "rank_seconds": [round(r["seconds"], 2) for r in ranks]}  # fmt: skip
     digests = {name: tuple(digest) for r in ranks for name, digest in r["digests"].items()}
-    manifest = write_manifest(out, args, extractor, counts, teacher_hash, digests, owned["out"], timing)
+    manifest = write_manifest(out, args, engine, counts, teacher_hash, digests, owned["out"], timing)
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
@@ -183,7 +183,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     return manifest
 
 
-def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, teacher_hash: str,
+def write_manifest(out: Path, args, engine: FeatureEngine, counts: Counter, teacher_hash: str,
                    digests: dict[str, tuple[int, str]], folder: OutputFolder, timing: dict) -> dict:  # fmt: skip
     """The manifest, written last and atomically. ``digests`` holds the (bytes, sha256) of the shards this run's
     ranks wrote; shards of an interrupted earlier run are hashed here, in parallel."""
@@ -212,12 +212,12 @@ def write_manifest(out: Path, args, extractor: FeatureEngine, counts: Counter, t
         "teacher": {
             "checkpoint": str(args.checkpoint),
             "content_hash": teacher_hash,
-            "feature_dim": extractor.feature_dim,
+            "feature_dim": engine.feature_dim,
             "features_dtype": "float16",
             "model_dtype": args.dtype,
-            **extractor.processor.describe(),  # tokenizer, instruction_format, image_size, tokens_per_image
+            **engine.processor.describe(),  # tokenizer, instruction_format, image_size, tokens_per_image
         },
-        "tokens": extractor.facts.to_dict(),
+        "tokens": engine.facts.to_dict(),
         "camera_topics": list(args.camera_topics),
         "instruction_topic": args.instruction_topic,
         "instruction_override": args.instruction,

@@ -43,15 +43,15 @@ class ShardPipeline:
     A failed write (no space, permission, I/O) surfaces on the main thread at the next batch, not at the
     end: the run stops within one batch, and the shards already renamed into place are complete."""
 
-    def __init__(self, extractor: FeatureEngine, out: Path, batch_size: int, shard_size: int, progress):
-        self.extractor, self.out, self.batch_size, self.shard_size = extractor, out, batch_size, shard_size
+    def __init__(self, engine: FeatureEngine, out: Path, batch_size: int, shard_size: int, progress):
+        self.engine, self.out, self.batch_size, self.shard_size = engine, out, batch_size, shard_size
         self.progress = progress
         self.phases: Counter = Counter()
         self.phases_lock = threading.Lock()
         self.collector = ThreadPoolExecutor(max_workers=1)
         self.writer = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.write_slots = threading.Semaphore(2 * WRITER_THREADS)  # closed shards in memory, not yet written
-        self.copy_stream = torch.cuda.Stream(extractor.device) if extractor.device.type == "cuda" else None
+        self.copy_stream = torch.cuda.Stream(engine.device) if engine.device.type == "cuda" else None
         self.gathering: deque = deque()  # collector futures, oldest first
         self.writes: list = []
         self.digests: dict[str, tuple[int, str]] = {}
@@ -92,7 +92,7 @@ class ShardPipeline:
     def _flush(self) -> None:
         self._raise_failed_write()
         tick = time.perf_counter()
-        pending = launch(self.extractor, self.batch, self.batch_size, self.copy_stream)
+        pending = launch(self.engine, self.batch, self.batch_size, self.copy_stream)
         self.phases["launch_s"] += time.perf_counter() - tick
         self.gathering.append(self.collector.submit(self._gather, list(self.batch), pending, self.samples, self.skips))
         self.batch.clear()
@@ -130,7 +130,7 @@ class ShardPipeline:
 
     def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
         tick = time.perf_counter()
-        digest = write_shard(path, samples, skips, self.extractor.feature_dim, self.extractor.facts.pad_token_id,
+        digest = write_shard(path, samples, skips, self.engine.feature_dim, self.engine.facts.pad_token_id,
                              durable=False)  # synced before the manifest
         with self.phases_lock:  # two writer threads
             self.phases["write_s"] += time.perf_counter() - tick
@@ -234,7 +234,7 @@ class InFlight:
         return samples
 
 
-def launch(extractor: FeatureEngine, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
+def launch(engine: FeatureEngine, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
     """Queue the teacher on the good frame sets of a batch, and the copies of its results to pinned host
     memory on ``copy_stream`` (so they overlap the next batch's compute); returns at once on CUDA, so the
     host prepares the next batch while the device computes this one. A short batch (a shard's last, or one
@@ -244,9 +244,9 @@ def launch(extractor: FeatureEngine, prepared: list[Prepared], batch_size: int, 
     if not kept:
         return None
     rows, filled = len(kept), kept + [kept[-1]] * (batch_size - len(kept))
-    device, processor = extractor.device, extractor.processor
+    device, processor = engine.device, engine.processor
     images = processor.resize_frames([frame for item in filled for frame in item.frames], device)  # (B*C, 3, S, S)
-    result = extractor.forward(processor.collate([item.prompt for item in filled], images, device))
+    result = engine.forward(processor.collate([item.prompt for item in filled], images, device))
     features = result.features[:rows].to(torch.float16)  # (rows, L, D)
     finite = torch.isfinite(features).flatten(1).all(dim=1)  # (rows,), checked on the device
     outputs = (images.view(len(filled), -1, *images.shape[1:])[:rows], features, finite)

@@ -99,7 +99,7 @@ class FeatureNode(LifecycleNode):
         declare_parameters(self, self.config_cls)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.config = None  # a config_cls instance once configured
-        self.extractor: FeatureEngine | None = None
+        self.engine: FeatureEngine | None = None
         self.counters = Counters()
         self.latency = LatencyStats()
         self.output_rate = RateMeter()
@@ -129,7 +129,7 @@ class FeatureNode(LifecycleNode):
         start = time.perf_counter()
         try:
             self.config = read_config(self, self.config_cls)
-            self.extractor = self._load_model(self.config)
+            self.engine = self._load_model(self.config)
         except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
             self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
@@ -145,14 +145,14 @@ class FeatureNode(LifecycleNode):
         )
         self.get_logger().info(
             f"loaded {self.model_id} on {self.config.device} ({self.config.dtype}), "
-            f"feature dim {self.extractor.feature_dim}, in {self.start_seconds:.1f} s"
+            f"feature dim {self.engine.feature_dim}, in {self.start_seconds:.1f} s"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.extractor is None:  # released by deactivate
+        if self.engine is None:  # released by deactivate
             try:
-                self.extractor = self._load_model(self.config)
+                self.engine = self._load_model(self.config)
             except Exception as err:  # noqa: BLE001 -- as in configure
                 self.get_logger().error(f"activate failed: {configure_error(err)}")
                 return TransitionCallbackReturn.FAILURE
@@ -225,10 +225,10 @@ class FeatureNode(LifecycleNode):
 
     def _release_model(self) -> None:
         """Drop the model and return its GPU memory to the driver."""
-        if self.extractor is None:
+        if self.engine is None:
             return
-        device = self.extractor.device
-        self.extractor = None
+        device = self.engine.device
+        self.engine = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -249,8 +249,8 @@ class FeatureNode(LifecycleNode):
         updates = {names.get(p.name, p.name): p.value for p in params}
         try:
             candidate = self.config_cls(**{**self.config.__dict__, **updates})
-            if self.extractor is not None:
-                check_default_instruction(candidate, self.extractor)
+            if self.engine is not None:
+                check_default_instruction(candidate, self.engine)
         except (TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         self.config = candidate
@@ -285,11 +285,11 @@ class FeatureNode(LifecycleNode):
             self.counters.add("dropped_superseded")
 
     def _on_instruction(self, msg: String) -> None:
-        if self.extractor is None:  # released: nothing to check it against, and nothing uses it
+        if self.engine is None:  # released: nothing to check it against, and nothing uses it
             return
         text, keeping = msg.data, quote(self._instruction)
         try:  # length first (a long text costs nothing more), then non-empty and no special tokens
-            check_instruction(text, self.extractor.processor, self.config.max_instruction_chars)
+            check_instruction(text, self.engine.processor, self.config.max_instruction_chars)
         except InstructionRejected as err:
             self.counters.add(f"rejected_{err.reason}")
             self._warn("instruction", f"instruction {quote(text)} ignored, keeping {keeping}: {quote(str(err), 200)}")
@@ -314,8 +314,8 @@ class FeatureNode(LifecycleNode):
                 self._warn("internal", f"frame set skipped after an unexpected error: {err!r}")
 
     def _process(self, frame_set) -> None:
-        cfg, extractor = self.config, self.extractor
-        if extractor is None:
+        cfg, engine = self.config, self.engine
+        if engine is None:
             return
         if self._too_old(frame_set.stamp_ns):
             self.counters.add("dropped_stale")
@@ -332,13 +332,13 @@ class FeatureNode(LifecycleNode):
             return
         t1 = time.perf_counter()
         try:
-            inputs = extractor.prepare([(images, instruction)])
+            inputs = engine.prepare([(images, instruction)])
         except ValueError as err:
             self.counters.add("rejected_bad_image")
             self._warn("bad_image", f"frame set skipped: {err}")
             return
         t2 = time.perf_counter()
-        result = extractor.forward(inputs)
+        result = engine.forward(inputs)
         features = result.features[0].float().cpu().numpy()  # (L, D); the one host sync per frame set
         t3 = time.perf_counter()
         if not np.isfinite(features).all():
@@ -362,20 +362,20 @@ class FeatureNode(LifecycleNode):
     def _start_diagnostics(self) -> dict:
         """How the start went (``FeatureEngine.start_report``): weights, warm-up, compile cache, graphs."""
         return {key: f"{value:.2f}" if isinstance(value, float) else str(value)
-                for key, value in self.extractor.start_report().items()}  # fmt: skip
+                for key, value in self.engine.start_report().items()}  # fmt: skip
 
     def _layout(self, layout, instruction: str) -> dict:
         cfg = self.config
         return {
             "model_id": self.model_id,
-            "feature_dim": self.extractor.feature_dim,
+            "feature_dim": self.engine.feature_dim,
             "feature_dtype": cfg.feature_dtype,
             "encoding": "16FC1" if cfg.feature_dtype == "float16" else "32FC1",
             "model_dtype": cfg.dtype,
             "camera_topics": list(cfg.camera_topics),
             "instruction": instruction,
-            "instruction_format": self.extractor.processor.describe().get("instruction_format"),
-            "tokens": self.extractor.facts.to_dict(),  # family, image token id, pad id, grid
+            "instruction_format": self.engine.processor.describe().get("instruction_format"),
+            "tokens": self.engine.facts.to_dict(),  # family, image token id, pad id, grid
             **layout.to_dict(),
         }
 
@@ -405,10 +405,10 @@ class FeatureNode(LifecycleNode):
             "model_id": self.model_id,
             "device": cfg.device,
             "dtype": cfg.dtype,
-            "feature_dim": self.extractor.feature_dim if self.extractor else "",
+            "feature_dim": self.engine.feature_dim if self.engine else "",
             "output_rate_hz": f"{self.output_rate.rate():.2f}",
             "start_s": f"{self.start_seconds:.2f}" if self.start_seconds is not None else "",
-            **(self._start_diagnostics() if self.extractor is not None else {}),
+            **(self._start_diagnostics() if self.engine is not None else {}),
             "gpu_memory_mb": self._gpu_memory_mb(),
         }
         for topic, meter in zip(cfg.camera_topics, self.input_rates):
@@ -425,9 +425,9 @@ class FeatureNode(LifecycleNode):
         self._diag_pub.publish(array)
 
     def _gpu_memory_mb(self) -> str:
-        if self.extractor is None or self.extractor.device.type != "cuda":
+        if self.engine is None or self.engine.device.type != "cuda":
             return "n/a"
-        return f"{torch.cuda.memory_allocated(self.extractor.device) / 2**20:.0f}"
+        return f"{torch.cuda.memory_allocated(self.engine.device) / 2**20:.0f}"
 
 
 def print_help(node_cls) -> None:

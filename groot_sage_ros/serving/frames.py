@@ -1,6 +1,6 @@
 """Frame sets from several cameras: approximate-time sync by header stamp, and a freshest-wins mailbox.
 
-ROS-free so the node and the offline extractor pair frames the same way.
+ROS-free so the node and the offline engine pair frames the same way.
 """
 
 from __future__ import annotations

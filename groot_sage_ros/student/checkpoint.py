@@ -1,6 +1,6 @@
 """Student checkpoints without pickle: safetensors tensors, with everything else as JSON in its metadata.
 
-``student.safetensors`` (what the node, ``evaluate`` and ``StudentExtractor`` load)::
+``student.safetensors`` (what the node, ``evaluate`` and ``StudentEngine`` load)::
 
     model.<name>                the SageStudent state dict (weights, vocabulary, teacher statistics)
     metadata  format            "groot_sage_student", version "1"

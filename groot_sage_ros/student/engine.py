@@ -1,4 +1,4 @@
-"""``StudentExtractor``: the SAGE student behind the ``FeatureEngine`` contract (the teacher family's processor)."""
+"""``StudentEngine``: the SAGE student behind the ``FeatureEngine`` contract (the teacher family's processor)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .checkpoint import load_student
 NO_HEAD = "the student engine has no action head; engine.load_action_head gives the teacher's, for its features"
 
 
-class StudentExtractor:
+class StudentEngine:
     """Teacher-width features predicted by a distilled student, for the nodes and for evaluation."""
 
     has_action_head = False  # the teacher's head behind the student: issue 20
@@ -33,7 +33,7 @@ class StudentExtractor:
         self.start_seconds = 0.0
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentExtractor":
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentEngine":
         torch_device, torch_dtype = resolve_device(device), parse_dtype(dtype, "dtype")
         model, _ = load_student(path, "cpu")
         model = model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)

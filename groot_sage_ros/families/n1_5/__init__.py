@@ -13,19 +13,10 @@ from typing import Any
 import torch
 
 from ..base import FamilyModel, FastRegion, ModelFamily
-from .config import GrootConfig, n15_3b_config
+from .config import ARCHITECTURE, FAMILY_NAME, MODEL_TYPE, GrootConfig, n15_3b_config
 from .keys import CHECKPOINT_KEYS
-from .processor import (
-    FAMILY_NAME,
-    Processor,
-    ProcessorConfig,
-    pixel_values,
-    token_facts,
-)
+from .processor import N15Processor, ProcessorConfig, pixel_values, token_facts
 from .statistics import STATISTICS_FILE, embodiment_id
-
-MODEL_TYPE = "gr00t_n1_5"
-ARCHITECTURE = "GR00T_N1_5"
 
 
 class N15Family(ModelFamily):
@@ -49,8 +40,8 @@ class N15Family(ModelFamily):
 
         return GrootN15(config, with_action_head=with_action_head, with_backbone=with_backbone)
 
-    def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> Processor:
-        return Processor(ProcessorConfig(tokenizer=tokenizer, **({"instruction_format": instruction_format}
+    def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> N15Processor:
+        return N15Processor(ProcessorConfig(tokenizer=tokenizer, **({"instruction_format": instruction_format}
                                                                  if instruction_format else {})))  # fmt: skip
 
     def token_facts(self):

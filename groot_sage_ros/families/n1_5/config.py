@@ -18,6 +18,10 @@ from typing import Any
 from ..common.validation import check_divides, check_sizes
 from .prompt import IMAGE_TOKEN_ID
 
+# The family's identity, in one place: its registry name is its config.json's model_type.
+FAMILY_NAME = MODEL_TYPE = "gr00t_n1_5"
+ARCHITECTURE = "GR00T_N1_5"
+
 # Eagle 2.5 VL (GR00T N1.5) vision tower: SigLIP so400m-style encoder at 224 px, patch 14 -> 256 tokens.
 N15_VISION_CONFIG: dict[str, Any] = {
     "hidden_size": 1152,
@@ -172,7 +176,7 @@ class GrootConfig:
             raise ValueError(f"{source}: expected a JSON object")
         if "backbone_cfg" not in raw or "action_head_cfg" not in raw:
             missing = [k for k in ("backbone_cfg", "action_head_cfg") if k not in raw]
-            raise ValueError(f"{source}: not a GR00T_N1_5 config, missing {missing}")
+            raise ValueError(f"{source}: not a {ARCHITECTURE} config, missing {missing}")
         try:
             return cls(
                 backbone=BackboneConfig.from_dict(raw["backbone_cfg"]),
@@ -200,8 +204,8 @@ def n15_3b_config() -> dict[str, Any]:
     """The ``config.json`` of ``nvidia/GR00T-N1.5-3B`` (architecture doc §1), as a fresh dict."""
     block = {"dropout": 0.2, "final_dropout": True, "positional_embeddings": None}
     return {
-        "architectures": ["GR00T_N1_5"],
-        "model_type": "gr00t_n1_5",
+        "architectures": [ARCHITECTURE],
+        "model_type": MODEL_TYPE,
         "action_dim": 32,
         "action_horizon": 16,
         "hidden_size": 2048,

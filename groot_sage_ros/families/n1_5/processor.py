@@ -25,6 +25,7 @@ from ..common.images import (
     to_rgb_uint8,
 )
 from ..common.tokenizer import Tokenizer
+from .config import FAMILY_NAME
 from .prompt import (
     IMAGE_TOKEN_ID,
     INSTRUCTION_FORMATS,
@@ -35,7 +36,6 @@ from .prompt import (
     render_prompt,  # fmt: skip
 )
 
-FAMILY_NAME = "gr00t_n1_5"
 TOKENS_PER_IMAGE = 256  # one 224x224 tile, 16x16 patches, no pixel shuffle
 PIXEL_MEAN = PIXEL_STD = 0.5  # Eagle's image processor
 
@@ -66,8 +66,8 @@ class ProcessorConfig:
             raise ValueError(f"crop_scale {self.crop_scale} must be in (0, 1]")
 
 
-class Processor:
-    """Turns frame sets (camera images + instruction) into ``ModelInputs``."""
+class N15Processor:
+    """N1.5's ``api.Processor``: turns frame sets (camera images + instruction) into ``ModelInputs``."""
 
     def __init__(self, config: ProcessorConfig | None = None, tokenizer: Tokenizer | None = None):
         self.config = config or ProcessorConfig()
@@ -98,7 +98,7 @@ class Processor:
         return self.resize_frames(self.host_frames(images), device)
 
     def host_frames(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host (cheap: no resize; the extractor's
+        """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host (cheap: no resize; the engine's
         reader threads run it, the model's device does the rest)."""
         frames = []
         for k, image in enumerate(images):
