@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from groot_sage_ros.bench import throughput
-from groot_sage_ros.cli import build_parser
+from groot_sage_ros.cli import parse_config
 from groot_sage_ros.engine import load_engine
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.make_bag import make_bag
@@ -22,7 +22,7 @@ from groot_sage_ros.offline.make_bag import make_bag
 def arc_bag(work: Path, tasks: int) -> tuple[Path, dict]:
     """An ARC-AGI bag of ``tasks`` tasks (raw 480x240 frames on /camera/image_raw) in ``work``, and its summary."""
     bag = work / "arc_bag"
-    return bag, make_bag(build_parser().parse_args(["make-bag", "--out", str(bag), "--arc", "--limit", str(tasks)]))
+    return bag, make_bag(parse_config(["make-bag", "--out", str(bag), "--arc", "--limit", str(tasks)]))
 
 
 def extract_argv(args, bag: Path, out: Path, batch: int) -> list[str]:
@@ -82,12 +82,12 @@ def main() -> None:
             import pstats
 
             profiler = cProfile.Profile()
-            manifest = profiler.runcall(run_extract, build_parser().parse_args(argv))
+            manifest = profiler.runcall(run_extract, parse_config(argv))
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
         elif args.torch_profile and batch == max(args.batches):
-            manifest = torch_profiled(run_extract, build_parser().parse_args(argv), args.torch_profile)
+            manifest = torch_profiled(run_extract, parse_config(argv), args.torch_profile)
         else:
-            manifest = run_extract(build_parser().parse_args(argv))
+            manifest = run_extract(parse_config(argv))
         model = throughput(engine, batch, cameras=1, iters=max(5, 200 // batch), warmup=3, compare_eager=False)
         timing = manifest["timing"]
         run = {"batch": batch, "extract_frames_per_s": timing["frame_sets_per_s"],

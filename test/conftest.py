@@ -22,11 +22,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_bag(tmp_path_factory) -> Path:
     """Three ARC tasks (12 frames) on /camera/image_raw, with their instruction."""
-    from groot_sage_ros.cli import build_parser
+    from groot_sage_ros.cli import parse_config
     from groot_sage_ros.offline.make_bag import make_bag
 
     path = tmp_path_factory.mktemp("small_bag") / "bag"
-    make_bag(build_parser().parse_args(["make-bag", "--out", str(path), "--arc", "--limit", "3"]))
+    make_bag(parse_config(["make-bag", "--out", path, "--arc", "--limit", "3"]))
     return path
 
 

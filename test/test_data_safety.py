@@ -23,7 +23,7 @@ from rosbags.rosbag2 import Writer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from groot_sage_ros.cli import build_parser, main
+from groot_sage_ros.cli import main, parse_config
 from groot_sage_ros.offline.bags import STORAGE, typestore
 from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.make_bag import make_bag
@@ -34,7 +34,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def cli(*argv):
-    return build_parser().parse_args([str(a) for a in argv])
+    return parse_config(argv)
 
 
 def groot_sage(*argv) -> list[str]:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "groot_sage_ros"
-LAYERS = {"api": 0, "cpu_threads": 0, "output_folder": 0, "owned_files": 0, "families": 1, "fastpath": 1, "checkpoint": 1, "serving": 1,
+LAYERS = {"api": 0, "cpu_threads": 0, "errors": 0, "options": 0, "output_folder": 0, "owned_files": 0, "families": 1, "fastpath": 1, "checkpoint": 1, "serving": 1,
           "engine": 2, "student": 2, "offline": 3, "ros": 3, "cli": 3, "bench": 3, "demo": 3, "quantize_check": 3}  # fmt: skip
 # Within layer 1, the generic pieces never ask a family: the family hands them what they need.
 NEVER = {"checkpoint": {"families"}, "fastpath": {"families"}, "serving": {"families", "fastpath", "checkpoint"}}

@@ -14,7 +14,7 @@ from conftest import random_image
 from PIL import Image as PILImage
 from rosbags.rosbag2 import Writer
 
-from groot_sage_ros.cli import build_parser
+from groot_sage_ros.cli import parse_config
 from groot_sage_ros.offline.bags import (
     STORAGE,
     CameraFrame,
@@ -30,7 +30,7 @@ CAMERA = "/camera/image_raw"
 
 
 def cli_args(*argv):
-    return build_parser().parse_args([str(a) for a in argv])
+    return parse_config(argv)
 
 
 def make_arc_bag(path, storage="mcap", limit=2):
@@ -100,6 +100,7 @@ def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, 
     from std_msgs.msg import String
 
     from groot_sage_ros.offline.bags import read_raw
+    from groot_sage_ros.offline.config import DatasetFromBagConfig
     from groot_sage_ros.offline.feature_bag import dataset_from_bag, write_feature_bag
     from groot_sage_ros.ros.conversions import image_msg_to_features, stamp_ns
 
@@ -115,7 +116,7 @@ def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, 
         assert msg.encoding == "16FC1" and msg.width == layout["feature_dim"] == 64
         assert msg.height == sample["layout"].seq_len and msg.header.frame_id == sample["source"]["frame_id"]
         np.testing.assert_array_equal(image_msg_to_features(msg), sample["features"].float().numpy())
-    dataset_from_bag([out_bag], [CAMERA], "/groot_node/features", tmp_path / "again")
+    dataset_from_bag(DatasetFromBagConfig(bags=[out_bag], camera_topics=[CAMERA], out=tmp_path / "again"))
     assert_same_samples(FeatureDataset(tmp_path / "again"), dataset, ignore=("bag",))  # read from the new bag
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import random_image
 from safetensors.torch import load_file
 
-from groot_sage_ros.cli import build_parser
+from groot_sage_ros.cli import parse_config
 from groot_sage_ros.offline.dataset import FeatureDataset, shard_name, write_shard
 from groot_sage_ros.offline.distill import run_distill
 from groot_sage_ros.offline.evaluate import run_evaluate
@@ -25,7 +25,7 @@ SMALL = ["--width", "128", "--layers", "2", "--heads", "4", "--warmup-steps", "5
 
 
 def cli(*argv):
-    return build_parser().parse_args([str(a) for a in argv])
+    return parse_config(argv)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from .bags import (
     read_raw,
     typestore,
 )
+from .config import DatasetFromBagConfig
 from .dataset import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -116,10 +117,10 @@ def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_top
     return folder.path
 
 
-def dataset_from_bag(bags, camera_topics, features_topic, out, tokenizer=None, overwrite=False,
-                     shard_size: int = 256, sync_slop_s: float = 0.05) -> dict:  # fmt: skip
+def dataset_from_bag(config: DatasetFromBagConfig) -> dict:
     """Pair recorded ``features_topic`` messages with their camera frame sets into a dataset at ``out``."""
-    out = Path(out)
+    bags, camera_topics, features_topic, out = config.bags, config.camera_topics, config.features_topic, Path(config.out)
+    tokenizer, overwrite, shard_size, sync_slop_s = config.tokenizer, config.overwrite, config.shard_size, config.sync_slop_s
     survey_bags(bags, camera_topics, None, instruction="(see layout)")
     layouts = read_layouts(bags, features_topic + "/layout")
     if not layouts:

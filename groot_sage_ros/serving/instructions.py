@@ -18,6 +18,14 @@ class InstructionRejected(ValueError):
         self.reason = reason
 
 
+def check_text(text, what: str = "--instruction", limit: int = MAX_INSTRUCTION_CHARS) -> None:
+    """The part of the check that needs no processor: non-empty text within ``limit`` (ValueError naming
+    ``what``). A command line checks this when it parses, before it knows the checkpoint."""
+    if not isinstance(text, str) or not text.strip() or len(text) > limit:
+        length = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+        raise ValueError(f"{what}: expected non-empty text of at most {limit} characters, got {length}")
+
+
 def check_instruction(text, processor, limit: int = MAX_INSTRUCTION_CHARS) -> str:
     """``text`` if ``processor`` may encode it, else InstructionRejected; the length is checked first, so a
     huge text costs nothing more."""
