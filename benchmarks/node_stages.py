@@ -65,8 +65,8 @@ def main() -> None:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
     executor.shutdown()
-    node._stop_worker()
-    node._release_model()
+    node.stop()
+    node.release()
     rclpy.try_shutdown()
 
 

@@ -112,7 +112,7 @@ class TeacherHarness:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.thread.join(timeout=5.0)
-        self.node._stop_worker()
-        self.node._release_model()
+        self.node.stop()
+        self.node.release()
         self.node.destroy_node()
         self.probe.destroy_node()

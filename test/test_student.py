@@ -201,14 +201,14 @@ def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_c
         h = TeacherHarness("act", trained / "student.safetensors", node_cls=StudentNode, model_param="student",
                            **{"action_head.enabled": True, "action_head.checkpoint": str(tiny_checkpoint),
                               "action_head.embodiment_config": embodiment, "action_head.seed": 3})  # fmt: skip
-        assert h.node._head is not None and not h.node._head.model.has_backbone  # the head alone
+        assert h.node.chunks.head is not None and not h.node.chunks.head.model.has_backbone  # the head alone
         chunks = []
         h.probe.create_subscription(JointTrajectory, "sage_node/action_chunk/dry_run", chunks.append, 10)
         joint_pub = h.probe.create_publisher(JointState, "joint_states", 10)
         state = JointState(name=joints, position=[0.1 * k for k in range(6)])
         state.header.stamp = h.stamp()
         joint_pub.publish(state)
-        assert wait_for(lambda: h.node._joint_state is not None)
+        assert wait_for(lambda: h.node.chunks.joint_state is not None)
         image = random_image(48, 64, 5)
         sent = h.publish_rgb(image, frame_id="cam")
         assert wait_for(lambda: chunks)

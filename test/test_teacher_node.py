@@ -302,7 +302,7 @@ def publish_joints(h, names=SO100_JOINTS, offset_s=0.0):
     msg = JointState(name=names, position=[0.1 * k for k in range(len(names))])
     msg.header.stamp = h.stamp(offset_s)
     h.joint_pub.publish(msg)
-    assert wait_for(lambda: h.node._joint_state is not None and list(h.node._joint_state.name) == names)
+    assert wait_for(lambda: h.node.chunks.joint_state is not None and list(h.node.chunks.joint_state.name) == names)
 
 
 def test_joint_state_and_images_give_a_dry_run_chunk(harness_factory):

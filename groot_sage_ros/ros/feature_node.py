@@ -6,26 +6,23 @@ transient-local) and ``/diagnostics``. One inference worker thread: the freshest
 superseded and stale sets are dropped and counted, and executor callbacks never wait on the GPU. The
 lifecycle owns the model: loaded at configure, freed at deactivate and cleanup.
 
-A subclass says which model to load (``_load_model``, an ``api.FeatureEngine``) and may add outputs
-(``_configure_outputs``), inputs (``_subscribe_extra``) and work after each published frame set
-(``_after_features``). ``spin_node`` runs one node as a process.
+A subclass says which model to load (``load_model``, an ``api.FeatureEngine``) and which parts the node
+holds (``make_parts``): the action-chunk publisher, the student's fidelity pairing (``NodePart``). The node
+calls each part at configure (its outputs), activate (its inputs), after each published frame set and for
+diagnostics. ``node_process.spin_node`` runs one node as a process; ``stop()`` and ``release()`` end it.
 """
 
 from __future__ import annotations
 
 import gc
-import signal
-import sys
 import threading
 import time
 from dataclasses import fields
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -34,13 +31,14 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.serialization import deserialize_message
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..api import FeatureEngine
 from ..engine.runtime import resolve_device
 from ..serving.frames import Frame, FrameSetSync, LatestSlot
+from ..errors import user_error_line
+from ..serving.diagnostics import diagnostic_values
 from ..serving.instructions import InstructionRejected, check_instruction
 from ..serving.node_config import ros_name
 from ..serving.stats import Counters, LatencyStats, RateMeter
@@ -66,11 +64,30 @@ def quote(text: str | None, limit: int = 80) -> str:
 
 
 def configure_error(err: BaseException) -> str:
-    """One line for a configure failure: the message of a user error, the type too for anything else."""
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
-    text = " ".join(str(err).split()) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-    return text if len(text) <= 400 else f"{text[:400]}... ({len(text)} characters)"
+    """One line for a configure failure (the line the command line prints, at most 400 characters)."""
+    return user_error_line(err, limit=400)
+
+
+class NodePart:
+    """Something a feature node holds and calls (the action-chunk publisher, the fidelity pairing); each
+    method is called by the node at the moment its name says, and does nothing unless the part needs it."""
+
+    def outputs(self) -> list:
+        """Lifecycle publishers, created at configure and destroyed at cleanup."""
+        return []
+
+    def subscriptions(self) -> list:
+        """Subscriptions, created at activate and destroyed at deactivate."""
+        return []
+
+    def after_features(self, stamp: int, features: np.ndarray, result, header) -> None:
+        """Work after a frame set's features are published (on the worker thread)."""
+
+    def diagnostics(self) -> dict:
+        return {}
+
+    def release(self) -> None:
+        """Drop what the part holds of the model (with the node's model)."""
 
 
 def check_device(device: str) -> None:
@@ -116,7 +133,8 @@ class FeatureNode(LifecycleNode):
         self._warnings: dict[str, str] = {}
         self._warn_lock = threading.Lock()
         self._features_pub = self._layout_pub = self._diag_pub = self._diag_timer = None
-        self._extra_publishers: list = []  # a subclass's lifecycle publishers (_configure_outputs)
+        self.parts: list[NodePart] = []  # made at configure (make_parts)
+        self._part_publishers: list = []
         self.start_seconds: float | None = None
         self.start_failed = False  # autostart's configure or activate failed: spin_node exits non-zero
         if self.get_parameter("autostart").value:
@@ -129,7 +147,8 @@ class FeatureNode(LifecycleNode):
         start = time.perf_counter()
         try:
             self.config = read_config(self, self.config_cls)
-            self.engine = self._load_model(self.config)
+            self.parts = self.make_parts(self.config)
+            self.engine = self.load_model(self.config)
         except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
             self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
@@ -137,7 +156,7 @@ class FeatureNode(LifecycleNode):
         self.start_seconds = time.perf_counter() - start
         self._features_pub = self.create_lifecycle_publisher(Image, "~/features", FEATURES_QOS)
         self._layout_pub = self.create_lifecycle_publisher(String, "~/features/layout", LATCHED)
-        self._extra_publishers = self._configure_outputs()
+        self._part_publishers = [publisher for part in self.parts for publisher in part.outputs()]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady clock: diagnostics keep coming while a bag is paused or before /clock starts (use_sim_time).
         self._diag_timer = self.create_timer(
@@ -152,7 +171,7 @@ class FeatureNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self.engine is None:  # released by deactivate
             try:
-                self.engine = self._load_model(self.config)
+                self.engine = self.load_model(self.config)
             except Exception as err:  # noqa: BLE001 -- as in configure
                 self.get_logger().error(f"activate failed: {configure_error(err)}")
                 return TransitionCallbackReturn.FAILURE
@@ -166,7 +185,7 @@ class FeatureNode(LifecycleNode):
             sub = self.create_subscription(msg_type, topic, callback, qos_profile_sensor_data, raw=True)
             self._input_subs.append(sub)
         self._input_subs.append(self.create_subscription(String, cfg.instruction_topic, self._on_instruction, LATCHED))
-        self._input_subs += self._subscribe_extra()
+        self._input_subs += [subscription for part in self.parts for subscription in part.subscriptions()]
         self._slot = LatestSlot()
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="groot_inference", daemon=True)
@@ -174,19 +193,19 @@ class FeatureNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self.stop()
         for sub in self._input_subs:
             self.destroy_subscription(sub)
         self._input_subs.clear()
-        self._release_model()
+        self.release()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_model()
-        for pub in (self._features_pub, self._layout_pub, *self._extra_publishers):
+        self.release()
+        for pub in (self._features_pub, self._layout_pub, *self._part_publishers):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._extra_publishers = []
+        self._part_publishers, self.parts = [], []
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
         if self._diag_timer is not None:
@@ -197,34 +216,26 @@ class FeatureNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
-        self._release_model()
+        self.stop()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
     @property
     def model_id(self) -> str:
         raise NotImplementedError
 
-    def _load_model(self, cfg) -> FeatureEngine:
+    def make_parts(self, cfg) -> list[NodePart]:
+        """The parts this node holds for ``cfg`` (before the model loads; ``load_model`` attaches them)."""
+        return []
+
+    def load_model(self, cfg) -> FeatureEngine:
         """The engine, warmed up for this node's inputs, or ValueError naming the parameter at fault."""
         raise NotImplementedError
 
-    def _configure_outputs(self) -> list:
-        """Extra lifecycle publishers, created at configure and destroyed at cleanup."""
-        return []
-
-    def _subscribe_extra(self) -> list:
-        """Extra subscriptions, created at activate and destroyed at deactivate."""
-        return []
-
-    def _after_features(self, stamp: int, features: np.ndarray, result, header) -> None:
-        """Work after a frame set's features are published (the worker thread): action chunks, pairing."""
-
-    def _extra_diagnostics(self) -> dict:
-        return {}
-
-    def _release_model(self) -> None:
-        """Drop the model and return its GPU memory to the driver."""
+    def release(self) -> None:
+        """Drop the model (and what the parts hold of it) and return its GPU memory to the driver."""
+        for part in self.parts:
+            part.release()
         if self.engine is None:
             return
         device = self.engine.device
@@ -233,7 +244,8 @@ class FeatureNode(LifecycleNode):
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _stop_worker(self) -> None:
+    def stop(self) -> None:
+        """Stop the inference worker (it finishes the frame set in hand); the model stays loaded."""
         self._stop.set()
         self._slot.close()
         if self._worker is not None:
@@ -354,15 +366,11 @@ class FeatureNode(LifecycleNode):
         t4 = time.perf_counter()
         for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
             self.latency.add(stage, (b - a) * 1000.0)
-        self._after_features(frame_set.stamp_ns, features, result, newest.header)
+        for part in self.parts:
+            part.after_features(frame_set.stamp_ns, features, result, newest.header)
         self.latency.add("total", (time.monotonic_ns() - frame_set.newest.received_ns) / 1e6)
         self.output_rate.tick()
         self.counters.add("published")
-
-    def _start_diagnostics(self) -> dict:
-        """How the start went (``FeatureEngine.start_report``): weights, warm-up, compile cache, graphs."""
-        return {key: f"{value:.2f}" if isinstance(value, float) else str(value)
-                for key, value in self.engine.start_report().items()}  # fmt: skip
 
     def _layout(self, layout, instruction: str) -> dict:
         cfg = self.config
@@ -400,78 +408,11 @@ class FeatureNode(LifecycleNode):
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: features", hardware_id=self.model_id)
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = "; ".join(warnings.values()) if warnings else "ok"
-        values = {
-            "state": "active" if self._worker is not None else "inactive",
-            "model_id": self.model_id,
-            "device": cfg.device,
-            "dtype": cfg.dtype,
-            "feature_dim": self.engine.feature_dim if self.engine else "",
-            "output_rate_hz": f"{self.output_rate.rate():.2f}",
-            "start_s": f"{self.start_seconds:.2f}" if self.start_seconds is not None else "",
-            **(self._start_diagnostics() if self.engine is not None else {}),
-            "gpu_memory_mb": self._gpu_memory_mb(),
-        }
-        for topic, meter in zip(cfg.camera_topics, self.input_rates):
-            values[f"input_rate_hz[{topic}]"] = f"{meter.rate():.2f}"
-        for stage, (p50, p95) in self.latency.percentiles().items():
-            values[f"latency_ms_p50[{stage}]"] = f"{p50:.2f}"
-            values[f"latency_ms_p95[{stage}]"] = f"{p95:.2f}"
-        for name, count in self.counters.snapshot().items():
-            values[name] = str(count)
-        values.update(self._extra_diagnostics())
+        extra = {key: value for part in self.parts for key, value in part.diagnostics().items()}
+        values = diagnostic_values(cfg, self.model_id, "active" if self._worker is not None else "inactive",
+                                   self.engine, self.counters, self.latency, self.output_rate, self.input_rates,
+                                   self.start_seconds, extra)  # fmt: skip
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
-
-    def _gpu_memory_mb(self) -> str:
-        if self.engine is None or self.engine.device.type != "cuda":
-            return "n/a"
-        return f"{torch.cuda.memory_allocated(self.engine.device) / 2**20:.0f}"
-
-
-def print_help(node_cls) -> None:
-    """``<node> --help``: what the node is and every parameter with its default (from the config dataclass)."""
-    from .params import default_of
-
-    module = sys.modules[node_cls.__module__]
-    print(f"usage: {node_cls.executable} [--help] [--ros-args -p NAME:=VALUE ... | --params-file FILE]\n")
-    print((module.__doc__ or "").strip().splitlines()[0] + "\n")
-    print("parameters (read-only ones are fixed once the node is configured):")
-    for f in fields(node_cls.config_cls):
-        meta = f.metadata
-        flags = " (read-only)" if meta.get("read_only") else ""
-        limits = f"; one of {', '.join(meta['choices'])}" if meta.get("choices") else ""
-        limits += f"; range {meta['range'][0]}..{meta['range'][1]}" if meta.get("range") else ""
-        print(f"  {ros_name(f)} = {default_of(f)!r}{flags}\n      {meta.get('description', '')}{limits}")
-
-
-def spin_node(node_cls, args=None) -> int:
-    """Run one node until SIGINT, SIGTERM or an external shutdown, then stop its worker before the ROS
-    context goes (so nothing publishes on a dead context), release its model and return 0. Returns 1 when
-    ``autostart``'s configure or activate failed (its one error line is already logged)."""
-    argv = sys.argv[1:] if args is None else list(args)
-    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
-    if "--help" in own or "-h" in own:
-        print_help(node_cls)
-        return 0
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    # rclpy's own handlers would shut the context down first, while the worker may be publishing.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = node_cls()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and not node.start_failed and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    finally:
-        node._stop_worker()
-        node._release_model()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 1 if node.start_failed else 0
