@@ -32,9 +32,9 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from groot_sage_ros.families import DEFAULT_FAMILY, by_name
 from groot_sage_ros.ros.conversions import array_to_image
-from groot_sage_ros.ros.teacher_node import LATCHED
-from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
+from groot_sage_ros.ros.feature_node import LATCHED
 
 NODE = "soak"
 
@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/soak_node.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="soak_"))
-    checkpoint = args.checkpoint or str(write_tiny_checkpoint(work / "checkpoint"))
+    checkpoint = args.checkpoint or str(by_name(DEFAULT_FAMILY).write_tiny(work / "checkpoint"))
     env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "77"),
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     os.environ.update(env)

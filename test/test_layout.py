@@ -74,3 +74,14 @@ def test_the_fast_path_uses_no_private_module_hooks():
     hooks = [str(path.relative_to(PACKAGE)) for path, _ in modules()
              if "_compiled_call_impl" in path.read_text() or "register_buffer(f" in path.read_text()]  # fmt: skip
     assert hooks == []
+
+
+def test_the_benchmark_tools_use_the_public_api_only():
+    """The tools that stay import the package's generic modules, never a family's internals or a private name."""
+    wrong = []
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("groot_sage_ros"):
+                if node.module.startswith("groot_sage_ros.families.") or any(a.name.startswith("_") for a in node.names):
+                    wrong.append(f"{path.name}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    assert wrong == []

@@ -7,7 +7,7 @@
 - ``fp8``: e4m3 weights with per-output-channel scales and e4m3 activations with per-token scales, multiplied
   by ``torch._scaled_mm`` (FP8 tensor cores: compute capability 8.9 or newer). A call with fewer than
   ``fp8_min_rows`` rows (tokens) uses the fp16 weights instead, kept for that: at batch 1 the fp8 GEMMs and
-  the activation quantisation are slower than fp16 on an H200 (measured; see benchmarks/README.md).
+  the activation quantisation are slower than fp16 on an H200 (measured; see benchmarks/archive/README.md).
 
 ``quantize_layers`` swaps every plain ``nn.Linear`` inside the given layers (the family's fast regions: the
 SigLIP and Qwen3 layers, the head's VL self-attention and DiT blocks); norms and the small encoders stay in
@@ -29,7 +29,7 @@ from .fusion import SplitOutputs
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 # Hopper's faster FP8 accumulation, as torchao's float8 inference uses; on the H200 its accuracy cost was
-# within noise of exact accumulation (benchmarks/h200_precision.json)
+# within noise of exact accumulation (benchmarks/archive/h200_precision.json)
 FP8_FAST_ACCUMULATION = True
 
 

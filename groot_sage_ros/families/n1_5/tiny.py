@@ -93,7 +93,7 @@ def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_nois
 # Trained LLMs and ViTs carry a few hidden channels of very large magnitude: activations about 20 times the
 # rest (LLM.int8's observation), from large norm scales there, and weights reading those channels larger
 # than the rest. That is what makes per-token and per-channel quantisation lose accuracy; random weights
-# have none of it. How strongly the two align matters for fp8 (benchmarks/README.md has the sweep): with
+# have none of it. How strongly the two align matters for fp8 (benchmarks/archive/README.md has the sweep): with
 # weight columns 8x, fp8's per-token activations fail the gate on the tiny checkpoint; at 2x they pass.
 OUTLIER_NORM_GAIN = 20.0  # the norm scale on an outlier channel, against about 1 elsewhere
 OUTLIER_WEIGHT_GAIN = 2.0  # the input columns of the following Linear layers on those channels

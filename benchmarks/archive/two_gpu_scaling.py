@@ -1,6 +1,6 @@
 """One GPU against two in one call: `extract` over >= 10,000 frame sets and `distill` for >= 1,000 steps.
 
-    OUT=$OUT python benchmarks/two_gpu_scaling.py --out "$OUT/h200x2_scaling.json"
+    OUT=$OUT python benchmarks/archive/two_gpu_scaling.py --out "$OUT/h200x2_scaling.json"
 
 Run on nvidia-h200-x2 from the repository root with the offline wheels on PYTHONPATH (as speed_h100.sh).
 The 400-task ARC bag (JPEG) is passed ``--repeat-bag`` times to extract; distill runs at each of
@@ -85,7 +85,7 @@ def main() -> int:
            "NVSHMEM_DISABLE_NVLS": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     one_gpu = {**env, "CUDA_VISIBLE_DEVICES": "0"}
     checkpoint, bag = work / "full", work / "arc"
-    report: dict = {"command": "python benchmarks/two_gpu_scaling.py " + " ".join(sys.argv[1:])}
+    report: dict = {"command": "python benchmarks/archive/two_gpu_scaling.py " + " ".join(sys.argv[1:])}
     report["gpus"] = subprocess.run(["nvidia-smi", "--query-gpu=name,power.limit", "--format=csv,noheader"],
                                     capture_output=True, text=True).stdout.strip().splitlines()  # fmt: skip
     run("checkpoint", [*CLI, "tiny-checkpoint", "--full-size", "--out", str(checkpoint)], env, 300, logs)

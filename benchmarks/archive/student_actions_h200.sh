@@ -4,14 +4,14 @@
 # features + actions, actions only), each scored through the teacher's head; then batch-1 latency and peak
 # memory of student + head against teacher + head. Results in $OUT.
 #
-#   bash benchmarks/student_actions_h200.sh features both      # train and score these arms
-#   bash benchmarks/student_actions_h200.sh actions latency    # the third arm, then the latency script
+#   bash benchmarks/archive/student_actions_h200.sh features both      # train and score these arms
+#   bash benchmarks/archive/student_actions_h200.sh actions latency    # the third arm, then the latency script
 #
 # Every stage is skipped when its output is already there, so a second call on a warm machine goes on
 # where the first stopped (the device machine keeps /tmp only while it stays warm). A dry run of the whole flow
 # on the CPU with the tiny teacher:
 #   DEVICE=cpu SIZE= LIMIT=16 STEPS=20 SAMPLES=4 BATCH=4 W=/tmp/dry OUT=/tmp/dry/out \
-#       bash benchmarks/student_actions_h200.sh features both actions latency
+#       bash benchmarks/archive/student_actions_h200.sh features both actions latency
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-1500}

@@ -4,7 +4,7 @@ power draw every 100 ms. Then the same for the backbone's layer GEMMs alone (eve
 layer's GEMMs, fused as the fast path runs them, 295 tokens a prompt: no padding), replayed as one CUDA
 graph: a bound for any fp16 path that keeps cuBLAS's GEMMs, whatever else it fuses.
 
-    python benchmarks/sustained_probe.py --batch 64 --calls 60 --out sustained.json
+    python benchmarks/archive/sustained_probe.py --batch 64 --calls 60 --out sustained.json
 """
 
 from __future__ import annotations
