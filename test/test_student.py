@@ -124,7 +124,7 @@ def test_action_objective_alone_teaches_what_the_head_needs(dataset, tiny_checkp
 
 
 def test_held_out_split_is_by_arc_task(trained, dataset):
-    from groot_sage_ros.offline.distill import group_of
+    from groot_sage_ros.offline.student_data import group_of
     from groot_sage_ros.student.checkpoint import load_student
 
     _, state = load_student(trained / "student.safetensors")
@@ -231,7 +231,7 @@ def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_c
 
 
 def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
-    from groot_sage_ros.offline.distill import split
+    from groot_sage_ros.offline.student_data import split
 
     with pytest.raises(ValueError, match="empty split"):
         split(FeatureDataset(dataset), eval_fraction=1.0, seed=0)

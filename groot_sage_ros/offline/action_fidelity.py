@@ -33,7 +33,7 @@ def chunk_pair(policy, teacher: torch.Tensor, predicted: torch.Tensor, layout, s
 
 def action_fidelity(head, policy, predict, dataset, indices, pad_id: int, seeds: list[int], device) -> dict:
     """``predict(batch) -> (B, L, D)`` in teacher units, scored through ``head`` against the teacher's chunks."""
-    from .distill import collate
+    from .student_data import collate
 
     pairs = []
     with torch.no_grad():

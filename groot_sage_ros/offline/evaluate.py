@@ -27,7 +27,8 @@ from ..student.config import StudentConfig
 from ..student.model import SageStudent
 from .action_fidelity import action_fidelity
 from .dataset import FeatureDataset
-from .distill import collate, group_of, save_figure
+from .student_data import collate, group_of
+from .training import save_figure
 
 def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None,
                        allow_unknown: bool = False) -> None:  # fmt: skip
