@@ -37,6 +37,8 @@ demo: $(STAMP)
 	$(PY) -m groot_sage_ros.demo --out $(DEMO_DIR)
 
 test: $(STAMP) launch-wheels
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q test
 
 clean:

@@ -42,7 +42,7 @@ setup(
             "ros-trajectory-msgs",
         ],
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "colcon-common-extensions", "colcon-ros"],
+        "test": ["pytest>=8", "colcon-common-extensions", "colcon-ros", "ruff==0.17.6"],
     },
     zip_safe=True,
     maintainer="groot_sage_ros developers",

@@ -27,9 +27,24 @@ def arc_bag(work: Path, tasks: int) -> tuple[Path, dict]:
 
 def extract_argv(args, bag: Path, out: Path, batch: int) -> list[str]:
     """``groot-sage extract`` over ``bag`` passed ``args.repeat_bag`` times, at ``batch``, shards of 1,024."""
-    return ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", args.checkpoint, "--camera-topics",
-            "/camera/image_raw", "--out", str(out), "--device", args.device, "--dtype", args.dtype,
-            "--batch-size", str(batch), "--shard-size", "1024"]  # fmt: skip
+    return [
+        "extract",
+        *[str(bag)] * args.repeat_bag,
+        "--checkpoint",
+        args.checkpoint,
+        "--camera-topics",
+        "/camera/image_raw",
+        "--out",
+        str(out),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--batch-size",
+        str(batch),
+        "--shard-size",
+        "1024",
+    ]
 
 
 def torch_profiled(run, args, path: str) -> dict:
@@ -46,13 +61,17 @@ def torch_profiled(run, args, path: str) -> dict:
     wall = time.perf_counter() - tick
     events = prof.key_averages()
     gpu_us = sum(event.self_device_time_total for event in events)
-    lines = [f"wall {wall:.2f} s, GPU busy (sum of kernel and copy times) {gpu_us / 1e6:.2f} s",
-             events.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70),
-             events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=70)]  # fmt: skip
+    lines = [
+        f"wall {wall:.2f} s, GPU busy (sum of kernel and copy times) {gpu_us / 1e6:.2f} s",
+        events.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70),
+        events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=70),
+    ]
     if torch.cuda.is_available():
         stats = torch.cuda.memory_stats()
-        lines.append(f"allocator: {stats.get('num_alloc_retries')} allocation retries, "
-                     f"{stats.get('num_sync_all_streams')} syncs of all streams, {stats.get('num_device_alloc')} cudaMallocs")  # fmt: skip
+        lines.append(
+            f"allocator: {stats.get('num_alloc_retries')} allocation retries, "
+            f"{stats.get('num_sync_all_streams')} syncs of all streams, {stats.get('num_device_alloc')} cudaMallocs"
+        )
     Path(path).write_text("\n".join(lines))
     print(lines[0], flush=True)
     return manifest
@@ -68,8 +87,11 @@ def main() -> None:
     parser.add_argument("--repeat-bag", type=int, default=1, help="pass the bag this many times (more frames)")
     parser.add_argument("--out")
     parser.add_argument("--profile", action="store_true", help="print where the largest batch's extract spends time")
-    parser.add_argument("--torch-profile", metavar="FILE",
-                        help="write the largest batch's CPU and CUDA activity table (torch.profiler) to FILE")
+    parser.add_argument(
+        "--torch-profile",
+        metavar="FILE",
+        help="write the largest batch's CPU and CUDA activity table (torch.profiler) to FILE",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     bag, summary = arc_bag(work, args.arc_tasks)
@@ -90,14 +112,18 @@ def main() -> None:
             manifest = run_extract(parse_config(argv))
         model = throughput(engine, batch, cameras=1, iters=max(5, 200 // batch), warmup=3, compare_eager=False)
         timing = manifest["timing"]
-        run = {"batch": batch, "extract_frames_per_s": timing["frame_sets_per_s"],
-               "extract_frames_per_s_without_graph_captures":
-                   timing["frame_sets"] / (timing["seconds"] - timing["graph_capture_s"]),
-               # the last shard's write (about 1.4 GB at the default shard size) is a fixed cost at the end
-               "extract_frames_per_s_without_captures_and_final_write":
-                   timing["frame_sets"] / (timing["seconds"] - timing["graph_capture_s"] - timing["write_wait_s"]),
-               "model_alone_frames_per_s": model["throughput_fps"], "samples": manifest["num_samples"],
-               "phases": timing}  # fmt: skip
+        run = {
+            "batch": batch,
+            "extract_frames_per_s": timing["frame_sets_per_s"],
+            "extract_frames_per_s_without_graph_captures": timing["frame_sets"]
+            / (timing["seconds"] - timing["graph_capture_s"]),
+            # the last shard's write (about 1.4 GB at the default shard size) is a fixed cost at the end
+            "extract_frames_per_s_without_captures_and_final_write": timing["frame_sets"]
+            / (timing["seconds"] - timing["graph_capture_s"] - timing["write_wait_s"]),
+            "model_alone_frames_per_s": model["throughput_fps"],
+            "samples": manifest["num_samples"],
+            "phases": timing,
+        }
         shutil.rmtree(work / f"ds{batch}")  # about 1.35 MB a sample at full size: runs would fill the disk
         print(json.dumps(run), flush=True)
         report["runs"].append(run)

@@ -79,19 +79,36 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out")
     args = parser.parse_args()
-    node = subprocess.Popen([
-        sys.executable, "-m", "groot_sage_ros.ros.teacher_node", "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
-        "-p", f"device:={args.device}", "-p", f"dtype:={args.dtype}", "-p", "diagnostics_period_s:=0.5",
-    ])  # fmt: skip
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "groot_sage_ros.ros.teacher_node",
+            "--ros-args",
+            "-p",
+            f"checkpoint:={args.checkpoint}",
+            "-p",
+            f"device:={args.device}",
+            "-p",
+            f"dtype:={args.dtype}",
+            "-p",
+            "diagnostics_period_s:=0.5",
+        ]
+    )
     rclpy.init()
     probe = rclpy.create_node("latency_probe")
     received: list[tuple[int, float]] = []
     sent: dict[int, float] = {}
     diagnostics: dict[str, str] = {}
-    probe.create_subscription(Image, "/groot_node/features", lambda m: received.append(
-        (stamp_ns(m.header.stamp), time.monotonic())), 10)  # fmt: skip
-    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.update(
-        {kv.key: kv.value for s in m.status for kv in s.values}), 10)  # fmt: skip
+    probe.create_subscription(
+        Image, "/groot_node/features", lambda m: received.append((stamp_ns(m.header.stamp), time.monotonic())), 10
+    )
+    probe.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.update({kv.key: kv.value for s in m.status for kv in s.values}),
+        10,
+    )
     publisher = probe.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
     executor = MultiThreadedExecutor()
     executor.add_node(probe)
@@ -102,12 +119,18 @@ def main() -> None:
     warm = run_phase(probe, publisher, received, sent, 5.0, 0.2)  # until DDS has matched both ways
     while not warm["features_received"] and time.monotonic() < deadline:
         warm = run_phase(probe, publisher, received, sent, 5.0, 0.2)
-    report = {"checkpoint": args.checkpoint, "device": args.device, "dtype": args.dtype,
-              "start_s": diagnostics.get("start_s")}  # fmt: skip
+    report = {
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "dtype": args.dtype,
+        "start_s": diagnostics.get("start_s"),
+    }
     for name, hz in (("10hz", 10.0), ("max_rate", None)):
         report[name] = run_phase(probe, publisher, received, sent, hz, args.seconds)
         time.sleep(1.0)
-        report[name]["node_diagnostics"] = {k: v for k, v in diagnostics.items() if k.startswith(("latency", "dropped"))}
+        report[name]["node_diagnostics"] = {
+            k: v for k, v in diagnostics.items() if k.startswith(("latency", "dropped"))
+        }
     print(json.dumps(report, indent=2))
     if args.out:
         with open(args.out, "w") as handle:

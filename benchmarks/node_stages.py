@@ -36,8 +36,13 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     rclpy.init()
-    params = {"checkpoint": args.checkpoint, "device": args.device, "dtype": args.dtype, "precision": args.precision,
-              "max_frame_age_s": 0.0}  # fmt: skip
+    params = {
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "dtype": args.dtype,
+        "precision": args.precision,
+        "max_frame_age_s": 0.0,
+    }
     node = TeacherNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     probe = rclpy.create_node("stage_probe")
     publisher = probe.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
@@ -55,9 +60,14 @@ def main() -> None:
         time.sleep(max(0.0, start + k / args.hz - time.monotonic()))
     time.sleep(1.0)
     stages = {stage: {"p50_ms": p50, "p95_ms": p95} for stage, (p50, p95) in node.latency.percentiles().items()}
-    report = {"checkpoint": args.checkpoint, "precision": args.precision, "frames_sent": k,
-              "published": node.counters.snapshot().get("published", 0), "stages": stages,
-              "start": node.engine.start_report()}  # fmt: skip
+    report = {
+        "checkpoint": args.checkpoint,
+        "precision": args.precision,
+        "frames_sent": k,
+        "published": node.counters.snapshot().get("published", 0),
+        "stages": stages,
+        "start": node.engine.start_report(),
+    }
     if "total" in stages and "model" in stages:
         report["arrival_to_publish_minus_model_p50_ms"] = stages["total"]["p50_ms"] - stages["model"]["p50_ms"]
     print(json.dumps(report, indent=2))

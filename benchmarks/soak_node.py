@@ -83,13 +83,32 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="soak_"))
     checkpoint = args.checkpoint or str(by_name(DEFAULT_FAMILY).write_tiny(work / "checkpoint"))
-    env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "77"),
-           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "77"),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+    }
     os.environ.update(env)
     log_path = work / "node.log"
-    node_cmd = [sys.executable, "-m", "groot_sage_ros.ros.teacher_node", "--ros-args", "-r", f"__node:={NODE}",
-                "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32",
-                "-p", "diagnostics_period_s:=1.0", "-p", "max_frame_age_s:=0.0"]  # fmt: skip
+    node_cmd = [
+        sys.executable,
+        "-m",
+        "groot_sage_ros.ros.teacher_node",
+        "--ros-args",
+        "-r",
+        f"__node:={NODE}",
+        "-p",
+        f"checkpoint:={checkpoint}",
+        "-p",
+        "device:=cpu",
+        "-p",
+        "dtype:=float32",
+        "-p",
+        "diagnostics_period_s:=1.0",
+        "-p",
+        "max_frame_age_s:=0.0",
+    ]
     with open(log_path, "w") as log:
         node_proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     rclpy.init()
@@ -143,7 +162,9 @@ def main() -> int:
         "minutes": args.minutes,
         "messages_sent": sent,
         "features_received": received[0],
-        "counters": {k: v for k, v in sorted(counters.items()) if k.startswith(("rejected", "dropped", "frames", "published"))},
+        "counters": {
+            k: v for k, v in sorted(counters.items()) if k.startswith(("rejected", "dropped", "frames", "published"))
+        },
         "rss_mib_every_10s": samples,
         "rss_slope_mib_per_min_after_1min": slope_per_minute(samples),
         "error_lines": [line for line in log.splitlines() if "[ERROR]" in line][:20],

@@ -44,8 +44,11 @@ def pipeline(features_engine, head_engine, frame_set, device: torch.device, iter
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", required=True)
-    parser.add_argument("--teacher", required=True, help="checkpoint with the action head (and a one-embodiment "
-                        "statistics file, as tiny-checkpoint writes)")
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        help="checkpoint with the action head (and a one-embodiment statistics file, as tiny-checkpoint writes)",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--iters", type=int, default=50)

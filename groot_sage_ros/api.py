@@ -22,6 +22,11 @@ import torch
 FrameSet = tuple[Sequence[np.ndarray], str]  # the camera images (HxWx3 uint8 RGB, camera order) and the instruction
 
 
+# The precisions an engine can run its repeated layers in (``fastpath/precision.py`` holds what each one
+# does, keyed by these names; node configs and the command line offer these).
+PRECISION_NAMES = ("fp16", "int8_weight", "fp8")
+
+
 @dataclass(frozen=True)
 class TokenFacts:
     """What a model family's prompts look like: recorded in datasets, layout messages and student
@@ -35,9 +40,14 @@ class TokenFacts:
     image_size: int  # side of the square frame the model reads
 
     def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "image_token_id": self.image_token_id, "pad_token_id": self.pad_token_id,
-                "tokens_per_image": self.tokens_per_image, "patch_grid": list(self.patch_grid),
-                "image_size": self.image_size}  # fmt: skip
+        return {
+            "family": self.family,
+            "image_token_id": self.image_token_id,
+            "pad_token_id": self.pad_token_id,
+            "tokens_per_image": self.tokens_per_image,
+            "patch_grid": list(self.patch_grid),
+            "image_size": self.image_size,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "token facts") -> "TokenFacts":
@@ -45,17 +55,23 @@ class TokenFacts:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected an object with the family's token facts, got {type(data).__name__}")
         try:
-            facts = cls(family=str(data["family"]), image_token_id=int(data["image_token_id"]),
-                        pad_token_id=int(data["pad_token_id"]), tokens_per_image=int(data["tokens_per_image"]),
-                        patch_grid=tuple(int(v) for v in data["patch_grid"]), image_size=int(data["image_size"]))  # fmt: skip
+            facts = cls(
+                family=str(data["family"]),
+                image_token_id=int(data["image_token_id"]),
+                pad_token_id=int(data["pad_token_id"]),
+                tokens_per_image=int(data["tokens_per_image"]),
+                patch_grid=tuple(int(v) for v in data["patch_grid"]),
+                image_size=int(data["image_size"]),
+            )
         except KeyError as err:
             raise ValueError(f"{source}: missing field {err.args[0]!r}") from None
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: malformed token facts ({err})") from None
         rows_cols = facts.patch_grid
         if len(rows_cols) != 2 or rows_cols[0] * rows_cols[1] != facts.tokens_per_image or facts.tokens_per_image < 1:
-            raise ValueError(f"{source}: patch_grid {list(rows_cols)} does not hold tokens_per_image="
-                             f"{facts.tokens_per_image}")  # fmt: skip
+            raise ValueError(
+                f"{source}: patch_grid {list(rows_cols)} does not hold tokens_per_image={facts.tokens_per_image}"
+            )
         return facts
 
 
@@ -130,7 +146,9 @@ class Processor(Protocol):
     def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
         """``resize_frames(host_frames(images))``."""
 
-    def collate(self, prompts: Sequence[Prompt], images: torch.Tensor, device: torch.device | str = "cpu") -> ModelInputs:
+    def collate(
+        self, prompts: Sequence[Prompt], images: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> ModelInputs:
         """Right-pad prompts into one batch and pair them with preprocessed frames."""
 
     def __call__(self, frame_sets: Sequence[FrameSet], device: torch.device | str = "cpu") -> ModelInputs:
@@ -181,12 +199,19 @@ class FeatureEngine(Protocol):
     def action_policy(self, embodiment: str, modes: dict[str, str] | None = None) -> "ActionPolicy":
         """The action head with ``embodiment``'s statistics; ValueError without a head or statistics."""
 
-    def action_velocity(self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
-                        embodiment_id: int) -> torch.Tensor:  # fmt: skip
+    def action_velocity(
+        self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor, embodiment_id: int
+    ) -> torch.Tensor:
         """The head's flow velocity (B, H, A) at times ``t`` (B,) in [0, 1); differentiable in the features."""
 
-    def predict_actions(self, result: FeatureResult, states: torch.Tensor, embodiment_id: int,
-                        seed: int | None = None, reference: bool = False) -> torch.Tensor:  # fmt: skip
+    def predict_actions(
+        self,
+        result: FeatureResult,
+        states: torch.Tensor,
+        embodiment_id: int,
+        seed: int | None = None,
+        reference: bool = False,
+    ) -> torch.Tensor:
         """Normalised chunks (B, horizon, action_dim) from normalised, zero-padded states (B, state_width)."""
 
 
@@ -204,11 +229,13 @@ class ActionPolicy(Protocol):
     def zero_state(self) -> dict[str, np.ndarray]:
         """A state of zeros for every state key (robot units)."""
 
-    def normalised_chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
-                         reference: bool = False) -> torch.Tensor:  # fmt: skip
+    def normalised_chunk(
+        self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
+    ) -> torch.Tensor:
         """The chunk ``chunk`` splits into robot units: (horizon, action_dim) normalised, on the host."""
 
-    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
-              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    def chunk(
+        self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
+    ) -> dict[str, np.ndarray]:
         """One chunk for the first sample of ``result``: action key -> (horizon, width) in robot units.
         ValueError naming the key for a state that does not fit the embodiment."""

@@ -62,14 +62,23 @@ def agreement(fast: torch.Tensor, eager: torch.Tensor) -> dict:
     """How close the fast path's output is to eager's: worst token cosine and relative L2 error."""
     fast, eager = fast.float().flatten(0, -2), eager.float().flatten(0, -2)  # (tokens, D)
     cosine = torch.nn.functional.cosine_similarity(fast, eager, dim=-1)
-    return {"min_token_cosine": cosine.min().item(),
-            "rel_l2_error": ((fast - eager).norm() / eager.norm().clamp(min=1e-12)).item()}  # fmt: skip
+    return {
+        "min_token_cosine": cosine.min().item(),
+        "rel_l2_error": ((fast - eager).norm() / eager.norm().clamp(min=1e-12)).item(),
+    }
 
 
 def run_bench(
-    engine: FeatureEngine, batch: int, cameras: int, iters: int, warmup: int, actions: bool = False,
-    compare_eager: bool = False, throughput_batch: int | None = None, throughput_calls: int | None = None,
-) -> dict:  # fmt: skip
+    engine: FeatureEngine,
+    batch: int,
+    cameras: int,
+    iters: int,
+    warmup: int,
+    actions: bool = False,
+    compare_eager: bool = False,
+    throughput_batch: int | None = None,
+    throughput_calls: int | None = None,
+) -> dict:
     device = engine.device
     sets = frame_sets(batch, cameras)
     inputs = engine.prepare(sets)
@@ -140,7 +149,7 @@ def throughput(engine: FeatureEngine, batch: int, cameras: int, iters: int, warm
         engine.forward(inputs)
     calls = time_calls(lambda: engine.forward(inputs), iters, device)  # back to back: the sustained rate
     report["throughput_fps"] = batch * 1000.0 / statistics.median(calls)
-    report["throughput_fps_last_quarter"] = batch * 1000.0 / statistics.median(calls[-max(1, iters // 4):])
+    report["throughput_fps_last_quarter"] = batch * 1000.0 / statistics.median(calls[-max(1, iters // 4) :])
     if compare_eager:
         eager = timed("batch", lambda: engine.forward_reference(inputs), iters, warmup, device)["batch_ms_median"]
         report["eager_throughput_fps"] = batch * 1000.0 / eager
@@ -160,9 +169,29 @@ def start_times(checkpoint: str, device: str, dtype: str, cache_dir: str | None 
     Image.fromarray(frame_sets(1, 1)[0][0][0]).save(image)
     report = {}
     for name, compile_mode in (("cold", "on"), ("warm", "on"), ("eager", "off")):
-        command = [sys.executable, "-m", "groot_sage_ros.cli", "features", "--checkpoint", checkpoint,
-                   "--image", image, "--instruction", INSTRUCTION, "--repeat", "1", "--device", device,
-                   "--dtype", dtype, "--compile", compile_mode, "--compile-cache-dir", cache, "--json"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "groot_sage_ros.cli",
+            "features",
+            "--checkpoint",
+            checkpoint,
+            "--image",
+            image,
+            "--instruction",
+            INSTRUCTION,
+            "--repeat",
+            "1",
+            "--device",
+            device,
+            "--dtype",
+            dtype,
+            "--compile",
+            compile_mode,
+            "--compile-cache-dir",
+            cache,
+            "--json",
+        ]
         if compile_mode == "off":
             command.append("--no-cuda-graphs")
         start = time.perf_counter()
@@ -172,8 +201,10 @@ def start_times(checkpoint: str, device: str, dtype: str, cache_dir: str | None 
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
         child = json.loads(done.stdout)
         report[f"{name}_start_s"] = child["first_features_s"] or wall
-        report[f"{name}_start_detail"] = {"process_wall_s": wall, **{k: child[k] for k in (
-            "imports_s", "load_s", "warmup_s", "compile_cache") if k in child}}  # fmt: skip
+        report[f"{name}_start_detail"] = {
+            "process_wall_s": wall,
+            **{k: child[k] for k in ("imports_s", "load_s", "warmup_s", "compile_cache") if k in child},
+        }
         report[f"{name}_engine_start_s"] = child["load_s"] + child["warmup_s"]
         if child.get("peak_reserved_gb") is not None:
             report[f"{name}_peak_mem_gb"] = child["peak_reserved_gb"]

@@ -1,11 +1,10 @@
 """How many threads PyTorch's intra-op pool gets on the CPU, so a command does not oversubscribe the machine.
 
 PyTorch starts one OpenMP thread per core. When the cores are already busy, with another process or with
-this command's own decode threads, those threads wait on each other at every parallel region: measured on
-a 2-core machine with one core taken by another process, ``distill`` ran 0.19 steps/s with 2 threads and
-0.26 with 1 (idle, 2 threads were faster: 0.40 against 0.25). So the default is the cores this process may
-use, less the cores other processes keep busy right now (``/proc/stat`` over a quarter of a second; the
-load average lags a minute behind) and less the command's own busy threads, and at least 1. ``--threads N`` on ``extract``, ``distill`` and ``evaluate`` overrides it.
+this command's own decode threads, those threads wait on each other at every parallel region. So the
+default is the cores this process may use, less the cores other processes keep busy right now
+(``/proc/stat`` over a quarter of a second; the load average lags a minute behind) and less the command's
+own busy threads, and at least 1. ``--threads N`` on ``extract``, ``distill`` and ``evaluate`` overrides it.
 """
 
 from __future__ import annotations
@@ -54,7 +53,10 @@ def set_cpu_threads(command: str, requested: int = 0, busy_threads: int = 0, pro
 
     threads = intra_op_threads(requested, busy_threads, processes)
     torch.set_num_threads(threads)
-    how = "--threads" if requested else f"{available_cores()} cores" + (
-        f", {busy_threads} decode threads" if busy_threads else "")  # fmt: skip
+    how = (
+        "--threads"
+        if requested
+        else f"{available_cores()} cores" + (f", {busy_threads} decode threads" if busy_threads else "")
+    )
     print(f"{command}: {threads} PyTorch thread(s) on the CPU ({how}; --threads N to choose)", file=sys.stderr)
     return threads

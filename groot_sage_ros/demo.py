@@ -1,4 +1,4 @@
-"""``make demo``: GR00T N1.5 features over real ROS 2 topics from a played rosbag2 file.
+"""``make demo``: GR00T features over real ROS 2 topics from a played rosbag2 file.
 
 1. writes the tiny checkpoint (real layout, random weights) and a bag of real photos (scikit-image's
    samples, JPEG-compressed) with two instructions, 10 Hz;
@@ -36,16 +36,23 @@ def photo_frames(count: int, hz: float) -> list[CameraFrame]:
     from skimage import data
 
     photos = [np.asarray(PILImage.fromarray(getattr(data, name)()).convert("RGB")) for name in PHOTOS]
-    return [CameraFrame(BAG_START_NS + int(k * 1e9 / hz), photos[k % len(photos)], "camera_optical")
-            for k in range(count)]  # fmt: skip
+    return [
+        CameraFrame(BAG_START_NS + int(k * 1e9 / hz), photos[k % len(photos)], "camera_optical") for k in range(count)
+    ]
 
 
 def write_demo_bag(out: Path, count: int, hz: float) -> Path:
     OutputFolder.claim(out, "bag", overwrite=True).release()  # replaces only an earlier demo's bag
     instructions = [(BAG_START_NS + int(t * 1e9), text) for t, text in INSTRUCTIONS]
     # JPEG, as robots usually record: ~50 kB a frame instead of ~800 kB raw
-    return write_camera_bag(out, photo_frames(count, hz), instructions, camera_topic="/demo/camera/image_raw",
-                            instruction_topic="/demo/instruction", compressed=True)  # fmt: skip
+    return write_camera_bag(
+        out,
+        photo_frames(count, hz),
+        instructions,
+        camera_topic="/demo/camera/image_raw",
+        instruction_topic="/demo/instruction",
+        compressed=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out", help="working folder (default: demo_out)")
     parser.add_argument("--frames", type=int, default=48, help="camera frames in the bag (default: 48)")
     parser.add_argument("--hz", type=float, default=10.0, help="camera rate in the bag (default: 10)")
-    parser.add_argument("--student", default=None, help="serve this student.safetensors with sage_node instead of groot_node")
+    parser.add_argument(
+        "--student", default=None, help="serve this student.safetensors with sage_node instead of groot_node"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
@@ -69,14 +78,33 @@ def main(argv: list[str] | None = None) -> int:
     # processes; its LARGE_DATA builtin transports (SHM + TCP) carry them (see README, "Large images").
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
-    module, name, model = ("teacher_node", "groot_node", f"checkpoint:={checkpoint}") if not args.student else (
-        "student_node", "sage_node", f"student:={args.student}")  # fmt: skip
+    module, name, model = (
+        ("teacher_node", "groot_node", f"checkpoint:={checkpoint}")
+        if not args.student
+        else ("student_node", "sage_node", f"student:={args.student}")
+    )
     node = subprocess.Popen(
-        [sys.executable, "-m", f"groot_sage_ros.ros.{module}", "--ros-args", "-r", "__ns:=/demo",
-         "-p", model, "-p", "device:=cpu", "-p", "dtype:=float32",
-         "-p", "use_sim_time:=true", "-p", "diagnostics_period_s:=0.5",
-         "-p", "camera_topics:=['camera/image_raw/compressed']"],
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            f"groot_sage_ros.ros.{module}",
+            "--ros-args",
+            "-r",
+            "__ns:=/demo",
+            "-p",
+            model,
+            "-p",
+            "device:=cpu",
+            "-p",
+            "dtype:=float32",
+            "-p",
+            "use_sim_time:=true",
+            "-p",
+            "diagnostics_period_s:=0.5",
+            "-p",
+            "camera_topics:=['camera/image_raw/compressed']",
+        ],
+    )
     try:
         return watch(bag, args.frames, name)
     finally:
@@ -105,9 +133,11 @@ def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
         stamp = stamp_ns(msg.header.stamp)
         latency = (time.monotonic() - sent[stamp]) * 1000.0 if stamp in sent else float("nan")
         rows.append((time.monotonic(), stamp, latency))
-        print(f"features #{len(rows):2d}  ({msg.height} tokens x {msg.width}) {msg.encoding}  "
-              f"stamp {stamp / 1e9:.2f} {'matches a played frame' if stamp in sent else 'UNKNOWN STAMP'}  "
-              f"latency {latency:6.1f} ms  instruction {layout.get('instruction', '?')!r}")  # fmt: skip
+        print(
+            f"features #{len(rows):2d}  ({msg.height} tokens x {msg.width}) {msg.encoding}  "
+            f"stamp {stamp / 1e9:.2f} {'matches a played frame' if stamp in sent else 'UNKNOWN STAMP'}  "
+            f"latency {latency:6.1f} ms  instruction {layout.get('instruction', '?')!r}"
+        )
 
     def on_diag(msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -115,8 +145,9 @@ def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
     probe.create_subscription(Image, f"/demo/{name}/features", on_features, 10)
-    probe.create_subscription(String, f"/demo/{name}/features/layout",
-                              lambda m: layout.update(json.loads(m.data)), LATCHED)  # fmt: skip
+    probe.create_subscription(
+        String, f"/demo/{name}/features/layout", lambda m: layout.update(json.loads(m.data)), LATCHED
+    )
     probe.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
@@ -128,8 +159,10 @@ def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
                 print(f"{name} did not become active", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        print(f"{name} active (model {diagnostics.get('model_id')}, feature dim {diagnostics.get('feature_dim')});"
-              f" playing {bag} with /clock")  # fmt: skip
+        print(
+            f"{name} active (model {diagnostics.get('model_id')}, feature dim {diagnostics.get('feature_dim')});"
+            f" playing {bag} with /clock"
+        )
 
         def record(topic, msg):
             if "image_raw" in topic:
@@ -148,11 +181,15 @@ def watch(bag: Path, expected: int, name: str = "groot_node") -> int:
 def summarize(rows, played: int, expected: int, diagnostics: dict) -> None:
     latencies = sorted(latency for _, _, latency in rows)
     span = rows[-1][0] - rows[0][0] if len(rows) > 1 else float("nan")
-    print(f"\nplayed {played} messages ({expected} camera frames); received {len(rows)} feature messages, "
-          f"all stamps matching played frames: {all(np.isfinite(l) for l in latencies)}")  # noqa: E741
+    print(
+        f"\nplayed {played} messages ({expected} camera frames); received {len(rows)} feature messages, "
+        f"all stamps matching played frames: {all(np.isfinite(ms) for ms in latencies)}"
+    )  # noqa: E741
     if latencies:
-        print(f"output rate {(len(rows) - 1) / span:.1f} Hz, latency image->features median "
-              f"{statistics.median(latencies):.1f} ms, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms")
+        print(
+            f"output rate {(len(rows) - 1) / span:.1f} Hz, latency image->features median "
+            f"{statistics.median(latencies):.1f} ms, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms"
+        )
     keys = ("frames_received", "published", "dropped_superseded", "dropped_stale", "latency_ms_p50[model]")
     print("node diagnostics: " + ", ".join(f"{k}={diagnostics.get(k, 0)}" for k in keys))
 

@@ -64,8 +64,15 @@ class OutputFolder:
         self.journal = Journal(path)
 
     @classmethod
-    def claim(cls, path: str | os.PathLike, kind: str, overwrite: bool = False, option: str = "--out",
-              identity: dict | None = None, names: tuple[str, ...] = ()) -> "OutputFolder":  # fmt: skip
+    def claim(
+        cls,
+        path: str | os.PathLike,
+        kind: str,
+        overwrite: bool = False,
+        option: str = "--out",
+        identity: dict | None = None,
+        names: tuple[str, ...] = (),
+    ) -> "OutputFolder":
         """Lock ``path`` for this process and make sure it is a folder of ``kind`` written by this package
         (or new, or empty). ``names``: glob patterns of what the kind writes; under the lock and before
         anything is deleted, a link, FIFO or someone else's file matching one is refused, naming it (the
@@ -139,8 +146,9 @@ class OutputFolder:
         if os.path.lexists(self.path / IDENTITY) and (IDENTITY not in owned or not asked):
             self.recorded_identity()  # someone else's file at that name, or a damaged one: refused, not deleted
             if IDENTITY not in owned:
-                raise OutputError(f"{self.path / IDENTITY}: a file this package did not write; choose another "
-                                  f"{self.option}")  # fmt: skip
+                raise OutputError(
+                    f"{self.path / IDENTITY}: a file this package did not write; choose another {self.option}"
+                )
         for name in self.outputs() + [IDENTITY]:
             entry = self.path / name
             if os.path.lexists(entry) and stat.S_ISREG(os.lstat(entry).st_mode):
@@ -193,8 +201,10 @@ class OutputFolder:
         except FileNotFoundError:
             return None
         except (ValueError, UnicodeDecodeError):
-            raise OutputError(f"{self.path / IDENTITY}: not a run identity (damaged); pass --overwrite to start "
-                              f"over or choose another {self.option}") from None  # fmt: skip
+            raise OutputError(
+                f"{self.path / IDENTITY}: not a run identity (damaged); pass --overwrite to start "
+                f"over or choose another {self.option}"
+            ) from None
         if not isinstance(value, dict):
             raise OutputError(f"{self.path / IDENTITY}: not a run identity; pass --overwrite or choose another folder")
         return value
@@ -209,10 +219,12 @@ class OutputFolder:
         for key, value in fields.items():
             value = json.loads(json.dumps(value))  # the form it is recorded in (tuples become lists)
             if recorded is not None and key in recorded and recorded[key] != value:
-                raise OutputError(f"{self.option} {self.path} holds the output of a run with other inputs or "
-                                  f"options: {key} was {shown(recorded[key])}, this run has {shown(value)}; rerun "
-                                  f"with the same ones to continue, pass --overwrite to start over, or choose "
-                                  f"another {self.option}")  # fmt: skip
+                raise OutputError(
+                    f"{self.option} {self.path} holds the output of a run with other inputs or "
+                    f"options: {key} was {shown(recorded[key])}, this run has {shown(value)}; rerun "
+                    f"with the same ones to continue, pass --overwrite to start over, or choose "
+                    f"another {self.option}"
+                )
             merged[key] = value
         if merged != recorded:
             write_json_atomic(self.path / IDENTITY, merged)
@@ -298,8 +310,9 @@ def lock_folder(path: Path, option: str) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
             os.close(fd)
-            raise OutputError(f"{option} {path} is in use by another run ({holder}); wait for it to finish or "
-                              "choose another folder") from None  # fmt: skip
+            raise OutputError(
+                f"{option} {path} is in use by another run ({holder}); wait for it to finish or choose another folder"
+            ) from None
         try:
             same = os.lstat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -325,8 +338,10 @@ def check_owned(path: Path, kind: str, option: str = "--out") -> None:
     if os.path.lexists(marker):
         mode = os.lstat(marker).st_mode
         if not stat.S_ISREG(mode):
-            raise OutputError(f"{option} {path}: {MARKER} is {describe_kind(mode)}, not this package's marker; "
-                              "nothing there is changed. Choose another folder")  # fmt: skip
+            raise OutputError(
+                f"{option} {path}: {MARKER} is {describe_kind(mode)}, not this package's marker; "
+                "nothing there is changed. Choose another folder"
+            )
         try:
             raw = read_small_file(marker)
             found = json.loads(raw).get("kind") if raw else "empty-marker"
@@ -335,18 +350,23 @@ def check_owned(path: Path, kind: str, option: str = "--out") -> None:
         if found == "empty-marker" and only_our_lock(path, {MARKER}):
             return  # a claim that died between creating and writing the marker
         if found is None:
-            raise OutputError(f"{option} {path}: {MARKER} is not a marker this package wrote; nothing there is "
-                              "changed. Choose another folder")  # fmt: skip
+            raise OutputError(
+                f"{option} {path}: {MARKER} is not a marker this package wrote; nothing there is "
+                "changed. Choose another folder"
+            )
         if found != kind:
-            raise OutputError(f"{option} {path}: holds a {found} output of this package, not a {kind}; "
-                              "choose another folder")  # fmt: skip
+            raise OutputError(
+                f"{option} {path}: holds a {found} output of this package, not a {kind}; choose another folder"
+            )
         check_lock_is_ours(path, option)
         return
     others = sorted(entry.name for entry in path.iterdir() if entry.name != LOCK)
     if others:
         shown_names = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise OutputError(f"{option} {path}: holds files this package did not write ({shown_names}); nothing "
-                          "there is changed. Choose a new or empty folder")  # fmt: skip
+        raise OutputError(
+            f"{option} {path}: holds files this package did not write ({shown_names}); nothing "
+            "there is changed. Choose a new or empty folder"
+        )
     check_lock_is_ours(path, option)
 
 
@@ -358,12 +378,16 @@ def check_lock_is_ours(path: Path, option: str) -> None:
         return
     mode = os.lstat(lock).st_mode
     if not stat.S_ISREG(mode):
-        raise OutputError(f"{option} {path}: {LOCK} is {describe_kind(mode)}, not this package's lock; nothing "
-                          "there is changed. Choose another folder")  # fmt: skip
+        raise OutputError(
+            f"{option} {path}: {LOCK} is {describe_kind(mode)}, not this package's lock; nothing "
+            "there is changed. Choose another folder"
+        )
     text = read_small_file(lock, 4096)
     if text and not re.match(rb"pid \d+ on ", text):
-        raise OutputError(f"{option} {path}: {LOCK} is not a lock file this package wrote; nothing there is "
-                          "changed. Choose another folder")  # fmt: skip
+        raise OutputError(
+            f"{option} {path}: {LOCK} is not a lock file this package wrote; nothing there is "
+            "changed. Choose another folder"
+        )
 
 
 def only_our_lock(path: Path, besides: set[str]) -> bool:

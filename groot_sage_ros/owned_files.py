@@ -123,8 +123,10 @@ class Journal:
             except (ValueError, KeyError, TypeError):
                 if number == len(lines) and (number > 1 or not line):  # the last, unterminated line: a torn append
                     continue
-                raise OutputError(f"{self.path}: line {number} is not an event of this package's journal; "
-                                  "refusing to use the folder (choose another)") from None  # fmt: skip
+                raise OutputError(
+                    f"{self.path}: line {number} is not an event of this package's journal; "
+                    "refusing to use the folder (choose another)"
+                ) from None
             if not plain_name(name):
                 continue
             if op == "file":
@@ -152,11 +154,15 @@ def check_replaceable(final: Path, journal: Journal | None) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(info.st_mode):
-        raise OutputError(f"{final}: is {describe_kind(info.st_mode)} where this package writes a file; nothing "
-                          "was written (remove it or choose another folder)")  # fmt: skip
+        raise OutputError(
+            f"{final}: is {describe_kind(info.st_mode)} where this package writes a file; nothing "
+            "was written (remove it or choose another folder)"
+        )
     if journal is not None and not journal.owns(final.name):
-        raise OutputError(f"{final}: a file this package did not write is in the way; nothing was written (move it "
-                          "or choose another folder)")  # fmt: skip
+        raise OutputError(
+            f"{final}: a file this package did not write is in the way; nothing was written (move it "
+            "or choose another folder)"
+        )
 
 
 def temporary_path(final: Path) -> Path:
@@ -237,10 +243,19 @@ def write_json_atomic(path: Path, value) -> None:
 # -- safetensors, byte-reproducible -------------------------------------------------------------------------
 
 SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
-}  # fmt: skip
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
 
 
 def data_order(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -255,8 +270,11 @@ def safetensors_bytes_header(tensors: dict[str, torch.Tensor], metadata: dict[st
     for name in data_order(tensors):
         tensor = tensors[name]
         size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + size]}  # fmt: skip
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)

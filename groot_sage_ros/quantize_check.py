@@ -43,17 +43,23 @@ def outputs(engine, frame_set, actions: bool, embodiment: str | None, state: dic
 def compare(reference: dict, candidate: dict) -> dict:
     ref, got = reference["features"], candidate["features"]  # (L, D)
     cosine = F.cosine_similarity(got, ref, dim=-1)  # (L,)
-    report = {"token_cosine_mean": cosine.mean().item(), "token_cosine_min": cosine.min().item(),
-              "rel_l2": ((got - ref).norm() / ref.norm().clamp(min=1e-12)).item()}  # fmt: skip
+    report = {
+        "token_cosine_mean": cosine.mean().item(),
+        "token_cosine_min": cosine.min().item(),
+        "rel_l2": ((got - ref).norm() / ref.norm().clamp(min=1e-12)).item(),
+    }
     if reference["chunks"]:
-        chunk_cos = [F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
-                     for a, b in zip(candidate["chunks"], reference["chunks"])]  # fmt: skip
+        chunk_cos = [
+            F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+            for a, b in zip(candidate["chunks"], reference["chunks"])
+        ]
         report["action_cosine_mean"] = float(np.mean(chunk_cos))
         report["action_cosine_min"] = float(np.min(chunk_cos))
         keys = reference["robot"][0].keys()
-        report["action_max_abs_error"] = {key: max(float(np.abs(c[key] - r[key]).max())
-                                                   for c, r in zip(candidate["robot"], reference["robot"]))
-                                          for key in keys}  # fmt: skip
+        report["action_max_abs_error"] = {
+            key: max(float(np.abs(c[key] - r[key]).max()) for c, r in zip(candidate["robot"], reference["robot"]))
+            for key in keys
+        }
     return report
 
 
@@ -72,11 +78,14 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
 
     def measure(precision: str) -> dict:
         runtime = replace(base, precision=precision, fp8_min_rows=0)
-        engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
-                             runtime=runtime)  # fmt: skip
+        engine = load_engine(
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
+        )
         try:
-            return {**outputs(engine, frame_set, args.actions, args.embodiment, state, seeds),
-                    "start": engine.start_report()}  # fmt: skip
+            return {
+                **outputs(engine, frame_set, args.actions, args.embodiment, state, seeds),
+                "start": engine.start_report(),
+            }
         finally:
             del engine
             gc.collect()
@@ -90,9 +99,12 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
         figures = compare(reference, candidate)
         met = gates_met(precision, figures)
         spec = PRECISIONS[precision]
-        report["precisions"][precision] = {**figures, "gates": {"features": spec.feature_gate,
-                                                                "actions": spec.action_gate},
-                                           "met": met, "start": candidate["start"]}  # fmt: skip
+        report["precisions"][precision] = {
+            **figures,
+            "gates": {"features": spec.feature_gate, "actions": spec.action_gate},
+            "met": met,
+            "start": candidate["start"],
+        }
         passed = passed and all(met.values())
     report["passed"] = passed
     return report, passed
@@ -101,14 +113,18 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
 def print_report(report: dict) -> None:
     for precision, figures in report["precisions"].items():
         verdict = "PASS" if all(figures["met"].values()) else "FAIL"
-        print(f"{precision:12s} {verdict}  token cosine mean {figures['token_cosine_mean']:.5f} "
-              f"(gate {figures['gates']['features']}), min {figures['token_cosine_min']:.5f}, "
-              f"rel L2 {figures['rel_l2']:.4f}")  # fmt: skip
+        print(
+            f"{precision:12s} {verdict}  token cosine mean {figures['token_cosine_mean']:.5f} "
+            f"(gate {figures['gates']['features']}), min {figures['token_cosine_min']:.5f}, "
+            f"rel L2 {figures['rel_l2']:.4f}"
+        )
         if "action_cosine_mean" in figures:
             errors = ", ".join(f"{k} {v:.4g}" for k, v in figures["action_max_abs_error"].items())
-            print(f"{'':12s}       action cosine mean {figures['action_cosine_mean']:.5f} "
-                  f"(gate {figures['gates']['actions']}), min {figures['action_cosine_min']:.5f}; "
-                  f"largest error in robot units: {errors}")  # fmt: skip
+            print(
+                f"{'':12s}       action cosine mean {figures['action_cosine_mean']:.5f} "
+                f"(gate {figures['gates']['actions']}), min {figures['action_cosine_min']:.5f}; "
+                f"largest error in robot units: {errors}"
+            )
 
 
 def write_json(path: str, report: dict) -> None:

@@ -48,10 +48,15 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[arg("params_file"), overrides],
     )
-    declared = [DeclareLaunchArgument(name, default_value=value, description=text)
-                for name, (value, text) in ARGUMENTS.items()]  # fmt: skip
+    declared = [
+        DeclareLaunchArgument(name, default_value=value, description=text) for name, (value, text) in ARGUMENTS.items()
+    ]
     declared.append(DeclareLaunchArgument("params_file", default_value=default_params, description="parameter file"))
-    declared.append(DeclareLaunchArgument(
-        "embodiment_config", default_value=os.path.join(share, "config", "embodiments", "so100.yaml"),
-        description="embodiment YAML for the action head"))  # fmt: skip
+    declared.append(
+        DeclareLaunchArgument(
+            "embodiment_config",
+            default_value=os.path.join(share, "config", "embodiments", "so100.yaml"),
+            description="embodiment YAML for the action head",
+        )
+    )
     return LaunchDescription([*declared, node])

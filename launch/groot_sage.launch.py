@@ -1,6 +1,7 @@
 """Teacher and student side by side on the same cameras; the student reports live fidelity to the teacher.
 
-    ros2 launch groot_sage_ros groot_sage.launch.py checkpoint:=nvidia/GR00T-N1.5-3B student:=/models/student.safetensors
+    ros2 launch groot_sage_ros groot_sage.launch.py checkpoint:=nvidia/GR00T-N1.5-3B \
+        student:=/models/student.safetensors
 
 Parameters come from the package's config/groot.yaml and config/sage.yaml, then ``params_file`` (one file
 for both nodes: keys under ``/**`` or a node's name), then the launch arguments, which win.
@@ -41,17 +42,35 @@ def nodes(context) -> list[Node]:
         "default_instruction": arg("instruction"),
         "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
     }
-    teacher = Node(package="groot_sage_ros", executable="groot_node", name="groot_node", namespace=arg("namespace"),
-                   output="screen", parameters=[os.path.join(share, "config", "groot.yaml"), *extra_files,
-                                                {**common, "checkpoint": arg("checkpoint")}])  # fmt: skip
-    student = Node(package="groot_sage_ros", executable="sage_node", name="sage_node", namespace=arg("namespace"),
-                   output="screen", parameters=[os.path.join(share, "config", "sage.yaml"), *extra_files,
-                                                {**common, "student": arg("student"),
-                                                 "teacher_features_topic": "groot_node/features"}])  # fmt: skip
+    teacher = Node(
+        package="groot_sage_ros",
+        executable="groot_node",
+        name="groot_node",
+        namespace=arg("namespace"),
+        output="screen",
+        parameters=[
+            os.path.join(share, "config", "groot.yaml"),
+            *extra_files,
+            {**common, "checkpoint": arg("checkpoint")},
+        ],
+    )
+    student = Node(
+        package="groot_sage_ros",
+        executable="sage_node",
+        name="sage_node",
+        namespace=arg("namespace"),
+        output="screen",
+        parameters=[
+            os.path.join(share, "config", "sage.yaml"),
+            *extra_files,
+            {**common, "student": arg("student"), "teacher_features_topic": "groot_node/features"},
+        ],
+    )
     return [teacher, student]
 
 
 def generate_launch_description() -> LaunchDescription:
-    declared = [DeclareLaunchArgument(name, default_value=value, description=text)
-                for name, (value, text) in ARGUMENTS.items()]  # fmt: skip
+    declared = [
+        DeclareLaunchArgument(name, default_value=value, description=text) for name, (value, text) in ARGUMENTS.items()
+    ]
     return LaunchDescription([*declared, OpaqueFunction(function=nodes)])

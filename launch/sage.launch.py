@@ -1,6 +1,6 @@
 """Start the SAGE student alone, with config/sage.yaml and a few overrides.
 
-    ros2 launch groot_sage_ros sage.launch.py student:=/models/student.safetensors camera_topics:="['/front/image_raw']"
+ros2 launch groot_sage_ros sage.launch.py student:=/models/student.safetensors camera_topics:="['/front/image_raw']"
 """
 
 import os
@@ -35,14 +35,24 @@ def student_node(arg, params_file) -> Node:
         "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
         "teacher_features_topic": arg("teacher_features_topic"),
     }
-    return Node(package="groot_sage_ros", executable="sage_node", name="sage_node", namespace=arg("namespace"),
-                output="screen", parameters=[params_file, overrides])  # fmt: skip
+    return Node(
+        package="groot_sage_ros",
+        executable="sage_node",
+        name="sage_node",
+        namespace=arg("namespace"),
+        output="screen",
+        parameters=[params_file, overrides],
+    )
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("groot_sage_ros")
-    declared = [DeclareLaunchArgument(name, default_value=value, description=text)
-                for name, (value, text) in ARGUMENTS.items()]  # fmt: skip
-    declared.append(DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "sage.yaml"),
-                                          description="parameter file"))  # fmt: skip
+    declared = [
+        DeclareLaunchArgument(name, default_value=value, description=text) for name, (value, text) in ARGUMENTS.items()
+    ]
+    declared.append(
+        DeclareLaunchArgument(
+            "params_file", default_value=os.path.join(share, "config", "sage.yaml"), description="parameter file"
+        )
+    )
     return LaunchDescription([*declared, student_node(LaunchConfiguration, LaunchConfiguration("params_file"))])

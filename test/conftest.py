@@ -13,6 +13,31 @@ import pytest
 
 from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
 
+CAMERA = "/camera/image_raw"
+# A tiny-teacher extract in batches of 3 into shards of 4 (several shards from a few ARC tasks).
+TINY_EXTRACT = "--dtype float32 --batch-size 3 --shard-size 4".split()
+
+
+def extract_argv(checkpoint, bags, out, *extra) -> list:
+    """``groot-sage extract`` of ``bags`` (one or a list) on the camera topic, with ``TINY_EXTRACT``."""
+    bags = bags if isinstance(bags, (list, tuple)) else [bags]
+    return [
+        "extract",
+        *bags,
+        "--checkpoint",
+        checkpoint,
+        "--camera-topics",
+        CAMERA,
+        "--out",
+        out,
+        *TINY_EXTRACT,
+        *extra,
+    ]
+
+
+# A 4-step distill of a tiny student, saving at step 2: what the data-safety tests resume and refuse.
+TINY_RUN = "--max-steps 4 --save-every 2 --width 32 --layers 1 --heads 2 --warmup-steps 1 --eval-every 2".split()
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
@@ -37,9 +62,8 @@ def small_dataset(small_bag, tiny_checkpoint, tmp_path_factory) -> Path:
     from groot_sage_ros.cli import main
 
     out = tmp_path_factory.mktemp("small_dataset") / "ds"
-    assert main(["extract", str(small_bag), "--checkpoint", str(tiny_checkpoint), "--camera-topics",
-                 "/camera/image_raw", "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size",
-                 "4", "--out-bag", str(out.parent / "features_bag")]) == 0  # fmt: skip
+    argv = extract_argv(tiny_checkpoint, small_bag, out, "--out-bag", out.parent / "features_bag")
+    assert main([str(a) for a in argv]) == 0
     return out
 
 
@@ -82,7 +106,10 @@ def colcon_install(tmp_path_factory) -> Path:
     (src / "groot_sage_ros").symlink_to(Path(__file__).resolve().parents[1])
     out = subprocess.run(
         [str(colcon), "build", "--build-base", str(tmp / "build"), "--install-base", str(tmp / "install")],
-        cwd=tmp / "ws", capture_output=True, text=True, timeout=600,
+        cwd=tmp / "ws",
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return tmp / "install" / "groot_sage_ros"

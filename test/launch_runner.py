@@ -16,9 +16,11 @@ from launch import LaunchDescription, LaunchService
 def main(argv: list[str]) -> int:
     path, arguments = argv[0], [a.split(":=", 1) for a in argv[1:]]
     service = LaunchService(argv=argv[1:], noninteractive=True)
-    service.include_launch_description(LaunchDescription([
-        IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=[tuple(a) for a in arguments])
-    ]))  # fmt: skip
+    service.include_launch_description(
+        LaunchDescription(
+            [IncludeLaunchDescription(AnyLaunchDescriptionSource(path), launch_arguments=[tuple(a) for a in arguments])]
+        )
+    )
     return service.run()
 
 

@@ -51,10 +51,23 @@ def frame_sender(node, executor, publisher, image: np.ndarray, spin_s: float):
 class TeacherHarness:
     """groot_node (or, with ``node_cls``, sage_node) plus a probe node publishing and recording."""
 
-    def __init__(self, namespace: str, checkpoint, cameras=("camera/image_raw",), node_cls=TeacherNode,
-                 model_param: str = "checkpoint", **params):  # fmt: skip
-        overrides = {model_param: str(checkpoint), "device": "cpu", "dtype": "float32",
-                     "camera_topics": list(cameras), "warn_throttle_s": 0.0, **params}  # fmt: skip
+    def __init__(
+        self,
+        namespace: str,
+        checkpoint,
+        cameras=("camera/image_raw",),
+        node_cls=TeacherNode,
+        model_param: str = "checkpoint",
+        **params,
+    ):
+        overrides = {
+            model_param: str(checkpoint),
+            "device": "cpu",
+            "dtype": "float32",
+            "camera_topics": list(cameras),
+            "warn_throttle_s": 0.0,
+            **params,
+        }
         self.namespace = namespace
         self.node = node_cls(
             namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
@@ -67,7 +80,9 @@ class TeacherHarness:
         self.subscribe_features()
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.camera_pubs = [
-            self.probe.create_publisher(CompressedImage if t.endswith("/compressed") else Image, t, qos_profile_sensor_data)
+            self.probe.create_publisher(
+                CompressedImage if t.endswith("/compressed") else Image, t, qos_profile_sensor_data
+            )
             for t in cameras
         ]
         self.instruction_pub = self.probe.create_publisher(String, "instruction", LATCHED)
@@ -107,7 +122,9 @@ class TeacherHarness:
         return {kv.key: kv.value for kv in status.values}
 
     def counter(self, name: str) -> int:
-        return max((int({kv.key: kv.value for kv in d.status[0].values}.get(name, 0)) for d in self.diagnostics), default=0)
+        return max(
+            (int({kv.key: kv.value for kv in d.status[0].values}.get(name, 0)) for d in self.diagnostics), default=0
+        )
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

@@ -62,8 +62,9 @@ def test_embodiment_state_and_image_reach_the_chunk(policy, features):
 
 
 def test_training_loss_is_finite_and_differentiable(tiny_checkpoint):
-    policy = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
-                                              warmup=False)  # fmt: skip
+    policy = TeacherEngine.from_pretrained(
+        tiny_checkpoint, device="cpu", dtype="float32", action_head=True, warmup=False
+    )
     head = policy.model.action_head.requires_grad_(True)
     feats = policy.extract([random_image(32, 32)], "go").features.clone()
     actions = torch.rand(1, 16, 32) * 2 - 1
@@ -79,8 +80,14 @@ def test_training_loss_is_finite_and_differentiable(tiny_checkpoint):
 
 @pytest.mark.parametrize("mode", ["min_max", "q99", "mean_std"])
 def test_normalisation_round_trip(mode):
-    stats = {"min": np.array([-2.0, 0.0]), "max": np.array([2.0, 10.0]), "q01": np.array([-1.5, 1.0]),
-             "q99": np.array([1.5, 9.0]), "mean": np.array([0.5, 5.0]), "std": np.array([2.0, 3.0])}  # fmt: skip
+    stats = {
+        "min": np.array([-2.0, 0.0]),
+        "max": np.array([2.0, 10.0]),
+        "q01": np.array([-1.5, 1.0]),
+        "q99": np.array([1.5, 9.0]),
+        "mean": np.array([0.5, 5.0]),
+        "std": np.array([2.0, 3.0]),
+    }
     key = KeyStats("arm", 2, mode, stats)
     x = np.array([[0.7, 3.0], [-1.2, 8.5]])
     y = key.normalize(x)
@@ -128,11 +135,30 @@ def test_cli_prints_an_unnormalised_chunk(tiny_checkpoint, tmp_path):
 
     Image.fromarray(random_image(60, 80)).save(tmp_path / "cam.png")
     (tmp_path / "state.json").write_text(json.dumps({"single_arm": [0.1, 0.2, 0.3, 0.4, 0.5], "gripper": [1.0]}))
-    args = [GROOT_SAGE, "features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "cam.png"),
-            "--instruction", "pick", "--dtype", "float32", "--actions", "--embodiment", "new_embodiment",
-            "--seed", "5", "--json", "--repeat", "1"]  # fmt: skip
-    runs = [subprocess.run(args + extra, capture_output=True, text=True, timeout=300)
-            for extra in ([], [], ["--state", str(tmp_path / "state.json")])]  # fmt: skip
+    args = [
+        GROOT_SAGE,
+        "features",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--image",
+        str(tmp_path / "cam.png"),
+        "--instruction",
+        "pick",
+        "--dtype",
+        "float32",
+        "--actions",
+        "--embodiment",
+        "new_embodiment",
+        "--seed",
+        "5",
+        "--json",
+        "--repeat",
+        "1",
+    ]
+    runs = [
+        subprocess.run(args + extra, capture_output=True, text=True, timeout=300)
+        for extra in ([], [], ["--state", str(tmp_path / "state.json")])
+    ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
     reports = [json.loads(r.stdout) for r in runs]
     chunk = reports[0]["action_chunk"]

@@ -96,9 +96,7 @@ def test_action_head_weights_are_not_read_when_the_head_is_off(tiny_copy, tiny_e
     engine = load(tiny_copy)
     assert not hasattr(engine.model, "action_head")
     image = random_image(96, 128)
-    torch.testing.assert_close(
-        engine.extract([image], "go").features, tiny_engine.extract([image], "go").features
-    )
+    torch.testing.assert_close(engine.extract([image], "go").features, tiny_engine.extract([image], "go").features)
 
 
 def test_optional_keys_present_or_absent(tiny_copy, tiny_engine):
@@ -111,7 +109,9 @@ def test_optional_keys_present_or_absent(tiny_copy, tiny_engine):
 
     edit_shard(tiny_copy, SHARD1, edit)
     image = random_image(64, 64)
-    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features)
+    torch.testing.assert_close(
+        load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features
+    )
 
 
 def test_unknown_dtype_is_named(tiny_checkpoint):
@@ -163,7 +163,9 @@ def test_single_file_checkpoint(tiny_copy, tiny_engine):
     (tiny_copy / "model.safetensors.index.json").unlink()
     save_file(tensors, str(tiny_copy / "model.safetensors"))
     image = random_image(64, 80)
-    torch.testing.assert_close(load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features)
+    torch.testing.assert_close(
+        load(tiny_copy).extract([image], "go").features, tiny_engine.extract([image], "go").features
+    )
 
 
 def test_fp16_and_bf16_load_and_stay_finite(tiny_checkpoint, tiny_engine):

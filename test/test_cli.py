@@ -23,10 +23,21 @@ def test_tiny_checkpoint_then_features_json(tmp_path):
     Image.fromarray(random_image(120, 160)).save(tmp_path / "front.png")
     Image.fromarray(np.full((60, 80), 40000, np.uint16)).save(tmp_path / "depthish.png")  # 16-bit gray
     out = run(
-        "features", "--checkpoint", str(tmp_path / "ckpt"), "--image", str(tmp_path / "front.png"),
-        "--image", str(tmp_path / "depthish.png"), "--instruction", "pick up the cube", "--json",
-        "--dtype", "float32", "--repeat", "2",
-    )  # fmt: skip
+        "features",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--image",
+        str(tmp_path / "front.png"),
+        "--image",
+        str(tmp_path / "depthish.png"),
+        "--instruction",
+        "pick up the cube",
+        "--json",
+        "--dtype",
+        "float32",
+        "--repeat",
+        "2",
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["features_shape"] == [1, report["layout"]["seq_len"], 64]
@@ -37,12 +48,22 @@ def test_tiny_checkpoint_then_features_json(tmp_path):
 
 def test_features_errors_name_the_input(tmp_path, tiny_checkpoint):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    out = run("features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "broken.jpg"),
-              "--instruction", "go")  # fmt: skip
+    out = run(
+        "features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "broken.jpg"), "--instruction", "go"
+    )
     assert out.returncode == 2 and "broken.jpg: not a readable image" in out.stderr
     Image.fromarray(random_image(20, 20)).save(tmp_path / "ok.png")
-    out = run("features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "ok.png"),
-              "--instruction", "go", "--dtype", "float64")  # fmt: skip
+    out = run(
+        "features",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--image",
+        str(tmp_path / "ok.png"),
+        "--instruction",
+        "go",
+        "--dtype",
+        "float64",
+    )
     assert out.returncode == 2 and "dtype 'float64' is not supported" in out.stderr
 
 
@@ -53,8 +74,24 @@ def test_every_subcommand_has_an_example_in_help():
 
 
 def test_bench_reports_timings_as_json(tiny_checkpoint, tmp_path):
-    out = run("bench", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
-              "--batch", "2", "--iters", "3", "--warmup", "1", "--actions", "--out", str(tmp_path / "bench.json"))  # fmt: skip
+    out = run(
+        "bench",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--batch",
+        "2",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--actions",
+        "--out",
+        str(tmp_path / "bench.json"),
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["features_shape"][0] == 2 and report["finite"] is True

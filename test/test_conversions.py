@@ -10,7 +10,7 @@ from groot_sage_ros.ros.conversions import (
     features_to_image_msg,
     image_msg_to_features,
     image_to_array,
-)  # fmt: skip
+)
 
 RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
 
@@ -19,8 +19,14 @@ def raw(encoding: str, pixels: np.ndarray, pad: int = 0, bigendian: bool = False
     height, width = pixels.shape[:2]
     rows = pixels.reshape(height, -1).view(np.uint8)
     rows = np.concatenate([rows, np.zeros((height, pad), np.uint8)], axis=1)
-    return Image(height=height, width=width, encoding=encoding, step=rows.shape[1],
-                 is_bigendian=int(bigendian), data=rows.tobytes())  # fmt: skip
+    return Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        step=rows.shape[1],
+        is_bigendian=int(bigendian),
+        data=rows.tobytes(),
+    )
 
 
 @pytest.mark.parametrize("pad", [0, 5])

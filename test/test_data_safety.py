@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Payload, random_image
+from conftest import CAMERA, TINY_RUN, Payload, extract_argv, random_image
 from rosbags.rosbag2 import Writer
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -29,7 +29,6 @@ from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.make_bag import make_bag
 from groot_sage_ros.output_folder import BOOKKEEPING, LOCK
 
-CAMERA = "/camera/image_raw"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -57,11 +56,6 @@ def assert_one_line(code: int, err: str, *fragments: str) -> None:
         assert fragment in err, err
 
 
-def extract_argv(checkpoint, bag, out, *extra):
-    return ["extract", bag, "--checkpoint", checkpoint, "--camera-topics", CAMERA, "--out", out, "--dtype", "float32",
-            "--batch-size", "3", "--shard-size", "4", *extra]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def arc_bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("safety") / "bag"
@@ -83,21 +77,27 @@ def run_folder(dataset, tmp_path_factory):
     return out
 
 
-RUN_ARGS = ["--max-steps", "4", "--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2",
-            "--warmup-steps", "1", "--eval-every", "2"]  # fmt: skip
+RUN_ARGS = TINY_RUN  # a 4-step distill of a tiny student
 
 
-def test_two_extracts_into_one_folder_one_refused_and_the_lock_dies_with_its_process(arc_bag, dataset,
-                                                                                      tiny_checkpoint, tmp_path):  # fmt: skip
+def test_two_extracts_into_one_folder_one_refused_and_the_lock_dies_with_its_process(
+    arc_bag, dataset, tiny_checkpoint, tmp_path
+):
     out = tmp_path / "shared_out"
-    first = subprocess.Popen(groot_sage(*extract_argv(tiny_checkpoint, arc_bag, out)), env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        groot_sage(*extract_argv(tiny_checkpoint, arc_bag, out)),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not ((out / LOCK).is_file() and (out / LOCK).read_text().startswith("pid")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
-    second = subprocess.run(groot_sage(*extract_argv(tiny_checkpoint, arc_bag, out)), env=ENV,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    second = subprocess.run(
+        groot_sage(*extract_argv(tiny_checkpoint, arc_bag, out)), env=ENV, capture_output=True, text=True, timeout=120
+    )
     if first.poll() is None:  # the normal case: the first run still holds the folder
         assert_one_line(second.returncode, second.stderr, f"{out} is in use by another run (pid {first.pid}")
     assert first.wait(timeout=300) == 0, first.communicate()
@@ -105,14 +105,23 @@ def test_two_extracts_into_one_folder_one_refused_and_the_lock_dies_with_its_pro
 
     # A run killed with SIGKILL leaves no lock behind: the next one resumes and finishes.
     killed_out = tmp_path / "killed"
-    victim = subprocess.Popen(groot_sage(*extract_argv(tiny_checkpoint, arc_bag, killed_out)), env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    victim = subprocess.Popen(
+        groot_sage(*extract_argv(tiny_checkpoint, arc_bag, killed_out)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not (killed_out / LOCK).is_file() or not (killed_out / LOCK).read_text():
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    resumed = subprocess.run(groot_sage(*extract_argv(tiny_checkpoint, arc_bag, killed_out)), env=ENV,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        groot_sage(*extract_argv(tiny_checkpoint, arc_bag, killed_out)),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert_same(FeatureDataset(killed_out, verify="all"), FeatureDataset(dataset))
 
@@ -132,14 +141,17 @@ def user_folder(path: Path) -> dict[str, bytes]:
     return files
 
 
-def test_overwrite_replaces_only_what_this_package_wrote(capsys, arc_bag, dataset, run_folder, tiny_checkpoint,
-                                                         tmp_path):  # fmt: skip
+def test_overwrite_replaces_only_what_this_package_wrote(
+    capsys, arc_bag, dataset, run_folder, tiny_checkpoint, tmp_path
+):
     mine = user_folder(tmp_path / "mine")
-    for argv in (extract_argv(tiny_checkpoint, arc_bag, tmp_path / "mine", "--overwrite"),
-                 ["distill", dataset, "--out", tmp_path / "mine", "--overwrite", "--max-steps", "1"],
-                 ["make-bag", "--out", tmp_path / "mine", "--arc", "--limit", "1"],
-                 ["dataset-from-bag", arc_bag, "--camera-topics", CAMERA, "--out", tmp_path / "mine"],
-                 ["tiny-checkpoint", "--out", tmp_path / "mine"]):  # fmt: skip
+    for argv in (
+        extract_argv(tiny_checkpoint, arc_bag, tmp_path / "mine", "--overwrite"),
+        ["distill", dataset, "--out", tmp_path / "mine", "--overwrite", "--max-steps", "1"],
+        ["make-bag", "--out", tmp_path / "mine", "--arc", "--limit", "1"],
+        ["dataset-from-bag", arc_bag, "--camera-topics", CAMERA, "--out", tmp_path / "mine"],
+        ["tiny-checkpoint", "--out", tmp_path / "mine"],
+    ):
         code, err = run_main(capsys, *argv)
         if argv[0] == "dataset-from-bag":  # refused earlier still: the bag has no recorded features
             assert_one_line(code, err, "no /groot_node/features/layout messages")
@@ -162,8 +174,27 @@ def test_overwrite_replaces_only_what_this_package_wrote(capsys, arc_bag, datase
     # distill --overwrite on its own run folder deletes its own files only.
     run = Path(shutil.copytree(run_folder, tmp_path / "run"))
     (run / "readme.txt").write_text("mine")
-    assert run_main(capsys, "distill", dataset, "--out", run, "--overwrite", "--max-steps", "1", "--width", "32",
-                    "--layers", "1", "--heads", "2", "--warmup-steps", "1")[0] == 0  # fmt: skip
+    assert (
+        run_main(
+            capsys,
+            "distill",
+            dataset,
+            "--out",
+            run,
+            "--overwrite",
+            "--max-steps",
+            "1",
+            "--width",
+            "32",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--warmup-steps",
+            "1",
+        )[0]
+        == 0
+    )
     assert (run / "readme.txt").read_text() == "mine" and not (run / "step-4.safetensors").exists()
 
 
@@ -189,9 +220,11 @@ def test_a_full_disk_stops_extract_within_a_batch_and_a_rerun_resumes(arc_bag, d
     argv = " ".join(map(str, extract_argv(tiny_checkpoint, arc_bag, disk / "ds")))
     python = f"{sys.executable} {script} {argv}"
     # 1.5 MB holds one shard of four samples (about 0.75 MB); the bag has 24 frame sets: 6 shards, 8 batches of 3.
-    shell = (f"mount -t tmpfs -o size=1500k tmpfs {disk} && {python} 2>{tmp_path}/err1; "
-             f"ls -a {disk}/ds > {tmp_path}/listing; mount -o remount,size=64m {disk} && {python} 2>{tmp_path}/err2; "
-             f"cp -r {disk}/ds {tmp_path}/resumed")  # fmt: skip
+    shell = (
+        f"mount -t tmpfs -o size=1500k tmpfs {disk} && {python} 2>{tmp_path}/err1; "
+        f"ls -a {disk}/ds > {tmp_path}/listing; mount -o remount,size=64m {disk} && {python} 2>{tmp_path}/err2; "
+        f"cp -r {disk}/ds {tmp_path}/resumed"
+    )
     done = subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, timeout=600, env=ENV)
     first, second = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
     err = (tmp_path / "err1").read_text()
@@ -252,7 +285,7 @@ def test_a_crafted_pickle_runs_nothing_at_any_entry_point(capsys, dataset, run_f
         (["evaluate", "--student", evil_pt, "--dataset", dataset], "a pickle-based checkpoint is never loaded"),
         (["evaluate", "--student", run, "--dataset", dataset], "not a readable safetensors file"),
         (["distill", dataset, "--out", run, "--resume", *RUN_ARGS], "not a readable safetensors file"),
-    ):  # fmt: skip
+    ):
         assert_one_line(*run_main(capsys, *argv), expected)
     for path in (evil_pt, run / "student.safetensors"):
         with pytest.raises(ValueError):
@@ -271,16 +304,19 @@ def rewrite_config(source: Path, target: Path, **changes) -> Path:
     return target
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"width": 1_000_000}, "config.width: 1000000 is not a whole number in 1..4096"),
-    ({"max_len": 1_000_000_000}, "config.max_len: 1000000000 is not a whole number"),
-    ({"heads": 0}, "config.heads: 0 is not a whole number"),
-    ({"layers": "8"}, "config.layers: '8' is not a whole number"),
-    ({"heads": 3}, "width 32 is not divisible by heads 3"),
-    ({"surprise": 1}, "unknown fields ['surprise']"),
-    ({"vocab": [5, 3]}, "config.vocab: expected a sorted list"),
-    ({"layers": 2}, "tensors do not match the student its config describes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"width": 1_000_000}, "config.width: 1000000 is not a whole number in 1..4096"),
+        ({"max_len": 1_000_000_000}, "config.max_len: 1000000000 is not a whole number"),
+        ({"heads": 0}, "config.heads: 0 is not a whole number"),
+        ({"layers": "8"}, "config.layers: '8' is not a whole number"),
+        ({"heads": 3}, "width 32 is not divisible by heads 3"),
+        ({"surprise": 1}, "unknown fields ['surprise']"),
+        ({"vocab": [5, 3]}, "config.vocab: expected a sorted list"),
+        ({"layers": 2}, "tensors do not match the student its config describes"),
+    ],
+)
 def test_student_configs_are_validated_before_anything_is_allocated(run_folder, tmp_path, changes, expected):
     from groot_sage_ros.student.checkpoint import load_student
 
@@ -294,8 +330,11 @@ def test_checkpoint_configs_are_validated_naming_the_field(tiny_copy):
     from groot_sage_ros.engine import load_engine
 
     config = json.loads((tiny_copy / "config.json").read_text())
-    for section, field, value in (("vision_config", "num_attention_heads", 0), ("text_config", "hidden_size", -64),
-                                  ("text_config", "intermediate_size", "128")):  # fmt: skip
+    for section, field, value in (
+        ("vision_config", "num_attention_heads", 0),
+        ("text_config", "hidden_size", -64),
+        ("text_config", "intermediate_size", "128"),
+    ):
         broken = json.loads(json.dumps(config))
         broken["backbone_cfg"]["eagle_config"][section][field] = value
         (tiny_copy / "config.json").write_text(json.dumps(broken))
@@ -312,18 +351,22 @@ def broken_cdr_bag(path: Path, *, camera_type: str = "sensor_msgs/msg/Image", in
         camera = writer.add_connection(CAMERA, camera_type, typestore=store)
         text = writer.add_connection("/instruction", "std_msgs/msg/String", typestore=store)
         if instruction:
-            writer.write(text, t0, store.serialize_cdr(types["std_msgs/msg/String"](data="pick"), "std_msgs/msg/String"))
+            writer.write(
+                text, t0, store.serialize_cdr(types["std_msgs/msg/String"](data="pick"), "std_msgs/msg/String")
+            )
         for k in range(4):
             stamp = t0 + (k + 1) * 10**8
             if camera_type != "sensor_msgs/msg/Image":
                 msg = types[camera_type](data="not an image")
                 writer.write(camera, stamp, store.serialize_cdr(msg, camera_type))
                 continue
-            header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
-                sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")  # fmt: skip
+            header = types["std_msgs/msg/Header"](
+                stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"
+            )
             rgb = random_image(16, 16, k)
-            msg = types["sensor_msgs/msg/Image"](header=header, height=16, width=16, encoding="rgb8", is_bigendian=0,
-                                                 step=48, data=rgb.reshape(-1))  # fmt: skip
+            msg = types["sensor_msgs/msg/Image"](
+                header=header, height=16, width=16, encoding="rgb8", is_bigendian=0, step=48, data=rgb.reshape(-1)
+            )
             data = store.serialize_cdr(msg, "sensor_msgs/msg/Image")
             writer.write(camera, stamp, data[:60] if k == 1 else data)  # frame 1: cut inside the pixel array
     return path
@@ -339,8 +382,12 @@ def test_a_broken_cdr_message_is_a_counted_skip(capsys, tiny_checkpoint, tmp_pat
 def test_extract_refuses_to_write_an_empty_dataset(capsys, tiny_checkpoint, tmp_path):
     strings = broken_cdr_bag(tmp_path / "strings", camera_type="std_msgs/msg/String")
     code, err = run_main(capsys, *extract_argv(tiny_checkpoint, strings, tmp_path / "a"))
-    assert_one_line(code, err, f"camera topic {CAMERA} in {strings} carries std_msgs/msg/String, expected "
-                    "sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage")  # fmt: skip
+    assert_one_line(
+        code,
+        err,
+        f"camera topic {CAMERA} in {strings} carries std_msgs/msg/String, expected "
+        "sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage",
+    )
     silent = broken_cdr_bag(tmp_path / "silent", instruction=False)
     code, err = run_main(capsys, *extract_argv(tiny_checkpoint, silent, tmp_path / "b"))
     assert_one_line(code, err, "no message on the instruction topic /instruction", "pass --instruction")
@@ -363,8 +410,9 @@ def test_evaluate_refuses_a_student_of_another_teacher(capsys, dataset, run_fold
     assert_one_line(code, err, f"the dataset {relabelled} comes from teacher 000000000000")
 
 
-def test_command_line_user_errors_are_one_line_with_exit_code_2(capsys, arc_bag, dataset, run_folder,
-                                                                 tiny_checkpoint, tmp_path):  # fmt: skip
+def test_command_line_user_errors_are_one_line_with_exit_code_2(
+    capsys, arc_bag, dataset, run_folder, tiny_checkpoint, tmp_path
+):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     truncated = Path(shutil.copytree(arc_bag, tmp_path / "truncated"))
@@ -373,9 +421,14 @@ def test_command_line_user_errors_are_one_line_with_exit_code_2(capsys, arc_bag,
     damaged = Path(shutil.copytree(dataset, tmp_path / "damaged"))
     shard = damaged / "shard-00000.safetensors"
     shard.write_bytes(b"\0" * shard.stat().st_size)
-    cuda = [] if torch.cuda.is_available() else [
-        (["distill", dataset, "--out", tmp_path / "r1", "--device", "cuda"], "CUDA is not available"),
-        (["evaluate", "--student", run_folder, "--dataset", dataset, "--device", "cuda"], "CUDA is not available")]
+    cuda = (
+        []
+        if torch.cuda.is_available()
+        else [
+            (["distill", dataset, "--out", tmp_path / "r1", "--device", "cuda"], "CUDA is not available"),
+            (["evaluate", "--student", run_folder, "--dataset", dataset, "--device", "cuda"], "CUDA is not available"),
+        ]
+    )
     cases = [
         (extract_argv(tiny_checkpoint, arc_bag, tmp_path / "x", "--shard-size", "0"), "--shard-size: '0': expected"),
         (["distill", dataset, "--out", tmp_path / "r2", "--batch-size", "0"], "--batch-size: '0': expected"),
@@ -384,13 +437,18 @@ def test_command_line_user_errors_are_one_line_with_exit_code_2(capsys, arc_bag,
         (["make-bag", "--out", tmp_path / "b", "--arc", "--hz", "0"], "--hz: '0': expected a number > 0"),
         (extract_argv(tiny_checkpoint, arc_bag, a_file), f"--out {a_file}: is a file"),
         (["tiny-checkpoint", "--out", a_file], f"--out {a_file}: is a file"),
-        (["dataset-from-bag", arc_bag, "--camera-topics", CAMERA, "--out", tmp_path / "d"],
-         "no /groot_node/features/layout messages"),
-        (extract_argv(tiny_checkpoint, tmp_path / "missing_bag", tmp_path / "m"), "bag " + str(tmp_path / "missing_bag") + " does not exist"),
+        (
+            ["dataset-from-bag", arc_bag, "--camera-topics", CAMERA, "--out", tmp_path / "d"],
+            "no /groot_node/features/layout messages",
+        ),
+        (
+            extract_argv(tiny_checkpoint, tmp_path / "missing_bag", tmp_path / "m"),
+            "bag " + str(tmp_path / "missing_bag") + " does not exist",
+        ),
         (extract_argv(tiny_checkpoint, truncated, tmp_path / "t"), "no input bag could be read"),
         (["distill", damaged, "--out", tmp_path / "r4"], "shard-00000.safetensors: not a readable dataset shard"),
         *cuda,
-    ]  # fmt: skip
+    ]
     for argv, expected in cases:
         assert_one_line(*run_main(capsys, *argv), expected)
 
@@ -400,8 +458,27 @@ def test_a_torn_metrics_line_does_not_stop_a_resume(capsys, dataset, run_folder,
     shutil.copyfile(run / "step-2.safetensors", run / "last.safetensors")  # killed after step 2's save ...
     with (run / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 5, "lo')  # ... in the middle of a metrics line
-    argv = ["distill", dataset, "--out", run, "--resume", "--max-steps", "4", "--save-every", "2", "--width", "32",
-            "--layers", "1", "--heads", "2", "--warmup-steps", "1", "--eval-every", "2"]  # fmt: skip
+    argv = [
+        "distill",
+        dataset,
+        "--out",
+        run,
+        "--resume",
+        "--max-steps",
+        "4",
+        "--save-every",
+        "2",
+        "--width",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--eval-every",
+        "2",
+    ]
     assert run_main(capsys, *argv)[0] == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
@@ -418,9 +495,12 @@ def test_the_bookkeeping_files_are_the_only_additions(dataset):
 def test_the_package_never_unpickles():
     """torch.load and pickle run code from a file; the package reads safetensors and JSON only."""
     package = Path(__file__).parents[1] / "groot_sage_ros"
-    offenders = [f"{path.relative_to(package)}:{number}" for path in package.rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1)
-                 if "torch.load(" in line or "import pickle" in line or "pickle.load" in line]  # fmt: skip
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "torch.load(" in line or "import pickle" in line or "pickle.load" in line
+    ]
     assert offenders == []
 
 
@@ -445,8 +525,9 @@ def test_an_image_claiming_billions_of_pixels_is_a_counted_skip(capsys, tiny_che
         camera = writer.add_connection(topic, kind, typestore=store)
         for k, data in enumerate([png_header(100_000, 100_000), None]):
             stamp = t0 + k * 10**8
-            header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
-                sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")  # fmt: skip
+            header = types["std_msgs/msg/Header"](
+                stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"
+            )
             if data is None:
                 import io
 
@@ -457,8 +538,20 @@ def test_an_image_claiming_billions_of_pixels_is_a_counted_skip(capsys, tiny_che
                 data = buffer.getvalue()
             msg = types[kind](header=header, format="png", data=np.frombuffer(data, np.uint8))
             writer.write(camera, stamp, store.serialize_cdr(msg, kind))
-    argv = ["extract", tmp_path / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", topic, "--out",
-            tmp_path / "ds", "--dtype", "float32", "--instruction", "look"]  # fmt: skip
+    argv = [
+        "extract",
+        tmp_path / "bag",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--camera-topics",
+        topic,
+        "--out",
+        tmp_path / "ds",
+        "--dtype",
+        "float32",
+        "--instruction",
+        "look",
+    ]
     assert run_main(capsys, *argv)[0] == 0
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["num_samples"] == 1 and manifest["skipped"] == {"image_too_large": 1}

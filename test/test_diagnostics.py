@@ -12,8 +12,18 @@ def test_the_table_holds_state_rates_latency_percentiles_counters_and_the_parts_
     counters.add("rejected_corrupt_message")
     for ms in (1.0, 2.0, 3.0, 4.0, 100.0):
         latency.add("model", ms)
-    values = diagnostic_values(config, "ckpt", "active", tiny_engine, counters, latency, RateMeter(),
-                               [RateMeter(), RateMeter()], start_seconds=1.25, extra={"fidelity_cosine_mean": "n/a"})  # fmt: skip
+    values = diagnostic_values(
+        config,
+        "ckpt",
+        "active",
+        tiny_engine,
+        counters,
+        latency,
+        RateMeter(),
+        [RateMeter(), RateMeter()],
+        start_seconds=1.25,
+        extra={"fidelity_cosine_mean": "n/a"},
+    )
     assert values["state"] == "active" and values["model_id"] == "ckpt" and values["device"] == "cpu"
     assert values["feature_dim"] == str(tiny_engine.feature_dim) and values["start_s"] == "1.25"
     assert values["latency_ms_p50[model]"] == "3.00" and values["latency_ms_p95[model]"] == "100.00"

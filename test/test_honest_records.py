@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CAMERA, TINY_RUN, extract_argv
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_data_safety import CAMERA, assert_one_line, extract_argv, run_main
+from test_data_safety import assert_one_line, run_main
 
 from groot_sage_ros.cli import main
 from groot_sage_ros.offline.bags import CameraFrame, read_raw, typestore, write_camera_bag
 from groot_sage_ros.offline.dataset import FeatureDataset, Sample, shard_name, write_shard
 
-RUN = ["--max-steps", "4", "--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2", "--warmup-steps",
-       "1", "--eval-every", "2", "--threads", "1"]  # fmt: skip
+RUN = [*TINY_RUN, "--threads", "1"]
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +66,19 @@ def test_a_student_file_says_one_thing(capsys, dataset, run, tmp_path):
     def zero_scale(tensors, metadata):
         tensors["model.feature_std"][3] = 0.0
 
-    for change, expected in ((extra_config, "metadata 'extra' repeats 'config'"),
-                             (unknown_key, "metadata 'config_override' is not one a student checkpoint has"),
-                             (nan_weight, "tensor model.head.weight holds NaN or infinite values"),
-                             (vocab_out_of_range, "tensor model.vocab differs from the vocabulary its config records"),
-                             (float_vocab, "tensor model.vocab is F32, expected torch.int64"),
-                             (zero_scale, "tensor model.feature_std has values <= 0")):  # fmt: skip
+    for change, expected in (
+        (extra_config, "metadata 'extra' repeats 'config'"),
+        (unknown_key, "metadata 'config_override' is not one a student checkpoint has"),
+        (nan_weight, "tensor model.head.weight holds NaN or infinite values"),
+        (vocab_out_of_range, "tensor model.vocab differs from the vocabulary its config records"),
+        (float_vocab, "tensor model.vocab is F32, expected torch.int64"),
+        (zero_scale, "tensor model.feature_std has values <= 0"),
+    ):
         student = Path(shutil.copyfile(run / "student.safetensors", tmp_path / "student.safetensors"))
         rewrite(student, change)
-        code, err = run_main(capsys, "evaluate", "--student", student, "--dataset", dataset,
-                             "--report-dir", tmp_path / "report")  # fmt: skip
+        code, err = run_main(
+            capsys, "evaluate", "--student", student, "--dataset", dataset, "--report-dir", tmp_path / "report"
+        )
         assert_one_line(code, err, str(student), expected)
         assert not (tmp_path / "report").exists()  # refused before anything was written
 
@@ -83,7 +86,10 @@ def test_a_student_file_says_one_thing(capsys, dataset, run, tmp_path):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda t, m: t.update({"optimizer.0.exp_avg": torch.zeros(3, 5)}), "tensor optimizer.0.exp_avg has shape [3, 5]"),
+        (
+            lambda t, m: t.update({"optimizer.0.exp_avg": torch.zeros(3, 5)}),
+            "tensor optimizer.0.exp_avg has shape [3, 5]",
+        ),
         (lambda t, m: t.update({"optimizer.99.exp_avg": torch.zeros(1)}), "unexpected ['optimizer.99.exp_avg']"),
         (lambda t, m: t.pop("optimizer.1.exp_avg_sq"), "missing ['optimizer.1.exp_avg_sq']"),
         (lambda t, m: t["optimizer.2.exp_avg"].fill_(float("inf")), "tensor optimizer.2.exp_avg holds NaN or infinite"),
@@ -120,12 +126,21 @@ def test_evaluate_refuses_held_out_samples_without_image_tokens(capsys, dataset,
     start = 0
     for k, entry in enumerate(manifest["shards"]):  # every sample's image tokens become text tokens
         rows = [data[i] for i in range(start, start + entry["num_samples"])]
-        samples = [Sample(start + j, d["images"], [t if t != image_id else 100 for t in d["input_ids"].tolist()],
-                          d["layout"], d["features"], d["source"]["stamp_ns"],
-                          {key: v for key, v in d["source"].items() if key != "stamp_ns"})
-                   for j, d in enumerate(rows)]  # fmt: skip
-        entry["bytes"], entry["sha256"] = write_shard(textual / shard_name(k), samples, Counter(), data.feature_dim,
-                                                      data.facts.pad_token_id)  # fmt: skip
+        samples = [
+            Sample(
+                start + j,
+                d["images"],
+                [t if t != image_id else 100 for t in d["input_ids"].tolist()],
+                d["layout"],
+                d["features"],
+                d["source"]["stamp_ns"],
+                {key: v for key, v in d["source"].items() if key != "stamp_ns"},
+            )
+            for j, d in enumerate(rows)
+        ]
+        entry["bytes"], entry["sha256"] = write_shard(
+            textual / shard_name(k), samples, Counter(), data.feature_dim, data.facts.pad_token_id
+        )
         start += entry["num_samples"]
     (textual / "manifest.json").write_text(json.dumps(manifest))
     code, err = run_main(capsys, "evaluate", "--student", run, "--dataset", textual, "--report-dir", tmp_path / "r")
@@ -138,9 +153,12 @@ def corrupt_copy(source: Path, out: Path, broken: dict[str, int]) -> Path:
 
     seen: Counter = Counter()
     with Reader(source) as reader, Writer(out, version=9) as writer:
-        connections = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=typestore(),
-                                                   offered_qos_profiles=c.ext.offered_qos_profiles)
-                       for c in reader.connections}  # fmt: skip
+        connections = {
+            c.id: writer.add_connection(
+                c.topic, c.msgtype, typestore=typestore(), offered_qos_profiles=c.ext.offered_qos_profiles
+            )
+            for c in reader.connections
+        }
         for connection, timestamp, data in reader.messages():
             data = bytes(data)
             if seen[connection.topic] == broken.get(connection.topic, -1):
@@ -158,11 +176,17 @@ def test_dataset_from_bag_counts_every_frame_set_and_features_message(capsys, da
     assert code == 0, err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     skipped = manifest["skipped"]
-    assert skipped == {"corrupt_features_message": 1, "frames_without_features": 1, "corrupt_message": 1,
-                       "features_without_frames": 1}, skipped  # fmt: skip
+    assert skipped == {
+        "corrupt_features_message": 1,
+        "frames_without_features": 1,
+        "corrupt_message": 1,
+        "features_without_frames": 1,
+    }, skipped
     frame_sets = features - 1  # one camera message cannot be read
     assert manifest["num_samples"] + skipped["frames_without_features"] == frame_sets
-    assert manifest["num_samples"] + skipped["corrupt_features_message"] + skipped["features_without_frames"] == features
+    assert (
+        manifest["num_samples"] + skipped["corrupt_features_message"] + skipped["features_without_frames"] == features
+    )
     # The same bag again: refused as finished; another bag: refused naming the field that differs.
     code, err = run_main(capsys, "dataset-from-bag", broken, "--camera-topics", CAMERA, "--out", tmp_path / "ds")
     assert_one_line(code, err, "holds a finished dataset")
@@ -173,12 +197,17 @@ def test_dataset_from_bag_counts_every_frame_set_and_features_message(capsys, da
 def test_every_instruction_passes_the_same_check(capsys, tiny_checkpoint, tmp_path):
     # On the command line: one line, before anything is read or created.
     bag = tmp_path / "bag"
-    frames = [CameraFrame(1_000_000_000 + k * 100_000_000, torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8).numpy())
-              for k in range(6)]  # fmt: skip
+    frames = [
+        CameraFrame(1_000_000_000 + k * 100_000_000, torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8).numpy())
+        for k in range(6)
+    ]
     instructions = [(1_000_000_000, "pick up the cube"), (1_250_000_000, "a <|im_end|> b"), (1_300_000_000, "  ")]
     write_camera_bag(bag, frames, instructions)
-    for text, expected in (("", "expected non-empty text"), ("x" * 102_000, "got 102000 characters"),
-                           ("a <|im_end|> b", "--instruction: instruction contains the special token")):  # fmt: skip
+    for text, expected in (
+        ("", "expected non-empty text"),
+        ("x" * 102_000, "got 102000 characters"),
+        ("a <|im_end|> b", "--instruction: instruction contains the special token"),
+    ):
         code, err = run_main(capsys, *extract_argv(tiny_checkpoint, bag, tmp_path / "out", "--instruction", text))
         assert_one_line(code, err, expected)
         assert not (tmp_path / "out").exists()

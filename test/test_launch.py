@@ -36,8 +36,11 @@ _ids = itertools.count()
 
 WHEELS = ROOT.parent / "shared" / "wheels" / "ros-launch"
 if not WHEELS.is_dir():
-    pytest.skip(f"no {WHEELS}: launch_ros is not on the package index, and `make test` installs it from there "
-                "(CI always has the folder)", allow_module_level=True)  # fmt: skip
+    pytest.skip(
+        f"no {WHEELS}: launch_ros is not on the package index, and `make test` installs it from there "
+        "(CI always has the folder)",
+        allow_module_level=True,
+    )
 import launch_ros  # noqa: E402,F401 -- with the wheels at hand, a missing launch_ros is a failure, not a skip
 
 
@@ -74,9 +77,14 @@ def student_file(tiny_checkpoint, tmp_path_factory) -> Path:
 
 def launch(colcon_install: Path, launch_file: str, **arguments) -> subprocess.Popen:
     prefix = colcon_install.parent  # the install space (merged layout: one prefix per package)
-    env = {**os.environ, "AMENT_PREFIX_PATH": str(colcon_install), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(p) for p in colcon_install.glob("lib/python3*/site-packages")]
-                                         + [os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "AMENT_PREFIX_PATH": str(colcon_install),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(p) for p in colcon_install.glob("lib/python3*/site-packages")] + [os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     assert (prefix / "groot_sage_ros" / "share" / "groot_sage_ros" / "launch" / launch_file).is_file()
     path = colcon_install / "share" / "groot_sage_ros" / "launch" / launch_file
     argv = [sys.executable, str(RUNNER), str(path), *(f"{k}:={v}" for k, v in arguments.items())]
@@ -144,67 +152,144 @@ def params_file(tmp_path: Path) -> Path:
 
 def test_groot_launch_passes_every_argument_and_stops_cleanly(probe, colcon_install, tiny_checkpoint, tmp_path):
     namespace = f"gl{next(_ids)}_{os.getpid()}"
-    process = launch(colcon_install, "groot.launch.py", checkpoint=tiny_checkpoint, device="cpu", dtype="float32",
-                     camera_topics="['front/image_raw']", instruction="wave hello", namespace=namespace,
-                     use_sim_time="false", action_head="true", params_file=params_file(tmp_path),
-                     embodiment_config=ROOT / "config" / "embodiments" / "so100.yaml")  # fmt: skip
+    process = launch(
+        colcon_install,
+        "groot.launch.py",
+        checkpoint=tiny_checkpoint,
+        device="cpu",
+        dtype="float32",
+        camera_topics="['front/image_raw']",
+        instruction="wave hello",
+        namespace=namespace,
+        use_sim_time="false",
+        action_head="true",
+        params_file=params_file(tmp_path),
+        embodiment_config=ROOT / "config" / "embodiments" / "so100.yaml",
+    )
     try:
         features = features_flow(probe, f"/{namespace}/front/image_raw", f"/{namespace}/groot_node/features")
         assert features.width == 64
-        values = get_parameters(probe, f"/{namespace}/groot_node", [
-            "checkpoint", "device", "dtype", "camera_topics", "default_instruction", "use_sim_time",
-            "action_head.enabled", "action_head.embodiment_config", "sync_slop_s", "warn_throttle_s",
-            "max_frame_age_s"])  # fmt: skip
+        values = get_parameters(
+            probe,
+            f"/{namespace}/groot_node",
+            [
+                "checkpoint",
+                "device",
+                "dtype",
+                "camera_topics",
+                "default_instruction",
+                "use_sim_time",
+                "action_head.enabled",
+                "action_head.embodiment_config",
+                "sync_slop_s",
+                "warn_throttle_s",
+                "max_frame_age_s",
+            ],
+        )
     finally:
         assert_clean_stop(process)
     assert values == {
-        "checkpoint": str(tiny_checkpoint), "device": "cpu", "dtype": "float32", "camera_topics": ["front/image_raw"],
-        "default_instruction": "wave hello", "use_sim_time": False, "action_head.enabled": True,
+        "checkpoint": str(tiny_checkpoint),
+        "device": "cpu",
+        "dtype": "float32",
+        "camera_topics": ["front/image_raw"],
+        "default_instruction": "wave hello",
+        "use_sim_time": False,
+        "action_head.enabled": True,
         "action_head.embodiment_config": str(ROOT / "config" / "embodiments" / "so100.yaml"),
-        "sync_slop_s": 0.345, "warn_throttle_s": 7.0,  # from params_file, over the package's YAML
+        "sync_slop_s": 0.345,
+        "warn_throttle_s": 7.0,  # from params_file, over the package's YAML
         "max_frame_age_s": 1.0,  # from the package's YAML: params_file replaces none of the rest
-    }  # fmt: skip
+    }
 
 
-def test_groot_sage_launch_brings_up_both_nodes_with_every_argument(probe, colcon_install, tiny_checkpoint,
-                                                                    student_file, tmp_path):  # fmt: skip
+def test_groot_sage_launch_brings_up_both_nodes_with_every_argument(
+    probe, colcon_install, tiny_checkpoint, student_file, tmp_path
+):
     namespace = f"gs{next(_ids)}_{os.getpid()}"
-    process = launch(colcon_install, "groot_sage.launch.py", checkpoint=tiny_checkpoint, student=student_file,
-                     device="cpu", dtype="float32", camera_topics="['cam/image_raw']", instruction="point",
-                     namespace=namespace, use_sim_time="false", params_file=params_file(tmp_path))  # fmt: skip
+    process = launch(
+        colcon_install,
+        "groot_sage.launch.py",
+        checkpoint=tiny_checkpoint,
+        student=student_file,
+        device="cpu",
+        dtype="float32",
+        camera_topics="['cam/image_raw']",
+        instruction="point",
+        namespace=namespace,
+        use_sim_time="false",
+        params_file=params_file(tmp_path),
+    )
     try:
         for node in ("groot_node", "sage_node"):
             features_flow(probe, f"/{namespace}/cam/image_raw", f"/{namespace}/{node}/features")
-        names = ["device", "dtype", "camera_topics", "default_instruction", "use_sim_time", "sync_slop_s",
-                 "warn_throttle_s", "max_frame_age_s"]  # fmt: skip
+        names = [
+            "device",
+            "dtype",
+            "camera_topics",
+            "default_instruction",
+            "use_sim_time",
+            "sync_slop_s",
+            "warn_throttle_s",
+            "max_frame_age_s",
+        ]
         teacher = get_parameters(probe, f"/{namespace}/groot_node", names + ["checkpoint"])
         student = get_parameters(probe, f"/{namespace}/sage_node", names + ["student", "teacher_features_topic"])
     finally:
         assert_clean_stop(process)
-    common = {"device": "cpu", "dtype": "float32", "camera_topics": ["cam/image_raw"], "default_instruction": "point",
-              "use_sim_time": False, "sync_slop_s": 0.345, "warn_throttle_s": 7.0, "max_frame_age_s": 1.0}  # fmt: skip
+    common = {
+        "device": "cpu",
+        "dtype": "float32",
+        "camera_topics": ["cam/image_raw"],
+        "default_instruction": "point",
+        "use_sim_time": False,
+        "sync_slop_s": 0.345,
+        "warn_throttle_s": 7.0,
+        "max_frame_age_s": 1.0,
+    }
     assert teacher == {**common, "checkpoint": str(tiny_checkpoint)}
     assert student == {**common, "student": str(student_file), "teacher_features_topic": "groot_node/features"}
 
 
 def test_sage_launch_serves_the_student_in_its_namespace(probe, colcon_install, student_file, tmp_path):
     namespace = f"sl{next(_ids)}_{os.getpid()}"
-    process = launch(colcon_install, "sage.launch.py", student=student_file, device="cpu", dtype="float32",
-                     camera_topics="['cam/image_raw']", instruction="point", namespace=namespace,
-                     use_sim_time="false", teacher_features_topic="/elsewhere/features",
-                     params_file=params_file(tmp_path))  # fmt: skip
+    process = launch(
+        colcon_install,
+        "sage.launch.py",
+        student=student_file,
+        device="cpu",
+        dtype="float32",
+        camera_topics="['cam/image_raw']",
+        instruction="point",
+        namespace=namespace,
+        use_sim_time="false",
+        teacher_features_topic="/elsewhere/features",
+        params_file=params_file(tmp_path),
+    )
     try:
         layouts = []
         node, executor = probe
-        sub = node.create_subscription(String, f"/{namespace}/sage_node/features/layout", layouts.append,
-                                       rclpy.qos.QoSProfile(depth=1, durability=rclpy.qos.DurabilityPolicy.TRANSIENT_LOCAL))  # fmt: skip
+        sub = node.create_subscription(
+            String,
+            f"/{namespace}/sage_node/features/layout",
+            layouts.append,
+            rclpy.qos.QoSProfile(depth=1, durability=rclpy.qos.DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         features_flow(probe, f"/{namespace}/cam/image_raw", f"/{namespace}/sage_node/features")
         assert wait_for(lambda: executor.spin_once(timeout_sec=0.05) or layouts, timeout=10)
         node.destroy_subscription(sub)
-        values = get_parameters(probe, f"/{namespace}/sage_node", ["student", "dtype", "default_instruction",
-                                                                     "teacher_features_topic", "sync_slop_s"])  # fmt: skip
+        values = get_parameters(
+            probe,
+            f"/{namespace}/sage_node",
+            ["student", "dtype", "default_instruction", "teacher_features_topic", "sync_slop_s"],
+        )
     finally:
         assert_clean_stop(process)
     assert json.loads(layouts[-1].data)["instruction"] == "point"
-    assert values == {"student": str(student_file), "dtype": "float32", "default_instruction": "point",
-                      "teacher_features_topic": "/elsewhere/features", "sync_slop_s": 0.345}  # fmt: skip
+    assert values == {
+        "student": str(student_file),
+        "dtype": "float32",
+        "default_instruction": "point",
+        "teacher_features_topic": "/elsewhere/features",
+        "sync_slop_s": 0.345,
+    }

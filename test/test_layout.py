@@ -10,16 +10,36 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "groot_sage_ros"
-LAYERS = {"api": 0, "cpu_threads": 0, "errors": 0, "options": 0, "output_folder": 0, "owned_files": 0, "families": 1, "fastpath": 1, "checkpoint": 1, "serving": 1,
-          "engine": 2, "student": 2, "offline": 3, "ros": 3, "cli": 3, "bench": 3, "demo": 3, "quantize_check": 3}  # fmt: skip
+LAYERS = {
+    "api": 0,
+    "cpu_threads": 0,
+    "errors": 0,
+    "options": 0,
+    "output_folder": 0,
+    "owned_files": 0,
+    "families": 1,
+    "fastpath": 1,
+    "checkpoint": 1,
+    "serving": 1,
+    "engine": 2,
+    "student": 2,
+    "offline": 3,
+    "ros": 3,
+    "cli": 3,
+    "bench": 3,
+    "demo": 3,
+    "quantize_check": 3,
+}
 # Within layer 1, the generic pieces never ask a family: the family hands them what they need.
 NEVER = {"checkpoint": {"families"}, "fastpath": {"families"}, "serving": {"families", "fastpath", "checkpoint"}}
 
 # N1.5 facts: token ids, special tokens, the chat template, the instruction rendering, checkpoint key and
 # config names, transform sizes. Each may appear only under families/n1_5/.
-N15_FACTS = re.compile(r"1516[4-7]\d|IMG_CONTEXT|<img>|im_start|endoftext|helpful assistant|str\(\[|list_repr|"
-                       r"experiment_cfg|eagle_model|eagle_linear|lm_head|GR00T_N1_5|gr00t_n1_5|backbone_cfg|"
-                       r"action_head_cfg|select_layer|new_embodiment|\b224\b")  # fmt: skip
+N15_FACTS = re.compile(
+    r"1516[4-7]\d|IMG_CONTEXT|<img>|im_start|endoftext|helpful assistant|str\(\[|list_repr|"
+    r"experiment_cfg|eagle_model|eagle_linear|lm_head|GR00T_N1_5|gr00t_n1_5|backbone_cfg|"
+    r"action_head_cfg|select_layer|new_embodiment|\b224\b"
+)
 
 
 def modules():
@@ -63,16 +83,23 @@ def test_imports_only_go_down():
 
 def test_n15_facts_live_only_in_the_n15_family():
     family = PACKAGE / "families" / "n1_5"
-    found = [f"{path.relative_to(PACKAGE)}:{k + 1}: {line.strip()}" for path, _ in modules()
-             if family not in path.parents for k, line in enumerate(path.read_text().splitlines())
-             if N15_FACTS.search(line)]  # fmt: skip
+    found = [
+        f"{path.relative_to(PACKAGE)}:{k + 1}: {line.strip()}"
+        for path, _ in modules()
+        if family not in path.parents
+        for k, line in enumerate(path.read_text().splitlines())
+        if N15_FACTS.search(line)
+    ]
     assert found == []
     assert any(N15_FACTS.search(path.read_text()) for path in family.glob("*.py"))  # the pattern does find them
 
 
 def test_the_fast_path_uses_no_private_module_hooks():
-    hooks = [str(path.relative_to(PACKAGE)) for path, _ in modules()
-             if "_compiled_call_impl" in path.read_text() or "register_buffer(f" in path.read_text()]  # fmt: skip
+    hooks = [
+        str(path.relative_to(PACKAGE))
+        for path, _ in modules()
+        if "_compiled_call_impl" in path.read_text() or "register_buffer(f" in path.read_text()
+    ]
     assert hooks == []
 
 
@@ -82,6 +109,8 @@ def test_the_benchmark_tools_use_the_public_api_only():
     for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("groot_sage_ros"):
-                if node.module.startswith("groot_sage_ros.families.") or any(a.name.startswith("_") for a in node.names):
+                if node.module.startswith("groot_sage_ros.families.") or any(
+                    a.name.startswith("_") for a in node.names
+                ):
                     wrong.append(f"{path.name}: from {node.module} import {', '.join(a.name for a in node.names)}")
     assert wrong == []

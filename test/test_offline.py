@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import extract_argv, random_image
 from PIL import Image as PILImage
 from rosbags.rosbag2 import Writer
 
@@ -21,10 +21,10 @@ from groot_sage_ros.offline.bags import (
     typestore,
     write_camera_bag,
 )
-from groot_sage_ros.owned_files import Journal
 from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.extract import run_extract
 from groot_sage_ros.offline.frame_sets import read_frame_sets
+from groot_sage_ros.owned_files import Journal
 
 CAMERA = "/camera/image_raw"
 
@@ -40,9 +40,7 @@ def make_arc_bag(path, storage="mcap", limit=2):
 
 
 def extract(tiny_checkpoint, bags, out, *extra):
-    argv = ["extract", *bags, "--checkpoint", tiny_checkpoint, "--camera-topics", CAMERA, "--out", out,
-            "--dtype", "float32", "--batch-size", "3", "--shard-size", "4", *extra]  # fmt: skip
-    return run_extract(cli_args(*argv))
+    return run_extract(cli_args(*extract_argv(tiny_checkpoint, list(bags), out, *extra)))
 
 
 def rows(dataset):
@@ -53,7 +51,8 @@ def assert_same_samples(a, b, ignore=()):
     assert len(a) == len(b)
     for x, y in zip(rows(a), rows(b)):
         assert {k: v for k, v in x["source"].items() if k not in ignore} == {
-            k: v for k, v in y["source"].items() if k not in ignore}
+            k: v for k, v in y["source"].items() if k not in ignore
+        }
         assert x["layout"] == y["layout"]
         assert torch.equal(x["images"], y["images"]) and torch.equal(x["input_ids"], y["input_ids"])
         torch.testing.assert_close(x["features"], y["features"], atol=2e-3, rtol=2e-3)
@@ -106,7 +105,12 @@ def test_out_bag_carries_the_node_contract_and_reads_back(arc_bag, arc_dataset, 
 
     out_bag = write_feature_bag(arc_dataset, tmp_path / "features_bag", [arc_bag], [CAMERA], "/instruction")
     messages = list(read_raw(out_bag))
-    assert {m.topic for m in messages} == {CAMERA, "/instruction", "/groot_node/features", "/groot_node/features/layout"}
+    assert {m.topic for m in messages} == {
+        CAMERA,
+        "/instruction",
+        "/groot_node/features",
+        "/groot_node/features/layout",
+    }
     camera_stamps = [stamp_ns(deserialize_message(m.data, Image).header.stamp) for m in messages if m.topic == CAMERA]
     features = [deserialize_message(m.data, Image) for m in messages if m.topic == "/groot_node/features"]
     layout = json.loads(deserialize_message(next(m for m in messages if m.topic.endswith("layout")).data, String).data)
@@ -150,17 +154,44 @@ def test_two_processes_under_torchrun_give_exactly_the_one_process_dataset(arc_b
     extract(tiny_checkpoint, [arc_bag], tmp_path / "one", *one_thread)
     out = tmp_path / "ddp"
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-         "groot_sage_ros.cli", "extract", str(arc_bag), "--checkpoint", str(tiny_checkpoint), "--camera-topics",
-         CAMERA, "--out", str(out), "--dtype", "float32", "--batch-size", "3", "--shard-size", "4", *one_thread],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "groot_sage_ros.cli",
+            "extract",
+            str(arc_bag),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--camera-topics",
+            CAMERA,
+            "--out",
+            str(out),
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "3",
+            "--shard-size",
+            "4",
+            *one_thread,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "wrote" in run.stdout
     one, two = (json.loads((d / "manifest.json").read_text()) for d in (tmp_path / "one", out))
     assert [s["file"] for s in one["shards"]] == [s["file"] for s in two["shards"]] and one["num_samples"] == 7
     for shard in one["shards"]:  # every tensor and the metadata equal, bit for bit
-        with safe_open(str(tmp_path / "one" / shard["file"]), "pt") as a, safe_open(str(out / shard["file"]), "pt") as b:
+        with (
+            safe_open(str(tmp_path / "one" / shard["file"]), "pt") as a,
+            safe_open(str(out / shard["file"]), "pt") as b,
+        ):
             assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
             for key in a.keys():
                 assert torch.equal(a.get_tensor(key), b.get_tensor(key)), (shard["file"], key)
@@ -186,8 +217,21 @@ def test_end_distributed_leaves_no_gloo_thread_for_interpreter_teardown(tmp_path
     group must be gone, threads joined, when ``end_distributed`` returns, after the engine's imports."""
     script = tmp_path / "rank.py"
     script.write_text(RANK_TEARDOWN)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     threads = {rank: (tmp_path / f"rank{rank}.txt").read_text().split() for rank in (0, 1)}
     assert all("python" in names and not any("gloo" in name for name in names) for names in threads.values()), threads
@@ -208,13 +252,22 @@ def write_bag(path, messages, storage="mcap"):
 def image_msg(store, stamp, rgb=None, encoding="rgb8", compressed_data=None):
     types = store.types
     header = types["std_msgs/msg/Header"](
-        stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+        stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"
+    )
     if compressed_data is not None:
-        return types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
-                                                        data=np.frombuffer(compressed_data, np.uint8))  # fmt: skip
+        return types["sensor_msgs/msg/CompressedImage"](
+            header=header, format="jpeg", data=np.frombuffer(compressed_data, np.uint8)
+        )
     rgb = random_image(32, 32) if rgb is None else rgb
-    return types["sensor_msgs/msg/Image"](header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
-                                          is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.reshape(-1))  # fmt: skip
+    return types["sensor_msgs/msg/Image"](
+        header=header,
+        height=rgb.shape[0],
+        width=rgb.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=rgb.shape[1] * 3,
+        data=rgb.reshape(-1),
+    )
 
 
 def test_bad_messages_are_skipped_and_counted(tiny_checkpoint, tmp_path):
@@ -224,18 +277,24 @@ def test_bad_messages_are_skipped_and_counted(tiny_checkpoint, tmp_path):
     raw, jpeg = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
     buffer = __import__("io").BytesIO()
     PILImage.fromarray(random_image(32, 32)).save(buffer, format="JPEG")
-    bag = write_bag(tmp_path / "bad", [
-        ("/cam", raw, t0, image_msg(store, t0)),  # before any instruction
-        ("/instruction", "std_msgs/msg/String", t0 + dt, text(data="pick")),
-        ("/cam", raw, t0 + 2 * dt, image_msg(store, t0 + 2 * dt)),  # good
-        ("/cam", raw, t0 + 3 * dt, image_msg(store, t0 + 3 * dt, encoding="yuv422")),  # unknown encoding
-        ("/cam", raw, t0 + 4 * dt, image_msg(store, t0 + 4 * dt)),  # good
-    ])  # fmt: skip
-    jpeg_bag = write_bag(tmp_path / "jpeg", [
-        ("/instruction", "std_msgs/msg/String", t0, text(data="pick")),
-        ("/cam", jpeg, t0 + dt, image_msg(store, t0 + dt, compressed_data=b"\xff\xd8\xff\xe0 broken")),
-        ("/cam", jpeg, t0 + 2 * dt, image_msg(store, t0 + 2 * dt, compressed_data=buffer.getvalue())),
-    ])  # fmt: skip
+    bag = write_bag(
+        tmp_path / "bad",
+        [
+            ("/cam", raw, t0, image_msg(store, t0)),  # before any instruction
+            ("/instruction", "std_msgs/msg/String", t0 + dt, text(data="pick")),
+            ("/cam", raw, t0 + 2 * dt, image_msg(store, t0 + 2 * dt)),  # good
+            ("/cam", raw, t0 + 3 * dt, image_msg(store, t0 + 3 * dt, encoding="yuv422")),  # unknown encoding
+            ("/cam", raw, t0 + 4 * dt, image_msg(store, t0 + 4 * dt)),  # good
+        ],
+    )
+    jpeg_bag = write_bag(
+        tmp_path / "jpeg",
+        [
+            ("/instruction", "std_msgs/msg/String", t0, text(data="pick")),
+            ("/cam", jpeg, t0 + dt, image_msg(store, t0 + dt, compressed_data=b"\xff\xd8\xff\xe0 broken")),
+            ("/cam", jpeg, t0 + 2 * dt, image_msg(store, t0 + 2 * dt, compressed_data=buffer.getvalue())),
+        ],
+    )
     other = write_camera_bag(tmp_path / "other_topic", [CameraFrame(t0, random_image(8, 8))], camera_topic="/other")
     truncated = Path(shutil.copytree(jpeg_bag, tmp_path / "truncated"))
     mcap = next(truncated.glob("*.mcap"))
@@ -243,8 +302,22 @@ def test_bad_messages_are_skipped_and_counted(tiny_checkpoint, tmp_path):
     not_a_bag = tmp_path / "not_a_bag"
     not_a_bag.mkdir()
     (not_a_bag / "metadata.yaml").write_text("this: is not rosbag2 metadata\n")
-    argv = ["extract", bag, jpeg_bag, other, truncated, not_a_bag, "--checkpoint", tiny_checkpoint,
-            "--camera-topics", "/cam", "--out", tmp_path / "ds", "--dtype", "float32"]  # fmt: skip
+    argv = [
+        "extract",
+        bag,
+        jpeg_bag,
+        other,
+        truncated,
+        not_a_bag,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--camera-topics",
+        "/cam",
+        "--out",
+        tmp_path / "ds",
+        "--dtype",
+        "float32",
+    ]
     manifest = run_extract(cli_args(*argv))
     assert manifest["num_samples"] == 3  # two good raw frames and one good JPEG
     skipped = manifest["skipped"]
@@ -252,8 +325,11 @@ def test_bad_messages_are_skipped_and_counted(tiny_checkpoint, tmp_path):
     assert skipped["corrupt_compressed"] == 1 and skipped["bag_without_camera_topics"] == 1
     assert skipped.get("truncated_bag", 0) + skipped.get("unreadable_bag", 0) == 2
     with pytest.raises(ValueError, match="no input bag has all camera topics"):
-        run_extract(cli_args("extract", other, "--checkpoint", tiny_checkpoint, "--camera-topics", "/cam",
-                             "--out", tmp_path / "none"))  # fmt: skip
+        run_extract(
+            cli_args(
+                "extract", other, "--checkpoint", tiny_checkpoint, "--camera-topics", "/cam", "--out", tmp_path / "none"
+            )
+        )
 
 
 def test_instruction_override_and_image_folder_bag(tiny_checkpoint, tmp_path):
@@ -264,11 +340,24 @@ def test_instruction_override_and_image_folder_bag(tiny_checkpoint, tmp_path):
     for k in range(3):
         PILImage.fromarray(random_image(60 + k, 80, k)).save(photos / f"{k}.png")
     (photos / "notes.txt").write_text("not an image")
-    summary = make_bag(cli_args("make-bag", "--out", tmp_path / "bag", "--images", photos, "--compressed",
-                                "--storage", "sqlite3"))  # fmt: skip
+    summary = make_bag(
+        cli_args("make-bag", "--out", tmp_path / "bag", "--images", photos, "--compressed", "--storage", "sqlite3")
+    )
     assert summary["frames"] == 3 and summary["camera_topic"] == CAMERA + "/compressed"
-    argv = ["extract", tmp_path / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", CAMERA + "/compressed",
-            "--instruction", "stack the cups", "--out", tmp_path / "ds", "--dtype", "float32"]  # fmt: skip
+    argv = [
+        "extract",
+        tmp_path / "bag",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--camera-topics",
+        CAMERA + "/compressed",
+        "--instruction",
+        "stack the cups",
+        "--out",
+        tmp_path / "ds",
+        "--dtype",
+        "float32",
+    ]
     run_extract(cli_args(*argv))
     dataset = FeatureDataset(tmp_path / "ds")
     assert len(dataset) == 3 and {dataset[i]["source"]["instruction"] for i in range(3)} == {"stack the cups"}

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_safety import ENV, assert_one_line, extract_argv, run_main
+from conftest import TINY_RUN, extract_argv
+from test_data_safety import ENV, assert_one_line, run_main
 
 from groot_sage_ros.cli import main
 from groot_sage_ros.output_folder import IDENTITY, LOCK, MARKER
@@ -109,8 +110,9 @@ def test_names_that_look_like_temporaries_are_a_users(capsys, bag, finished, tin
     assert json.loads((ours / "manifest.json").read_text())["num_samples"] > 0
 
 
-def test_a_crashed_runs_journaled_temporaries_are_cleared_and_nothing_else(capsys, bag, finished, tiny_checkpoint,
-                                                                          tmp_path):  # fmt: skip
+def test_a_crashed_runs_journaled_temporaries_are_cleared_and_nothing_else(
+    capsys, bag, finished, tiny_checkpoint, tmp_path
+):
     folder = unfinished(finished, tmp_path / "ds")
     dead = folder / ".shard-00000.safetensors.999999-0a1b2c3d.tmp"
     Journal(folder).record("temp", dead.name)  # a run killed while writing a shard
@@ -134,15 +136,18 @@ def test_a_run_that_fails_before_writing_removes_only_the_folders_it_created(cap
 
 def test_an_out_path_that_is_not_utf8_works(tmp_path):
     out = os.fsencode(tmp_path) + b"/bag\xff"
-    done = subprocess.run([sys.executable, "-m", "groot_sage_ros.cli", "make-bag", "--out", out, "--arc", "--limit",
-                           "1"], capture_output=True, env=ENV, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "groot_sage_ros.cli", "make-bag", "--out", out, "--arc", "--limit", "1"],
+        capture_output=True,
+        env=ENV,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert b"Traceback" not in done.stderr and b"codec" not in done.stderr
     assert os.path.isfile(out + b"/metadata.yaml")
 
 
-RUN = ["--max-steps", "4", "--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2", "--warmup-steps",
-       "1", "--eval-every", "2", "--threads", "1"]  # fmt: skip
+RUN = [*TINY_RUN, "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +159,18 @@ def run(finished, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name, intruder",
-    [("last.safetensors", "symlink"), ("metrics.jsonl", "fifo"), ("student.safetensors", "foreign"),
-     ("loss.png", "symlink"), ("step-4.safetensors", "foreign"), ("timing.json", "fifo")],
-)  # fmt: skip
-def test_a_run_folder_with_a_link_fifo_or_foreign_file_is_refused_before_training(capsys, finished, run, tmp_path,
-                                                                                  name, intruder):  # fmt: skip
+    [
+        ("last.safetensors", "symlink"),
+        ("metrics.jsonl", "fifo"),
+        ("student.safetensors", "foreign"),
+        ("loss.png", "symlink"),
+        ("step-4.safetensors", "foreign"),
+        ("timing.json", "fifo"),
+    ],
+)
+def test_a_run_folder_with_a_link_fifo_or_foreign_file_is_refused_before_training(
+    capsys, finished, run, tmp_path, name, intruder
+):
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     shutil.copyfile(copy / "step-2.safetensors", copy / "last.safetensors")  # killed after step 2
     for later in ("student.safetensors", "step-4.safetensors", "timing.json"):
@@ -173,8 +185,9 @@ def test_a_run_folder_with_a_link_fifo_or_foreign_file_is_refused_before_trainin
     assert not (copy / "student.safetensors").exists() or name == "student.safetensors"
 
 
-def test_a_journal_naming_a_users_folder_as_a_temporary_deletes_nothing(capsys, bag, finished, tiny_checkpoint,
-                                                                       tmp_path):  # fmt: skip
+def test_a_journal_naming_a_users_folder_as_a_temporary_deletes_nothing(
+    capsys, bag, finished, tiny_checkpoint, tmp_path
+):
     folder = unfinished(finished, tmp_path / "ds")  # a folder shared with its hidden files, say
     Journal(folder).record("temp", "photos")  # a journal that claims a user's folder
     (folder / "photos").mkdir()
@@ -185,11 +198,34 @@ def test_a_journal_naming_a_users_folder_as_a_temporary_deletes_nothing(capsys, 
 
 def test_a_report_path_never_replaces_an_output_of_the_package(capsys, finished, run, tmp_path):
     manifest = (finished / "manifest.json").read_bytes()
-    code, err = run_main(capsys, "evaluate", "--student", run, "--dataset", finished, "--json",
-                         finished / "manifest.json", "--report-dir", tmp_path / "report")  # fmt: skip
+    code, err = run_main(
+        capsys,
+        "evaluate",
+        "--student",
+        run,
+        "--dataset",
+        finished,
+        "--json",
+        finished / "manifest.json",
+        "--report-dir",
+        tmp_path / "report",
+    )
     assert_one_line(code, err, "manifest.json: is in an output folder of this package and already exists")
     assert (finished / "manifest.json").read_bytes() == manifest
-    assert run_main(capsys, "evaluate", "--student", run, "--dataset", finished, "--json", run / "eval.json",
-                    "--report-dir", tmp_path / "report2")[0] == 0  # a new name beside the run's files: fine
+    assert (
+        run_main(
+            capsys,
+            "evaluate",
+            "--student",
+            run,
+            "--dataset",
+            finished,
+            "--json",
+            run / "eval.json",
+            "--report-dir",
+            tmp_path / "report2",
+        )[0]
+        == 0
+    )  # a new name beside the run's files: fine
     assert json.loads((run / "eval.json").read_text())["student"]["samples"] > 0
     (run / "eval.json").unlink()

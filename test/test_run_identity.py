@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, extract_argv
 from safetensors.torch import load_file
-from test_data_safety import assert_one_line, cli, extract_argv, run_main
+from test_data_safety import assert_one_line, cli, run_main
 
 from groot_sage_ros.cli import main
 from groot_sage_ros.families.n1_5.tiny import write_tiny_checkpoint
@@ -20,8 +21,7 @@ from groot_sage_ros.offline.dataset import FeatureDataset
 from groot_sage_ros.offline.make_bag import make_bag
 from groot_sage_ros.output_folder import IDENTITY
 
-DISTILL = ["--save-every", "2", "--width", "32", "--layers", "1", "--heads", "2", "--warmup-steps", "1",
-           "--eval-every", "2", "--batch-size", "4"]  # fmt: skip
+DISTILL = [*TINY_RUN[2:], "--batch-size", "4"]  # without --max-steps
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,10 @@ def distilled(finished, tmp_path_factory):
     """Two runs of 4 steps with --threads 2: one uninterrupted, one whose state is kept at step 2."""
     root = tmp_path_factory.mktemp("identity_runs")
     for name in ("whole", "part"):
-        assert main(["distill", str(finished), "--out", str(root / name), "--max-steps", "4", "--threads", "2",
-                     *DISTILL]) == 0  # fmt: skip
+        assert (
+            main(["distill", str(finished), "--out", str(root / name), "--max-steps", "4", "--threads", "2", *DISTILL])
+            == 0
+        )
     return root
 
 
@@ -116,8 +118,13 @@ def stopped_at_step_2(run: Path, where: Path) -> Path:
 def test_distill_resume_refuses_other_options_and_reuses_the_runs_thread_count(capsys, finished, distilled, tmp_path):
     part = stopped_at_step_2(distilled / "part", tmp_path / "part")
     assert json.loads((part / IDENTITY).read_text())["threads"] == 2
-    for change, field in ((["--lr", "1e-3"], "lr"), (["--seed", "3"], "seed"), (["--threads", "1"], "threads"),
-                          (["--max-steps", "6"], "max_steps"), (["--width", "64"], "width")):  # fmt: skip
+    for change, field in (
+        (["--lr", "1e-3"], "lr"),
+        (["--seed", "3"], "seed"),
+        (["--threads", "1"], "threads"),
+        (["--max-steps", "6"], "max_steps"),
+        (["--width", "64"], "width"),
+    ):
         argv = ["distill", finished, "--out", part, "--resume", "--max-steps", "4", *DISTILL, *change]
         code, err = run_main(capsys, *argv)
         assert_one_line(code, err, f"{field} was")
@@ -127,14 +134,17 @@ def test_distill_resume_refuses_other_options_and_reuses_the_runs_thread_count(c
     assert "distill: 2 PyTorch thread(s)" in err
     whole, resumed = load_file(distilled / "whole" / "student.safetensors"), load_file(part / "student.safetensors")
     assert whole.keys() == resumed.keys()
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole), [k for k in whole if not torch.equal(whole[k], resumed[k])]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole), [
+        k for k in whole if not torch.equal(whole[k], resumed[k])
+    ]
 
 
 def test_resuming_a_finished_run_says_so_and_exits_0(capsys, finished, distilled, tmp_path):
     done = Path(shutil.copytree(distilled / "whole", tmp_path / "done"))
     before = hashlib.sha256((done / "last.safetensors").read_bytes()).hexdigest()
-    code, err = run_main(capsys, "distill", finished, "--out", done, "--resume", "--max-steps", "4", "--threads", "2",
-                         *DISTILL)  # fmt: skip
+    code, err = run_main(
+        capsys, "distill", finished, "--out", done, "--resume", "--max-steps", "4", "--threads", "2", *DISTILL
+    )
     assert code == 0 and "already finished all 4 steps; nothing to do" in err, err
     assert "Traceback" not in err
     assert hashlib.sha256((done / "last.safetensors").read_bytes()).hexdigest() == before

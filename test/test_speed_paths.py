@@ -13,7 +13,7 @@ import torch
 from conftest import random_image
 
 from groot_sage_ros.api import ModelInputs
-from groot_sage_ros.engine import TeacherEngine, RuntimeConfig
+from groot_sage_ros.engine import RuntimeConfig, TeacherEngine
 from groot_sage_ros.fastpath.compile import install_fast_path
 from groot_sage_ros.fastpath.padding import pad_batch, pad_to_bucket
 from groot_sage_ros.fastpath.reductions import WidePersistentReductions
@@ -22,8 +22,9 @@ from groot_sage_ros.fastpath.reductions import WidePersistentReductions
 @pytest.fixture(scope="module")
 def compiled_engine(tiny_checkpoint, tmp_path_factory):
     runtime = RuntimeConfig(compile="on", compile_cache_dir=str(tmp_path_factory.mktemp("inductor")))
-    return TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
-                                            runtime=runtime)  # fmt: skip
+    return TeacherEngine.from_pretrained(
+        tiny_checkpoint, device="cpu", dtype="float32", action_head=True, runtime=runtime
+    )
 
 
 def test_compiled_layers_match_eager(compiled_engine):
@@ -34,22 +35,27 @@ def test_compiled_layers_match_eager(compiled_engine):
     regions = engine.family.fast_regions(engine.model)
     assert [len(engine.model.fast[region.name]) for region in regions] == [len(region.layers) for region in regions]
     assert all(getattr(module, "_compiled_call_impl", None) is None for module in engine.model.modules())
-    frame_sets = [([random_image(120, 160, 1)], "pick up the cube"),
-                  ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length")]  # fmt: skip
+    frame_sets = [
+        ([random_image(120, 160, 1)], "pick up the cube"),
+        ([random_image(90, 90, 2)], "a longer instruction that changes the prompt length"),
+    ]
     inputs = engine.prepare(frame_sets)
     fast, eager = engine.forward(inputs).features, engine.forward_reference(inputs).features
     assert fast.shape == eager.shape
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
     states = torch.randn(2, engine.state_width)
     chunks = engine.predict_actions(engine.forward(inputs), states, embodiment_id=3, seed=7)
-    eager_chunks = engine.predict_actions(engine.forward_reference(inputs), states, embodiment_id=3, seed=7, reference=True)
+    eager_chunks = engine.predict_actions(
+        engine.forward_reference(inputs), states, embodiment_id=3, seed=7, reference=True
+    )
     torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
 
 
 def test_regions_compile_with_one_pass_reductions(tiny_checkpoint):
     """Every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)."""
-    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
-                                          warmup=False)  # fmt: skip
+    engine = TeacherEngine.from_pretrained(
+        tiny_checkpoint, device="cpu", dtype="float32", action_head=True, warmup=False
+    )
     calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=True)
     assert set(calls) == {"vision", "language", "vl_self_attention", "context_kv", "dit"}
     compiled = {call.func for per_layer in calls.values() for call in per_layer}
@@ -71,8 +77,10 @@ def test_fast_and_reference_paths_run_side_by_side(compiled_engine):
         for _ in range(12):
             together[name].append(call(inputs).features)
 
-    threads = [threading.Thread(target=run, args=("fast", engine.forward)),
-               threading.Thread(target=run, args=("reference", engine.forward_reference))]  # fmt: skip
+    threads = [
+        threading.Thread(target=run, args=("fast", engine.forward)),
+        threading.Thread(target=run, args=("reference", engine.forward_reference)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -82,20 +90,29 @@ def test_fast_and_reference_paths_run_side_by_side(compiled_engine):
 
 
 def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_checkpoint):
-    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", action_head=True,
-                                          warmup=False)  # fmt: skip
+    engine = TeacherEngine.from_pretrained(
+        tiny_checkpoint, device="cpu", dtype="float32", action_head=True, warmup=False
+    )
     # the fused call paths, uncompiled, so hooks see every call
     calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=False)
     eagle, head = engine.model.backbone.eagle_model, engine.model.action_head
     siglip, qwen = eagle.vision_model.vision_model.encoder.layers[0], eagle.language_model.model.layers[0]
     dit_self = head.model.transformer_blocks[1].attn1
-    separate = [siglip.self_attn.q_proj, qwen.self_attn.k_proj, qwen.mlp.up_proj, dit_self.to_v,
-                head.model.transformer_blocks[0].attn1.to_k]  # fmt: skip
+    separate = [
+        siglip.self_attn.q_proj,
+        qwen.self_attn.k_proj,
+        qwen.mlp.up_proj,
+        dit_self.to_v,
+        head.model.transformer_blocks[0].attn1.to_k,
+    ]
     seen = []
     for linear in separate:
         linear.register_forward_hook(lambda module, args, out: seen.append(module))
     # the separate weights are views of the fused ones: stored once
-    assert qwen.mlp.up_proj.weight.untyped_storage().data_ptr() == engine.model.fast["language"][0].gate_up.weight.data_ptr()
+    assert (
+        qwen.mlp.up_proj.weight.untyped_storage().data_ptr()
+        == engine.model.fast["language"][0].gate_up.weight.data_ptr()
+    )
     inputs = engine.prepare([([random_image(70, 90, 3)], "stack the blocks")])
     pixels = engine.family.pixel_values(inputs.images)
     state, category, noise = torch.randn(1, 1, engine.state_width), torch.tensor([3]), torch.ones(1, 16, 32)
@@ -118,7 +135,7 @@ def test_bucket_and_batch_padding_leave_real_tokens_unchanged(tiny_engine):
     pad_id = engine.facts.pad_token_id
     padded_ids = pad_to_bucket(ids, 16, pad_id)
     assert padded_ids.shape[1] % 16 == 0 and padded_ids.shape[1] - ids.shape[1] < 16
-    assert (padded_ids[:, ids.shape[1]:] == pad_id).all()
+    assert (padded_ids[:, ids.shape[1] :] == pad_id).all()
     padded_ids, padded_images = pad_batch(padded_ids, images)
     assert padded_ids.shape[0] == 4 and padded_images.shape[0] == 4  # 3 rows -> the next power of two
     reference = engine.forward_reference(inputs).features  # (3, L, D)
@@ -137,11 +154,14 @@ def test_pad_batch_keeps_powers_of_two_and_camera_grouping():
     assert out_images.flatten().tolist() == [0, 1, 2, 3, 4, 5, 4, 5]  # the last sample's two cameras
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({"compile": "yes"}, "compile 'yes'"),
-    ({"length_bucket": 0}, "length_bucket 0"),
-    ({"precision": "fp4"}, "precision 'fp4'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"compile": "yes"}, "compile 'yes'"),
+        ({"length_bucket": 0}, "length_bucket 0"),
+        ({"precision": "fp4"}, "precision 'fp4'"),
+    ],
+)
 def test_runtime_config_rejects_bad_values(kwargs, expected):
     with pytest.raises(ValueError, match=expected):
         RuntimeConfig(**kwargs)

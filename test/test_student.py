@@ -32,15 +32,29 @@ def cli(*argv):
 def dataset(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("student")
     make_bag(cli("make-bag", "--out", root / "bag", "--arc", "--limit", 20))
-    run_extract(cli("extract", root / "bag", "--checkpoint", tiny_checkpoint, "--camera-topics", "/camera/image_raw",
-                    "--out", root / "dataset", "--dtype", "float32"))  # fmt: skip
+    run_extract(
+        cli(
+            "extract",
+            root / "bag",
+            "--checkpoint",
+            tiny_checkpoint,
+            "--camera-topics",
+            "/camera/image_raw",
+            "--out",
+            root / "dataset",
+            "--dtype",
+            "float32",
+        )
+    )
     return root / "dataset"
 
 
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "student"
-    run_distill(cli("distill", dataset, "--out", out, "--max-steps", 80, "--eval-every", 20, "--save-every", 20, *SMALL))
+    run_distill(
+        cli("distill", dataset, "--out", out, "--max-steps", 80, "--eval-every", 20, "--save-every", 20, *SMALL)
+    )
     return out
 
 
@@ -54,8 +68,19 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
     assert last["eval_mse"] + 1 - last["eval_cosine"] < first["eval_mse"] + 1 - first["eval_cosine"]
     for name in ("student.safetensors", "last.safetensors", "loss.png", "cosine.png"):
         assert (trained / name).is_file(), name
-    report = run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
-                              "--json", tmp_path / "eval.json", "--report-dir", tmp_path / "report"))  # fmt: skip
+    report = run_evaluate(
+        cli(
+            "evaluate",
+            "--student",
+            trained / "student.safetensors",
+            "--dataset",
+            dataset,
+            "--json",
+            tmp_path / "eval.json",
+            "--report-dir",
+            tmp_path / "report",
+        )
+    )
     saved = json.loads((tmp_path / "eval.json").read_text())
     for key in ("student", "mean_feature_baseline", "untrained_baseline"):
         assert {"token_cosine_mean", "token_mse_mean"} <= set(saved[key])
@@ -66,9 +91,26 @@ def test_distillation_lowers_held_out_loss_and_beats_the_mean_baseline(dataset, 
 
 
 def test_evaluate_scores_each_model_through_the_teachers_action_head(dataset, trained, tiny_checkpoint, tmp_path):
-    report = run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
-                              "--teacher", tiny_checkpoint, "--teacher-dtype", "float32", "--embodiment",
-                              "--action-samples", 4, "--seeds", 2, "--report-dir", tmp_path / "report"))  # fmt: skip
+    report = run_evaluate(
+        cli(
+            "evaluate",
+            "--student",
+            trained / "student.safetensors",
+            "--dataset",
+            dataset,
+            "--teacher",
+            tiny_checkpoint,
+            "--teacher-dtype",
+            "float32",
+            "--embodiment",
+            "--action-samples",
+            4,
+            "--seeds",
+            2,
+            "--report-dir",
+            tmp_path / "report",
+        )
+    )
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         figures = report[name]
         assert -1 <= figures["action_cosine_min"] <= figures["action_cosine_mean"] <= 1
@@ -77,8 +119,17 @@ def test_evaluate_scores_each_model_through_the_teachers_action_head(dataset, tr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Through the teacher's action head" in text and (tmp_path / "report" / "action_cosine.png").is_file()
     with pytest.raises(ValueError, match="pass --teacher too"):
-        run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", dataset,
-                         "--embodiment", "new_embodiment"))  # fmt: skip
+        run_evaluate(
+            cli(
+                "evaluate",
+                "--student",
+                trained / "student.safetensors",
+                "--dataset",
+                dataset,
+                "--embodiment",
+                "new_embodiment",
+            )
+        )
 
 
 def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_perturbed(dataset, tiny_checkpoint):
@@ -102,22 +153,63 @@ def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_pertu
     large = action_fidelity(head, policy, perturbed(3.0), data, indices, pad, seeds, "cpu")
     assert 0 < small["action_rel_l2_mean"] < large["action_rel_l2_mean"]
     assert small["action_cosine_mean"] > large["action_cosine_mean"]
-    assert all(0 < small["action_max_abs_error"][k] < large["action_max_abs_error"][k] for k in same["action_max_abs_error"])
+    assert all(
+        0 < small["action_max_abs_error"][k] < large["action_max_abs_error"][k] for k in same["action_max_abs_error"]
+    )
 
 
 def test_action_objective_alone_teaches_what_the_head_needs(dataset, tiny_checkpoint, tmp_path):
     """--mse-weight 0 --cosine-weight 0 --action-weight 1: the student learns only through the teacher's head,
     and the head's chunks from its features move towards the teacher's (against an untrained student)."""
     out = tmp_path / "actions_only"
-    run_distill(cli("distill", dataset, "--out", out, "--max-steps", 60, "--eval-every", 60, "--save-every", 60,
-                    "--mse-weight", 0, "--cosine-weight", 0, "--action-weight", 1, "--teacher", tiny_checkpoint,
-                    "--lr", "1e-3", *SMALL))  # fmt: skip
+    run_distill(
+        cli(
+            "distill",
+            dataset,
+            "--out",
+            out,
+            "--max-steps",
+            60,
+            "--eval-every",
+            60,
+            "--save-every",
+            60,
+            "--mse-weight",
+            0,
+            "--cosine-weight",
+            0,
+            "--action-weight",
+            1,
+            "--teacher",
+            tiny_checkpoint,
+            "--lr",
+            "1e-3",
+            *SMALL,
+        )
+    )
     losses = [m["train_action_loss"] for m in metrics(out)]
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert load_student(out / "student.safetensors")[1]["objective"]["action_weight"] == 1.0
-    report = run_evaluate(cli("evaluate", "--student", out / "student.safetensors", "--dataset", dataset,
-                              "--teacher", tiny_checkpoint, "--teacher-dtype", "float32", "--embodiment",
-                              "--action-samples", 6, "--seeds", 2, "--report-dir", tmp_path / "report"))  # fmt: skip
+    report = run_evaluate(
+        cli(
+            "evaluate",
+            "--student",
+            out / "student.safetensors",
+            "--dataset",
+            dataset,
+            "--teacher",
+            tiny_checkpoint,
+            "--teacher-dtype",
+            "float32",
+            "--embodiment",
+            "--action-samples",
+            6,
+            "--seeds",
+            2,
+            "--report-dir",
+            tmp_path / "report",
+        )
+    )
     assert report["student"]["action_rel_l2_mean"] < report["untrained_baseline"]["action_rel_l2_mean"]
     with pytest.raises(ValueError, match="nothing to learn"):
         run_distill(cli("distill", dataset, "--out", tmp_path / "none", "--mse-weight", 0, "--cosine-weight", 0))
@@ -138,24 +230,64 @@ def test_held_out_split_is_by_arc_task(trained, dataset):
 def test_resume_continues_the_same_loss_curve(dataset, trained, tmp_path):
     crashed = Path(shutil.copytree(trained, tmp_path / "crashed"))
     shutil.copyfile(crashed / "step-20.safetensors", crashed / "last.safetensors")  # died after step 20's save
-    run_distill(cli("distill", dataset, "--out", crashed, "--max-steps", 80, "--eval-every", 20, "--save-every", 20,
-                    "--resume", *SMALL))  # fmt: skip
+    run_distill(
+        cli(
+            "distill",
+            dataset,
+            "--out",
+            crashed,
+            "--max-steps",
+            80,
+            "--eval-every",
+            20,
+            "--save-every",
+            20,
+            "--resume",
+            *SMALL,
+        )
+    )
     original, resumed = metrics(trained), metrics(crashed)
     assert [m["step"] for m in resumed] == list(range(1, 81))
     np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in original], rtol=1e-5, atol=1e-6)
 
 
 def test_two_processes_train_the_same_as_one(dataset, tmp_path):
-    common = [str(dataset), "--max-steps", "6", "--batch-size", "4", "--eval-every", "100", "--save-every", "100", *SMALL]
+    common = [
+        str(dataset),
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "100",
+        "--save-every",
+        "100",
+        *SMALL,
+    ]
     run_distill(cli("distill", *common, "--out", tmp_path / "one"))
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-         "groot_sage_ros.cli", "distill", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "groot_sage_ros.cli",
+            "distill",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
-    np.testing.assert_allclose([m["loss"] for m in metrics(tmp_path / "two")],
-                               [m["loss"] for m in metrics(tmp_path / "one")], rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        [m["loss"] for m in metrics(tmp_path / "two")], [m["loss"] for m in metrics(tmp_path / "one")], rtol=1e-4
+    )
     one = load_file(tmp_path / "one" / "student.safetensors")
     two = load_file(tmp_path / "two" / "student.safetensors")
     for key in one:
@@ -167,11 +299,25 @@ def test_nan_loss_stops_naming_the_step_and_batch(dataset, trained, tmp_path):
     data = FeatureDataset(poisoned)
     from groot_sage_ros.offline.dataset import Sample
 
-    samples = [Sample(i, d["images"], d["input_ids"].tolist(), d["layout"], torch.full_like(d["features"], float("nan")),
-                      d["source"]["stamp_ns"], {k: v for k, v in d["source"].items() if k != "stamp_ns"})
-               for i, d in enumerate(data[i] for i in range(len(data)))]  # fmt: skip
-    size, sha256 = write_shard(poisoned / shard_name(0), samples, __import__("collections").Counter(), data.feature_dim,
-                                 data.facts.pad_token_id)
+    samples = [
+        Sample(
+            i,
+            d["images"],
+            d["input_ids"].tolist(),
+            d["layout"],
+            torch.full_like(d["features"], float("nan")),
+            d["source"]["stamp_ns"],
+            {k: v for k, v in d["source"].items() if k != "stamp_ns"},
+        )
+        for i, d in enumerate(data[i] for i in range(len(data)))
+    ]
+    size, sha256 = write_shard(
+        poisoned / shard_name(0),
+        samples,
+        __import__("collections").Counter(),
+        data.feature_dim,
+        data.facts.pad_token_id,
+    )
     manifest = json.loads((poisoned / "manifest.json").read_text())
     manifest["shards"][0].update(bytes=size, sha256=sha256)  # a dataset whose teacher really produced NaN
     (poisoned / "manifest.json").write_text(json.dumps(manifest))
@@ -198,9 +344,18 @@ def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_c
     rclpy.init()
     h = None
     try:
-        h = TeacherHarness("act", trained / "student.safetensors", node_cls=StudentNode, model_param="student",
-                           **{"action_head.enabled": True, "action_head.checkpoint": str(tiny_checkpoint),
-                              "action_head.embodiment_config": embodiment, "action_head.seed": 3})  # fmt: skip
+        h = TeacherHarness(
+            "act",
+            trained / "student.safetensors",
+            node_cls=StudentNode,
+            model_param="student",
+            **{
+                "action_head.enabled": True,
+                "action_head.checkpoint": str(tiny_checkpoint),
+                "action_head.embodiment_config": embodiment,
+                "action_head.seed": 3,
+            },
+        )
         assert h.node.chunks.head is not None and not h.node.chunks.head.model.has_backbone  # the head alone
         chunks = []
         h.probe.create_subscription(JointTrajectory, "sage_node/action_chunk/dry_run", chunks.append, 10)
@@ -213,13 +368,17 @@ def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_c
         sent = h.publish_rgb(image, frame_id="cam")
         assert wait_for(lambda: chunks)
         chunk = chunks[0]
-        assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (sent.header.stamp.sec, sent.header.stamp.nanosec)
+        assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (
+            sent.header.stamp.sec,
+            sent.header.stamp.nanosec,
+        )
         assert chunk.joint_names == joints and len(chunk.points) == 16
         # the same chunk, computed directly: student features -> the teacher's head, same state and seed
         config = EmbodimentConfig.from_yaml(embodiment)
         student = load_engine(trained / "student.safetensors", device="cpu", dtype="float32")
         policy = load_action_head(tiny_checkpoint, device="cpu", dtype="float32").action_policy(
-            config.embodiment_tag, config.normalization)  # fmt: skip
+            config.embodiment_tag, config.normalization
+        )
         result = student.extract([image], "Perform the default behavior.")
         actions = policy.chunk(result, config.state_from_joints(joints, list(state.position)), seed=3)
         positions, _ = config.joint_positions(actions)
@@ -261,8 +420,14 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
     teacher = student = None
     try:
         teacher = TeacherHarness("pair", tiny_checkpoint)
-        student = TeacherHarness("pair", trained / "student.safetensors", node_cls=StudentNode, model_param="student",
-                                 teacher_features_topic="/pair/groot_node/features", diagnostics_period_s=0.2)  # fmt: skip
+        student = TeacherHarness(
+            "pair",
+            trained / "student.safetensors",
+            node_cls=StudentNode,
+            model_param="student",
+            teacher_features_topic="/pair/groot_node/features",
+            diagnostics_period_s=0.2,
+        )
         image = random_image(48, 64)
         sent = teacher.publish_rgb(image, frame_id="cam")
         assert wait_for(lambda: student.features and teacher.features)
@@ -271,7 +436,9 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
         assert msg.width == teacher.features[0].width == 64 and msg.height == teacher.features[0].height
         layout = json.loads(student.layouts[-1].data)
         assert layout["feature_dim"] == 64 and layout["model_id"].endswith("student.safetensors")
-        expected = StudentEngine.from_checkpoint(trained / "student.safetensors").extract([image], layout["instruction"])
+        expected = StudentEngine.from_checkpoint(trained / "student.safetensors").extract(
+            [image], layout["instruction"]
+        )
         np.testing.assert_allclose(image_msg_to_features(msg), expected.features[0].numpy(), atol=1e-4, rtol=1e-4)
         assert wait_for(lambda: student.diag_values().get("fidelity_cosine_mean", "n/a") != "n/a")
         assert -1.0 <= float(student.diag_values()["fidelity_cosine_mean"]) <= 1.0

@@ -127,8 +127,17 @@ def test_flooding_keeps_the_newest_frames_counts_drops_and_holds_memory(harness_
     assert len(h.features) < 700  # far fewer outputs than inputs: superseded frame sets were dropped
     assert wait_for(lambda: h.counter("dropped_superseded") > 0, timeout=5)
     values = h.diag_values()
-    for key in ("input_rate_hz[camera/image_raw]", "output_rate_hz", "latency_ms_p50[model]", "latency_ms_p95[decode]",
-                "latency_ms_p95[preprocess]", "latency_ms_p95[publish]", "model_id", "feature_dim", "gpu_memory_mb"):
+    for key in (
+        "input_rate_hz[camera/image_raw]",
+        "output_rate_hz",
+        "latency_ms_p50[model]",
+        "latency_ms_p95[decode]",
+        "latency_ms_p95[preprocess]",
+        "latency_ms_p95[publish]",
+        "model_id",
+        "feature_dim",
+        "gpu_memory_mb",
+    ):
         assert key in values, key
     assert growth < 50, f"RSS grew {growth:.0f} MB while flooding"
 
@@ -162,8 +171,9 @@ def test_corrupt_jpeg_is_skipped_and_good_jpeg_is_served(harness_factory):
 
 
 def test_cameras_that_never_synchronise_are_counted(harness_factory):
-    h = harness_factory(cameras=("a/image_raw", "b/image_raw"), sync_slop_s=0.01, sync_queue_size=2,
-                        diagnostics_period_s=0.2)  # fmt: skip
+    h = harness_factory(
+        cameras=("a/image_raw", "b/image_raw"), sync_slop_s=0.01, sync_queue_size=2, diagnostics_period_s=0.2
+    )
     for k in range(6):
         h.publish_rgb(random_image(32, 32), 0, stamp=h.stamp(0.0))
         h.publish_rgb(random_image(32, 32), 1, stamp=h.stamp(-0.5))
@@ -253,8 +263,9 @@ def test_misconfiguration_fails_configure_naming_the_parameter(tiny_checkpoint, 
     if (params.get("device") == "cuda" or params.get("precision") == "fp8") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     base = {"checkpoint": str(tiny_checkpoint), "device": "cpu", "dtype": "float32", "autostart": False}
-    node = TeacherNode(namespace=f"m{next(_names)}",
-                       parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()])  # fmt: skip
+    node = TeacherNode(
+        namespace=f"m{next(_names)}", parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()]
+    )
     messages = []
     node.get_logger().error = lambda text, **kw: messages.append(text)  # capture the one error line
     try:
@@ -273,9 +284,14 @@ def test_bag_played_with_clock_under_sim_time(harness_factory, tmp_path):
     start = 1_600_000_000 * 10**9  # years in the past: only sim time makes these frames fresh
     frames = [CameraFrame(start + k * 100_000_000, random_image(40, 60, k), "bag_cam") for k in range(5)]
     h = harness_factory(cameras=("camera/image_raw/compressed",), use_sim_time=True, max_frame_age_s=1.0)
-    bag = write_camera_bag(tmp_path / "bag", frames, [(start, "stack the cups")], compressed=True,
-                           camera_topic=f"/{h.namespace}/camera/image_raw",
-                           instruction_topic=f"/{h.namespace}/instruction")  # fmt: skip
+    bag = write_camera_bag(
+        tmp_path / "bag",
+        frames,
+        [(start, "stack the cups")],
+        compressed=True,
+        camera_topic=f"/{h.namespace}/camera/image_raw",
+        instruction_topic=f"/{h.namespace}/instruction",
+    )
     played = BagPlayer(h.probe, bag, rate=2.0).play()
     assert played == 6
     assert wait_for(lambda: len(h.features) == 5)
@@ -289,8 +305,14 @@ SO100_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wr
 
 
 def action_harness(harness_factory, **params):
-    h = harness_factory(**{"action_head.enabled": True, "action_head.embodiment_config": EMBODIMENT,
-                           "diagnostics_period_s": 0.2, **params})  # fmt: skip
+    h = harness_factory(
+        **{
+            "action_head.enabled": True,
+            "action_head.embodiment_config": EMBODIMENT,
+            "diagnostics_period_s": 0.2,
+            **params,
+        }
+    )
     h.chunks, h.live_chunks = [], []
     h.probe.create_subscription(JointTrajectory, "groot_node/action_chunk/dry_run", h.chunks.append, 10)
     h.probe.create_subscription(JointTrajectory, "groot_node/action_chunk", h.live_chunks.append, 10)
@@ -329,8 +351,9 @@ def test_live_topic_and_clipping_are_counted(harness_factory, tmp_path):
     config = yaml.safe_load(open(EMBODIMENT))
     config["limits"] = {joint: [-0.001, 0.001] for joint in SO100_JOINTS}  # tighter than any chunk
     (tmp_path / "tight.yaml").write_text(yaml.safe_dump(config))
-    h = action_harness(harness_factory, **{"action_head.dry_run": False,
-                                           "action_head.embodiment_config": str(tmp_path / "tight.yaml")})  # fmt: skip
+    h = action_harness(
+        harness_factory, **{"action_head.dry_run": False, "action_head.embodiment_config": str(tmp_path / "tight.yaml")}
+    )
     publish_joints(h)
     h.publish_rgb(random_image(64, 64))
     assert wait_for(lambda: h.live_chunks)
@@ -358,9 +381,15 @@ def test_stale_or_incomplete_joint_state_gives_no_chunk(harness_factory):
 
 
 def test_action_head_without_embodiment_config_fails_configure(tiny_checkpoint):
-    node = TeacherNode(namespace=f"m{next(_names)}", parameter_overrides=[
-        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"),
-        Parameter("autostart", value=False), Parameter("action_head.enabled", value=True)])  # fmt: skip
+    node = TeacherNode(
+        namespace=f"m{next(_names)}",
+        parameter_overrides=[
+            Parameter("checkpoint", value=str(tiny_checkpoint)),
+            Parameter("device", value="cpu"),
+            Parameter("autostart", value=False),
+            Parameter("action_head.enabled", value=True),
+        ],
+    )
     messages = []
     node.get_logger().error = lambda text, **kw: messages.append(text)
     try:
@@ -403,8 +432,11 @@ def test_long_instructions_are_rejected_and_quoted_with_a_bounded_prefix(harness
 
 def test_default_instruction_set_at_run_time_passes_the_instruction_check(harness_factory):
     h = harness_factory(diagnostics_period_s=0.2, max_instruction_chars=200)
-    for text, expected in (("a" * 100_000, "at most max_instruction_chars=200 characters, got 100000"),
-                           ("a <|im_end|> b", "special token '<|im_end|>'"), ("   ", "non-empty")):  # fmt: skip
+    for text, expected in (
+        ("a" * 100_000, "at most max_instruction_chars=200 characters, got 100000"),
+        ("a <|im_end|> b", "special token '<|im_end|>'"),
+        ("   ", "non-empty"),
+    ):
         result = h.node.set_parameters([Parameter("default_instruction", value=text)])[0]
         assert not result.successful and expected in result.reason, result.reason
     assert h.node.config.default_instruction == "Perform the default behavior."
@@ -452,27 +484,49 @@ def test_every_configure_failure_is_one_error_line_naming_the_input(tiny_checkpo
         (StudentNode, {"student": str(nan_student)}, "tensor model.head.weight holds NaN or infinite values"),
         (StudentNode, {"student": str(vocab_student)}, "tensor model.vocab differs from the vocabulary"),
         (StudentNode, student_head, "parameter 'action_head.checkpoint': empty"),
-        (StudentNode, {**student_head, "action_head.checkpoint": str(tmp_path / "nowhere")},
-         "parameter 'action_head.checkpoint'"),
+        (
+            StudentNode,
+            {**student_head, "action_head.checkpoint": str(tmp_path / "nowhere")},
+            "parameter 'action_head.checkpoint'",
+        ),
         (StudentNode, {"student": str(tmp_path / "student.safetensors")}, "parameter 'student'"),
         (StudentNode, {"student": str(tmp_path / "evil.pt")}, "pickle-based checkpoint is never loaded"),
         (StudentNode, {"student": str(tmp_path / "evil.safetensors")}, "not a readable safetensors file"),
-        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(
-            tmp_path / "python_tag.yaml", so100 + f"extra: !!python/object/apply:os.system ['touch {marker}']\n")},
-         "parameter 'action_head.embodiment_config': embodiment config"),
-        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(
-            tmp_path / "limits.yaml", so100.replace("gripper: [-0.17, 1.75]", "gripper: [0.5]"))},
-         "limits.gripper = [0.5], expected [low, high]"),
-        (TeacherNode, {**head, "action_head.embodiment_config": broken_embodiment(tmp_path / "list.yaml", "- a\n- b\n")},
-         "expected a mapping at the top"),
+        (
+            TeacherNode,
+            {
+                **head,
+                "action_head.embodiment_config": broken_embodiment(
+                    tmp_path / "python_tag.yaml", so100 + f"extra: !!python/object/apply:os.system ['touch {marker}']\n"
+                ),
+            },
+            "parameter 'action_head.embodiment_config': embodiment config",
+        ),
+        (
+            TeacherNode,
+            {
+                **head,
+                "action_head.embodiment_config": broken_embodiment(
+                    tmp_path / "limits.yaml", so100.replace("gripper: [-0.17, 1.75]", "gripper: [0.5]")
+                ),
+            },
+            "limits.gripper = [0.5], expected [low, high]",
+        ),
+        (
+            TeacherNode,
+            {**head, "action_head.embodiment_config": broken_embodiment(tmp_path / "list.yaml", "- a\n- b\n")},
+            "expected a mapping at the top",
+        ),
         (TeacherNode, {"checkpoint": str(heads0)}, "text_config.num_attention_heads: 0 is not a whole number"),
-    ]  # fmt: skip
+    ]
     for node_cls, params, expected in cases:
         base = {"device": "cpu", "dtype": "float32", "autostart": False}
         if node_cls is TeacherNode:
             base["checkpoint"] = str(tiny_checkpoint)
-        node = node_cls(namespace=f"m{next(_names)}",
-                        parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()])  # fmt: skip
+        node = node_cls(
+            namespace=f"m{next(_names)}",
+            parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()],
+        )
         messages = []
         node.get_logger().error = lambda text, **kw: messages.append(text)
         try:
@@ -497,14 +551,28 @@ def write_untrained_student(path: Path) -> None:
 
 
 def node_process(module: str, *ros_args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"groot_sage_ros.ros.{module}", *ros_args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", f"groot_sage_ros.ros.{module}", *ros_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_sigint_with_frames_flowing_stops_the_node_within_2_s_without_an_error_line(tiny_checkpoint):
     namespace = f"sig{next(_names)}"
-    process = node_process("teacher_node", "--ros-args", "-r", f"__ns:=/{namespace}", "-p",
-                           f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu", "-p", "dtype:=float32")  # fmt: skip
+    process = node_process(
+        "teacher_node",
+        "--ros-args",
+        "-r",
+        f"__ns:=/{namespace}",
+        "-p",
+        f"checkpoint:={tiny_checkpoint}",
+        "-p",
+        "device:=cpu",
+        "-p",
+        "dtype:=float32",
+    )
     probe = rclpy.create_node("sigint_probe", namespace=namespace)
     features = []
     probe.create_subscription(Image, "groot_node/features", features.append, 10)
@@ -535,8 +603,9 @@ def test_sigint_with_frames_flowing_stops_the_node_within_2_s_without_an_error_l
 
 
 def test_a_failed_autostart_exits_non_zero_and_help_prints_the_parameters(tmp_path):
-    process = node_process("student_node", "--ros-args", "-p", f"student:={tmp_path / 'missing.safetensors'}",
-                           "-p", "device:=cpu")  # fmt: skip
+    process = node_process(
+        "student_node", "--ros-args", "-p", f"student:={tmp_path / 'missing.safetensors'}", "-p", "device:=cpu"
+    )
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 1, output
     assert [line for line in output.splitlines() if "[ERROR]" in line] == [line for line in output.splitlines() if line]
@@ -558,8 +627,10 @@ def test_features_serialised_directly_are_the_image_message(frame_id, dtype):
 
     header = Header(stamp=Time(sec=1_700_000_001, nanosec=123_456_789), frame_id=frame_id)
     features = np.random.default_rng(3).standard_normal((7, 5)).astype(np.float32)
-    expected, got = features_to_image_msg(features, header, dtype), deserialize_message(
-        features_to_cdr(features, header, dtype), Image)  # fmt: skip
+    expected, got = (
+        features_to_image_msg(features, header, dtype),
+        deserialize_message(features_to_cdr(features, header, dtype), Image),
+    )
     for field in ("header", "height", "width", "encoding", "is_bigendian", "step", "data"):
         assert getattr(got, field) == getattr(expected, field), field
     assert np.array_equal(image_msg_to_features(got), image_msg_to_features(expected))

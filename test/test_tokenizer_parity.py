@@ -37,7 +37,9 @@ def test_folder_with_wrong_special_ids_is_refused(folder, tmp_path):
 
     bad = shutil.copytree(folder, tmp_path / "bad")
     config = json.loads((bad / "tokenizer_config.json").read_text())
-    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items() if v["content"] != "<img>"}
+    config["added_tokens_decoder"] = {
+        k: v for k, v in config["added_tokens_decoder"].items() if v["content"] != "<img>"
+    }
     (bad / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="<img> has id"):
         load_tokenizer(str(bad))

@@ -90,7 +90,7 @@ def measure(call, prefix: str, args, report: dict) -> None:
         call()
     for name, pause in ((prefix + "rested", 1.0), (prefix + "back_to_back", 0.0)):
         smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
-                                "-lms", "100"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                "-lms", "100"], stdout=subprocess.PIPE, text=True)
         times = []
         for _ in range(args.calls if pause == 0 else args.calls // 4):
             time.sleep(pause)
@@ -104,7 +104,7 @@ def measure(call, prefix: str, args, report: dict) -> None:
             "sm_clock_mhz_median_busy": statistics.median(row[0] for row in busy) if busy else None,
             "power_w_max": max(row[1] for row in samples) if samples else None,
             "sm_clock_mhz_min": min(row[0] for row in samples) if samples else None,
-        }  # fmt: skip
+        }
         print(name, json.dumps(report[name]), flush=True)
 
 

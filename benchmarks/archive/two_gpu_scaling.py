@@ -24,7 +24,7 @@ from pathlib import Path
 
 CLI = [sys.executable, "-m", "groot_sage_ros.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-            "groot_sage_ros.cli"]  # fmt: skip
+            "groot_sage_ros.cli"]
 
 
 def run(name: str, argv: list[str], env: dict, limit_s: int, log_dir: Path) -> dict:
@@ -33,7 +33,7 @@ def run(name: str, argv: list[str], env: dict, limit_s: int, log_dir: Path) -> d
     log = log_dir / f"{name}.log"
     with open(log, "w") as handle:
         code = subprocess.call(["timeout", "-s", "ABRT", "-k", "10", str(limit_s), *argv], env=env,
-                               stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
+                               stdout=handle, stderr=subprocess.STDOUT)
     wall = time.monotonic() - start
     text = log.read_text()
     with open(log_dir / "steps.log", "a") as handle:  # one file for all steps (the device returns 8 files)
@@ -82,18 +82,18 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     logs = out.parent
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
-           "NVSHMEM_DISABLE_NVLS": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "NVSHMEM_DISABLE_NVLS": "1", "PYTHONUNBUFFERED": "1"}
     one_gpu = {**env, "CUDA_VISIBLE_DEVICES": "0"}
     checkpoint, bag = work / "full", work / "arc"
     report: dict = {"command": "python benchmarks/archive/two_gpu_scaling.py " + " ".join(sys.argv[1:])}
     report["gpus"] = subprocess.run(["nvidia-smi", "--query-gpu=name,power.limit", "--format=csv,noheader"],
-                                    capture_output=True, text=True).stdout.strip().splitlines()  # fmt: skip
+                                    capture_output=True, text=True).stdout.strip().splitlines()
     run("checkpoint", [*CLI, "tiny-checkpoint", "--full-size", "--out", str(checkpoint)], env, 300, logs)
     run("make_bag", [*CLI, "make-bag", "--out", str(bag), "--arc", "--limit", str(args.arc_tasks), "--compressed"],
-        env, 300, logs)  # fmt: skip
+        env, 300, logs)
     extract = ["extract", *[str(bag)] * args.repeat_bag, "--checkpoint", str(checkpoint), "--camera-topics",
                "/camera/image_raw/compressed", "--device", "cuda", "--batch-size", str(args.batch_size),
-               "--shard-size", str(args.shard_size)]  # fmt: skip
+               "--shard-size", str(args.shard_size)]
     # Not measured: fills the compiled-kernel cache (every prompt-length bucket of the bag), so that neither
     # measured run pays a cold compile inside its timing.
     warm = ["extract", str(bag), *extract[1 + args.repeat_bag :]]
@@ -104,7 +104,7 @@ def main() -> int:
         done = run(name, [*prefix, *extract, "--out", str(folder)], environment, 420, logs)
         manifest = json.loads((folder / "manifest.json").read_text())
         results[name] = {"wall_s": done["wall_s"], **manifest["timing"], "samples": manifest["num_samples"],
-                         "shard_sha256": [s["sha256"] for s in manifest["shards"]]}  # fmt: skip
+                         "shard_sha256": [s["sha256"] for s in manifest["shards"]]}
     one, two = results["extract_1gpu"], results["extract_2gpu"]
     report["extract"] = {
         "frame_sets": one["frame_sets"],
@@ -113,14 +113,14 @@ def main() -> int:
         "one_gpu": one, "two_gpus": two,
         "speedup": two["frame_sets_per_s"] / one["frame_sets_per_s"],
         "speedup_wall": one["wall_s"] / two["wall_s"],
-    }  # fmt: skip
+    }
     print(json.dumps(report["extract"], indent=2), flush=True)
     out.write_text(json.dumps(report, indent=2) + "\n")  # what is done so far, should a later step fail
     report["distill"] = []
     for batch in args.distill_batches:
         distill = ["distill", str(work / "extract_1gpu"), "--device", "cuda", "--max-steps", str(args.steps),
                    "--batch-size", str(batch), "--eval-every", str(args.steps), "--save-every", str(args.steps),
-                   "--log-every", "100"]  # fmt: skip
+                   "--log-every", "100"]
         losses = {}
         for name, prefix, environment in (("distill_1gpu", CLI, one_gpu), ("distill_2gpu", TORCHRUN, env)):
             folder = work / f"{name}_b{batch}"
@@ -134,7 +134,7 @@ def main() -> int:
             "steps": args.steps, "global_batch": batch, "one_gpu": one, "two_gpus": two,
             "speedup": two["samples_per_s"] / one["samples_per_s"], "speedup_wall": one["wall_s"] / two["wall_s"],
             "loss_max_rel_diff": rel, "loss_last": [losses["distill_1gpu"][-1], losses["distill_2gpu"][-1]],
-        })  # fmt: skip
+        })
         print(json.dumps(report["distill"][-1], indent=2), flush=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
     out.write_text(json.dumps(report, indent=2) + "\n")

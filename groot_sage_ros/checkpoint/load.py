@@ -62,8 +62,9 @@ def plan_load(module: nn.Module, files: CheckpointFiles, keys) -> dict[str, str]
     return sources
 
 
-def load_weights(module: nn.Module, files: CheckpointFiles, keys, device: torch.device | str,
-                 dtype: torch.dtype) -> None:  # fmt: skip
+def load_weights(
+    module: nn.Module, files: CheckpointFiles, keys, device: torch.device | str, dtype: torch.dtype
+) -> None:
     """Fill a meta-device ``module`` from ``files``: one tensor at a time, cast to dtype on device."""
     sources = plan_load(module, files, keys)
     for shard, names in sorted(by_shard(sources, files).items()):

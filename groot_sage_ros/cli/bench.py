@@ -14,12 +14,16 @@ def add_parser(sub) -> None:
     from ..options import COUNT, POSITIVE_INT, parser_for
 
     positive, count = parser_for(POSITIVE_INT), parser_for(COUNT)
-    parser = sub.add_parser("bench", help="synchronised backbone timings (median, p95), throughput and peak GPU "
-                            "memory as JSON",
-                            epilog="example: groot-sage bench --full-size-random --device cuda --batch 1 --out bench.json")  # fmt: skip
+    parser = sub.add_parser(
+        "bench",
+        help="synchronised backbone timings (median, p95), throughput and peak GPU memory as JSON",
+        epilog="example: groot-sage bench --full-size-random --device cuda --batch 1 --out bench.json",
+    )
     parser.add_argument("--checkpoint", help="checkpoint folder or cached HF repo id")
     parser.add_argument("--full-size-random", action="store_true", help="random weights in the released model's shapes")
-    parser.add_argument("--family", default=DEFAULT_FAMILY, help=f"the family of --full-size-random (default: {DEFAULT_FAMILY})")
+    parser.add_argument(
+        "--family", default=DEFAULT_FAMILY, help=f"the family of --full-size-random (default: {DEFAULT_FAMILY})"
+    )
     parser.add_argument("--device", default="cuda", help="torch device string (default: cuda)")
     parser.add_argument("--dtype", default="float16", help="the model's dtype (default: float16)")
     parser.add_argument("--batch", type=positive, default=1, help="frame sets per call (default: 1)")
@@ -27,13 +31,24 @@ def add_parser(sub) -> None:
     parser.add_argument("--iters", type=positive, default=50, help="timed calls (default: 50)")
     parser.add_argument("--warmup", type=count, default=5, help="untimed calls first (default: 5)")
     parser.add_argument("--actions", action="store_true", help="also time the action head and the full model")
-    parser.add_argument("--compare", default=None, metavar="eager",
-                        help="also time the plain eager path in the same run and compare the outputs")  # fmt: skip
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="eager",
+        help="also time the plain eager path in the same run and compare the outputs",
+    )
     parser.add_argument("--throughput-batch", type=positive, default=None, help="also measure frames/s at this batch")
-    parser.add_argument("--throughput-calls", type=positive, default=None,
-                        help="back-to-back calls the throughput is the median of (default: iters / 5, at least 3)")
-    parser.add_argument("--start-times", action="store_true",
-                        help="start-to-first-features of fresh processes: cold and warm compile cache, eager")  # fmt: skip
+    parser.add_argument(
+        "--throughput-calls",
+        type=positive,
+        default=None,
+        help="back-to-back calls the throughput is the median of (default: iters / 5, at least 3)",
+    )
+    parser.add_argument(
+        "--start-times",
+        action="store_true",
+        help="start-to-first-features of fresh processes: cold and warm compile cache, eager",
+    )
     add_runtime_args(parser)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
@@ -51,20 +66,34 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_user_file(args.out)  # before the work, not after
     if args.full_size_random:
-        engine = random_engine(args.family, device=args.device, dtype=args.dtype, action_head=args.actions,
-                               runtime=runtime)  # fmt: skip
+        engine = random_engine(
+            args.family, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
+        )
     elif args.checkpoint:
-        engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions,
-                             runtime=runtime)  # fmt: skip
+        engine = load_engine(
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
+        )
     else:
         raise ValueError("bench needs --checkpoint C or --full-size-random")
     start = engine.start_report()
-    report = {"start_in_process_s": engine.start_seconds, "precision": start.get("precision"),
-              "compile_cache": {"hits": start.get("compile_cache_hits", 0),
-                                "misses": start.get("compile_cache_misses", 0)}}  # fmt: skip
-    report.update(run_bench(engine, batch=args.batch, cameras=args.cameras, iters=args.iters, warmup=args.warmup,
-                            actions=args.actions, compare_eager=args.compare == "eager",
-                            throughput_batch=args.throughput_batch, throughput_calls=args.throughput_calls))  # fmt: skip
+    report = {
+        "start_in_process_s": engine.start_seconds,
+        "precision": start.get("precision"),
+        "compile_cache": {"hits": start.get("compile_cache_hits", 0), "misses": start.get("compile_cache_misses", 0)},
+    }
+    report.update(
+        run_bench(
+            engine,
+            batch=args.batch,
+            cameras=args.cameras,
+            iters=args.iters,
+            warmup=args.warmup,
+            actions=args.actions,
+            compare_eager=args.compare == "eager",
+            throughput_batch=args.throughput_batch,
+            throughput_calls=args.throughput_calls,
+        )
+    )
     if args.start_times:
         if not args.checkpoint:
             raise ValueError("--start-times needs --checkpoint (a start loads weights from disk)")

@@ -29,6 +29,16 @@ def add_options(parser, config_cls, *names: str, **overrides) -> None:
         parser.add_argument(option, **kwargs)
 
 
+def optional_fields(config_cls, *exclude: str) -> list[str]:
+    """The fields of ``config_cls`` that have a default, in declaration order, less ``exclude``."""
+    return [
+        f.name
+        for f in dataclasses.fields(config_cls)
+        if f.name not in exclude
+        and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+    ]
+
+
 def instruction_text(text: str) -> str:
     """An argparse type: non-empty text within the limit every instruction has (the family's processor
     checks special tokens once the checkpoint is known)."""
@@ -55,8 +65,9 @@ def add_frame_set_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_state_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embodiment", default=None,
-                        help="embodiment tag in the checkpoint's statistics (default: the only one there)")  # fmt: skip
+    parser.add_argument(
+        "--embodiment", default=None, help="embodiment tag in the checkpoint's statistics (default: the only one there)"
+    )
     parser.add_argument("--state", help="JSON file {state key: [values]} in robot units (default: zeros)")
 
 

@@ -8,9 +8,10 @@ from .common import add_options
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "dataset-from-bag", help="a bag recorded while groot_node ran -> the same dataset format",
+        "dataset-from-bag",
+        help="a bag recorded while groot_node ran -> the same dataset format",
         epilog="example: groot-sage dataset-from-bag live_run --camera-topics /camera/image_raw --out live_features",
-    )  # fmt: skip
+    )
     parser.add_argument("bags", nargs="+", help="rosbag2 folders recorded with groot_node's ~/features and layout")
     parser.add_argument("--camera-topics", nargs="+", required=True, help="camera topics, in prompt order")
     add_options(parser, DatasetFromBagConfig, "features_topic")

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from ..offline.config import DistillConfig
-from .common import add_options
+from .common import add_options, optional_fields
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("distill", help="train the SAGE student on a teacher-feature dataset",
-                            epilog="example: groot-sage distill arc_features --out student --max-steps 2000 --device cuda")  # fmt: skip
+    parser = sub.add_parser(
+        "distill",
+        help="train the SAGE student on a teacher-feature dataset",
+        epilog="example: groot-sage distill arc_features --out student --max-steps 2000 --device cuda",
+    )
     parser.add_argument("dataset", help="a dataset folder written by extract or dataset-from-bag")
-    parser.add_argument("--out", required=True, help="run folder: student.safetensors, last.safetensors, "
-                        "metrics.jsonl, plots")  # fmt: skip
+    parser.add_argument(
+        "--out", required=True, help="run folder: student.safetensors, last.safetensors, metrics.jsonl, plots"
+    )
     add_options(parser, DistillConfig, "max_steps", "device")
     add_options(parser.add_mutually_exclusive_group(), DistillConfig, "resume", "overwrite")
-    add_options(parser, DistillConfig, "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "mse_weight",
-                "cosine_weight", "action_weight", "teacher", "embodiment", "eval_fraction", "eval_every",
-                "save_every", "log_every", "seed", "threads", "width", "layers", "heads")  # fmt: skip
+    add_options(parser, DistillConfig, *optional_fields(DistillConfig, "max_steps", "device", "resume", "overwrite"))
     parser.set_defaults(run=run, config_cls=DistillConfig)
 
 

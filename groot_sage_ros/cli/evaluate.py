@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from ..offline.config import EvaluateConfig
-from .common import add_options
+from .common import add_options, optional_fields
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "evaluate", help="held-out fidelity of a student against two baselines; latency and memory",
+        "evaluate",
+        help="held-out fidelity of a student against two baselines; latency and memory",
         epilog="example: groot-sage evaluate --student student/student.safetensors --dataset arc_features "
         "--json eval.json",
-    )  # fmt: skip
+    )
     parser.add_argument("--student", required=True, help="student.safetensors (or its run folder)")
     parser.add_argument("--dataset", required=True, help="the dataset the student was distilled from")
     add_options(parser, EvaluateConfig, "teacher", "allow_unknown_teacher")
     add_options(parser, EvaluateConfig, "embodiment", nargs="?", const="")
-    add_options(parser, EvaluateConfig, "action_samples", "seeds", "teacher_dtype", "student_dtype", "device", "json",
-                "report_dir", "seed", "threads")  # fmt: skip
+    add_options(
+        parser, EvaluateConfig, *optional_fields(EvaluateConfig, "teacher", "allow_unknown_teacher", "embodiment")
+    )
     parser.set_defaults(run=run, config_cls=EvaluateConfig)
 
 
@@ -27,9 +29,14 @@ def run(config: EvaluateConfig) -> int:
     report = run_evaluate(config)
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         r = report[name]
-        print(f"{name:22s} token cosine {r['token_cosine_mean']:.4f} (median {r['token_cosine_median']:.4f}), "
-              f"token MSE {r['token_mse_mean']:.4f}, pooled cosine {r['pooled_cosine_mean']:.4f}")  # fmt: skip
+        print(
+            f"{name:22s} token cosine {r['token_cosine_mean']:.4f} (median {r['token_cosine_median']:.4f}), "
+            f"token MSE {r['token_mse_mean']:.4f}, pooled cosine {r['pooled_cosine_mean']:.4f}"
+        )
     for name in ("student", "teacher"):
         if name in report:
-            print(f"{name:22s} {report[name]['parameters']:,} parameters, batch-1 {report[name]['batch1_ms_median']:.2f} ms")
+            print(
+                f"{name:22s} {report[name]['parameters']:,} parameters, "
+                f"batch-1 {report[name]['batch1_ms_median']:.2f} ms"
+            )
     return 0

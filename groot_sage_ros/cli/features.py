@@ -13,10 +13,11 @@ from .common import add_frame_set_args, add_runtime_args, add_state_args
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "features", help="backbone features of one frame set: shape, dtype, layout, norms, timing",
+        "features",
+        help="backbone features of one frame set: shape, dtype, layout, norms, timing",
         epilog="example: groot-sage features --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
         "--image wrist.jpg --instruction 'pick up the cube' --device cuda --actions --embodiment gr1 --seed 0",
-    )  # fmt: skip
+    )
     add_frame_set_args(parser)
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("--tokenizer", default=None, help="tokenizer/processor folder (default: built-in)")
@@ -55,8 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
     imported_s = seconds_since_process_start()  # interpreter start and imports
     images = [read_image(path) for path in args.image]
-    engine = load_engine(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
-                         action_head=args.actions, runtime=RuntimeConfig.from_attributes(args))  # fmt: skip
+    engine = load_engine(
+        args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        action_head=args.actions,
+        runtime=RuntimeConfig.from_attributes(args),
+    )
     times, first_features_s = [], None
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -98,11 +105,13 @@ def features_report(engine, result, checkpoint, times: list[float]) -> dict:
         "warmup_s": started.get("warmup_s", 0.0),
         "start_kind": started.get("start_kind"),
         "cuda_graphs": started.get("cuda_graphs", 0),
-        "compile_cache": {"hits": started.get("compile_cache_hits", 0),
-                          "misses": started.get("compile_cache_misses", 0)},
+        "compile_cache": {
+            "hits": started.get("compile_cache_hits", 0),
+            "misses": started.get("compile_cache_misses", 0),
+        },
         "peak_reserved_gb": torch.cuda.max_memory_reserved(engine.device) / 1e9 if cuda else None,
         "extract_ms": {"median": sorted(times)[len(times) // 2], "first": times[0], "runs": len(times)},
-    }  # fmt: skip
+    }
 
 
 def print_report(report: dict, layout, actions: bool) -> None:
@@ -117,10 +126,14 @@ def print_report(report: dict, layout, actions: bool) -> None:
     if actions:
         keys = ", ".join(f"{k}: {w}" for k, w in report["action_keys"].items())
         first = " ".join(f"{v:.3f}" for v in report["action_chunk"][0])
-        print(f"actions      {len(report['action_chunk'])} x {len(report['action_chunk'][0])} ({keys}), first row {first}")
+        print(
+            f"actions      {len(report['action_chunk'])} x {len(report['action_chunk'][0])} ({keys}), first row {first}"
+        )
     timing = report["extract_ms"]
-    print(f"timing       load {report['load_s']:.2f} s, warm-up {report['warmup_s']:.2f} s, extract median "
-          f"{timing['median']:.1f} ms over {timing['runs']} runs (first {timing['first']:.1f} ms)")  # fmt: skip
+    print(
+        f"timing       load {report['load_s']:.2f} s, warm-up {report['warmup_s']:.2f} s, extract median "
+        f"{timing['median']:.1f} ms over {timing['runs']} runs (first {timing['first']:.1f} ms)"
+    )
 
 
 def predict_chunk(engine, result, args) -> dict:

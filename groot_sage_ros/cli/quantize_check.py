@@ -13,19 +13,25 @@ def add_parser(sub) -> None:
     from ..options import POSITIVE_INT, parser_for
 
     parser = sub.add_parser(
-        "quantize-check", help="a low precision against fp16 on your weights and frames: feature and action "
-        "agreement, gates",
+        "quantize-check",
+        help="a low precision against fp16 on your weights and frames: feature and action agreement, gates",
         epilog="example: groot-sage quantize-check --checkpoint nvidia/GR00T-N1.5-3B --image front.jpg "
         "--instruction 'pick up the cube' --device cuda --precision int8_weight --actions --embodiment gr1",
-    )  # fmt: skip
+    )
     add_frame_set_args(parser)
-    parser.add_argument("--precision", dest="precisions", action="append", choices=[p for p in PRECISIONS if p != "fp16"],
-                        help="a precision to check, once per precision (default: int8_weight)")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        dest="precisions",
+        action="append",
+        choices=[p for p in PRECISIONS if p != "fp16"],
+        help="a precision to check, once per precision (default: int8_weight)",
+    )
     parser.add_argument("--dtype", default="float16", help="the engine dtype fp16 means here (default: float16)")
     parser.add_argument("--actions", action="store_true", help="also compare the action head's chunks")
     add_state_args(parser)
-    parser.add_argument("--seeds", type=parser_for(POSITIVE_INT), default=3,
-                        help="noise seeds per chunk comparison (default: 3)")  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=parser_for(POSITIVE_INT), default=3, help="noise seeds per chunk comparison (default: 3)"
+    )
     parser.add_argument("--json", help="also write the report to this JSON file")
     add_options(parser, RuntimeOptions, "compile", "cuda_graphs")
     parser.set_defaults(run=run)

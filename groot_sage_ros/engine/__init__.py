@@ -1,7 +1,7 @@
 """Engines: ``load_engine`` is the one entry point; what it returns serves ``api.FeatureEngine``.
 
-    engine = load_engine("ckpt/")                         # a GR00T checkpoint: the family from its config.json
-    engine = load_engine("run/student.safetensors")       # a distilled student (or its run folder)
+engine = load_engine("ckpt/")                         # a GR00T checkpoint: the family from its config.json
+engine = load_engine("run/student.safetensors")       # a distilled student (or its run folder)
 """
 
 from __future__ import annotations
@@ -14,8 +14,19 @@ from ..fastpath.precision import check_supported as check_precision
 from .runtime import RuntimeConfig, parse_dtype, resolve_device
 from .teacher import TeacherEngine
 
-__all__ = ["PRECISIONS", "TeacherEngine", "RuntimeConfig", "check_precision", "is_student", "load_action_head", "load_engine",
-           "load_processor", "random_engine", "parse_dtype", "resolve_device"]
+__all__ = [
+    "PRECISIONS",
+    "TeacherEngine",
+    "RuntimeConfig",
+    "check_precision",
+    "is_student",
+    "load_action_head",
+    "load_engine",
+    "load_processor",
+    "random_engine",
+    "parse_dtype",
+    "resolve_device",
+]
 
 
 STUDENT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pkl", ".bin")  # the pickles are refused by name
@@ -31,9 +42,17 @@ def is_student(path: str | Path) -> bool:
     return path.is_file() or path.suffix in STUDENT_SUFFIXES
 
 
-def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *, action_head: bool = False,
-                tokenizer: str | None = None, instruction_format: str | None = None,
-                runtime: RuntimeConfig | None = None, warmup: bool = True) -> FeatureEngine:  # fmt: skip
+def load_engine(
+    checkpoint: str | Path,
+    device: str = "cuda",
+    dtype: str = "float16",
+    *,
+    action_head: bool = False,
+    tokenizer: str | None = None,
+    instruction_format: str | None = None,
+    runtime: RuntimeConfig | None = None,
+    warmup: bool = True,
+) -> FeatureEngine:
     """A teacher from a checkpoint folder or cached repo id (its family detected from ``config.json``), or
     the student a ``distill`` run wrote. Errors name the file and what was expected."""
     if is_student(checkpoint):
@@ -42,9 +61,16 @@ def load_engine(checkpoint: str | Path, device: str = "cuda", dtype: str = "floa
         if action_head:
             raise ValueError(f"{checkpoint}: a student checkpoint has no action head")
         return StudentEngine.from_checkpoint(checkpoint, device=device, dtype=dtype)
-    return TeacherEngine.from_pretrained(checkpoint, device=device, dtype=dtype, tokenizer=tokenizer,
-                                            instruction_format=instruction_format, action_head=action_head,
-                                            runtime=runtime, warmup=warmup)  # fmt: skip
+    return TeacherEngine.from_pretrained(
+        checkpoint,
+        device=device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        instruction_format=instruction_format,
+        action_head=action_head,
+        runtime=runtime,
+        warmup=warmup,
+    )
 
 
 def load_processor(checkpoint: str | Path, tokenizer: str | None = None, instruction_format: str | None = None):
@@ -58,19 +84,34 @@ def load_processor(checkpoint: str | Path, tokenizer: str | None = None, instruc
     return family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
 
 
-def load_action_head(checkpoint: str | Path, device: str = "cuda", dtype: str = "float16", *,
-                     runtime: RuntimeConfig | None = None, warmup: bool = True) -> TeacherEngine:  # fmt: skip
+def load_action_head(
+    checkpoint: str | Path,
+    device: str = "cuda",
+    dtype: str = "float16",
+    *,
+    runtime: RuntimeConfig | None = None,
+    warmup: bool = True,
+) -> TeacherEngine:
     """A teacher checkpoint's action head without its backbone: ``action_policy`` and ``predict_actions`` on
     features from another engine (a student serves the teacher's width and token layout)."""
-    return TeacherEngine.from_pretrained(checkpoint, device=device, dtype=dtype, action_head=True, backbone=False,
-                                            runtime=runtime, warmup=warmup)  # fmt: skip
+    return TeacherEngine.from_pretrained(
+        checkpoint, device=device, dtype=dtype, action_head=True, backbone=False, runtime=runtime, warmup=warmup
+    )
 
 
-def random_engine(family: str, device: str = "cuda", dtype: str = "float16", *, action_head: bool = False,
-                  runtime: RuntimeConfig | None = None, seed: int = 0) -> FeatureEngine:  # fmt: skip
+def random_engine(
+    family: str,
+    device: str = "cuda",
+    dtype: str = "float16",
+    *,
+    action_head: bool = False,
+    runtime: RuntimeConfig | None = None,
+    seed: int = 0,
+) -> FeatureEngine:
     """Random weights in the shapes of ``family``'s released checkpoint (benchmarks: no files needed)."""
     from ..families import by_name
 
     raw = by_name(family, "family").full_size_config()
-    return TeacherEngine.from_random(raw, device=device, dtype=dtype, seed=seed, action_head=action_head,
-                                        runtime=runtime)  # fmt: skip
+    return TeacherEngine.from_random(
+        raw, device=device, dtype=dtype, seed=seed, action_head=action_head, runtime=runtime
+    )

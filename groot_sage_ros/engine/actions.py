@@ -22,22 +22,26 @@ class HeadPolicy:
         self.horizon = engine.model.action_horizon
 
     @classmethod
-    def from_statistics(cls, engine, path: Path, embodiment: str, id_of: Callable[[str], int],
-                        modes: dict[str, str] | None = None) -> "HeadPolicy":  # fmt: skip
+    def from_statistics(
+        cls, engine, path: Path, embodiment: str, id_of: Callable[[str], int], modes: dict[str, str] | None = None
+    ) -> "HeadPolicy":
         return cls(engine, EmbodimentNormalizer.from_metadata(path, embodiment, id_of, modes))
 
     def zero_state(self) -> dict[str, np.ndarray]:
         return self.normalizer.zero_state()
 
-    def normalised_chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
-                         reference: bool = False) -> torch.Tensor:  # fmt: skip
+    def normalised_chunk(
+        self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
+    ) -> torch.Tensor:
         """(horizon, action_dim) normalised, on the host, for the first sample of ``result``."""
         vector = self.normalizer.state_vector(state, self.engine.state_width)  # raises naming a bad key
-        chunk = self.engine.predict_actions(result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id,
-                                            seed, reference)  # fmt: skip
+        chunk = self.engine.predict_actions(
+            result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id, seed, reference
+        )
         return chunk[0].float().cpu()
 
-    def chunk(self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None,
-              reference: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    def chunk(
+        self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
+    ) -> dict[str, np.ndarray]:
         """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
         return self.normalizer.split_actions(self.normalised_chunk(result, state, seed, reference).numpy())

@@ -65,8 +65,17 @@ class RuntimeConfig:
     def from_attributes(cls, source) -> "RuntimeConfig":
         """From any object with same-named attributes: parsed options (``--compile``, ``--no-cuda-graphs``,
         ``--compile-cache-dir``) or a node's config. Fields the source does not have keep their defaults."""
-        names = ("compile", "compile_mode", "dynamic_lengths", "cuda_graphs", "graph_max_batch", "length_bucket",
-                 "compile_cache_dir", "precision", "fp8_min_rows")  # fmt: skip
+        names = (
+            "compile",
+            "compile_mode",
+            "dynamic_lengths",
+            "cuda_graphs",
+            "graph_max_batch",
+            "length_bucket",
+            "compile_cache_dir",
+            "precision",
+            "fp8_min_rows",
+        )
         return cls(**{name: getattr(source, name) for name in names if hasattr(source, name)})
 
     def compiles_on(self, device: torch.device) -> bool:

@@ -49,8 +49,17 @@ class TeacherEngine:
     Neither changes any module, so they may run at the same time from different threads.
     """
 
-    def __init__(self, model: FamilyModel, family: ModelFamily, processor, device: torch.device, dtype: torch.dtype,
-                 model_id: str, root: Path | None = None, runtime: RuntimeConfig | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: FamilyModel,
+        family: ModelFamily,
+        processor,
+        device: torch.device,
+        dtype: torch.dtype,
+        model_id: str,
+        root: Path | None = None,
+        runtime: RuntimeConfig | None = None,
+    ):
         self.model, self.family, self.processor = model, family, processor
         self.root = root  # checkpoint folder (for the family's statistics file)
         self.device, self.dtype, self.model_id = device, dtype, model_id
@@ -69,10 +78,18 @@ class TeacherEngine:
     # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path, device: str = "cuda", dtype: str = "float16",
-                        tokenizer: str | None = None, instruction_format: str | None = None, warmup: bool = True,
-                        action_head: bool = False, runtime: RuntimeConfig | None = None,
-                        backbone: bool = True) -> "TeacherEngine":  # fmt: skip
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path,
+        device: str = "cuda",
+        dtype: str = "float16",
+        tokenizer: str | None = None,
+        instruction_format: str | None = None,
+        warmup: bool = True,
+        action_head: bool = False,
+        runtime: RuntimeConfig | None = None,
+        backbone: bool = True,
+    ) -> "TeacherEngine":
         """Load a checkpoint of any registered family; with ``action_head`` the head is built and loaded too;
         without ``backbone``, the head alone (for features from elsewhere: a student)."""
         start = time.perf_counter()
@@ -90,13 +107,21 @@ class TeacherEngine:
             model = family.build(config, with_action_head=action_head, with_backbone=backbone)
         load_weights(model, files, family.keys, torch_device, torch_dtype)
         processor = family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
-        return cls._ready(model, family, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup,
-                          runtime, start)  # fmt: skip
+        return cls._ready(
+            model, family, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup, runtime, start
+        )
 
     @classmethod
-    def from_random(cls, raw_config: dict, device: str = "cuda", dtype: str = "float16", seed: int = 0,
-                    warmup: bool = True, action_head: bool = False,
-                    runtime: RuntimeConfig | None = None) -> "TeacherEngine":  # fmt: skip
+    def from_random(
+        cls,
+        raw_config: dict,
+        device: str = "cuda",
+        dtype: str = "float16",
+        seed: int = 0,
+        warmup: bool = True,
+        action_head: bool = False,
+        runtime: RuntimeConfig | None = None,
+    ) -> "TeacherEngine":
         """Random weights in the shapes of ``raw_config`` (a config.json dict of any family): for benchmarks."""
         start = time.perf_counter()
         torch_dtype, torch_device = parse_dtype(dtype, "dtype"), resolve_device(device)
@@ -108,12 +133,24 @@ class TeacherEngine:
         model.to_empty(device=torch_device)
         random_init_(model, seed)
         model.to(torch_dtype)
-        return cls._ready(model, family, family.processor(), torch_device, torch_dtype, f"random:{seed}", None,
-                          warmup, runtime, start)  # fmt: skip
+        return cls._ready(
+            model, family, family.processor(), torch_device, torch_dtype, f"random:{seed}", None, warmup, runtime, start
+        )
 
     @classmethod
-    def _ready(cls, model, family, processor, device, dtype, model_id: str, root: Path | None, warmup: bool,
-               runtime: RuntimeConfig | None, start: float):  # fmt: skip
+    def _ready(
+        cls,
+        model,
+        family,
+        processor,
+        device,
+        dtype,
+        model_id: str,
+        root: Path | None,
+        warmup: bool,
+        runtime: RuntimeConfig | None,
+        start: float,
+    ):
         """The steps after the weights are in: buffers, a check that nothing is left on meta, eval, the
         precision swap, the fast path (fusion, compilation), warm-up; ``start`` is when loading began."""
         model.materialize_buffers(device)
@@ -125,15 +162,19 @@ class TeacherEngine:
         runtime = engine.runtime
         regions = family.fast_regions(model)
         tick = time.perf_counter()
-        engine.modules_swapped = quantize_layers([layer for region in regions for layer in region.layers],
-                                                    runtime.precision, PrecisionOptions(runtime.fp8_min_rows))  # fmt: skip
+        engine.modules_swapped = quantize_layers(
+            [layer for region in regions for layer in region.layers],
+            runtime.precision,
+            PrecisionOptions(runtime.fp8_min_rows),
+        )
         engine.modules_swapped += quantize_token_tables(model, runtime.precision)
         engine.quantize_seconds = time.perf_counter() - tick
         if engine.compiled:
             use_compile_cache(runtime.compile_cache_dir)
         if engine.compiled or engine.graphed:
-            engine._calls = install_fast_path(model, regions, engine.compiled, runtime.compile_mode,
-                                                 runtime.dynamic_lengths)  # fmt: skip
+            engine._calls = install_fast_path(
+                model, regions, engine.compiled, runtime.compile_mode, runtime.dynamic_lengths
+            )
         engine.load_seconds = time.perf_counter() - start
         if warmup:
             engine.warmup()
@@ -273,12 +314,19 @@ class TeacherEngine:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         if self.root is None:
             raise ValueError("this model was not loaded from a checkpoint folder: no normalisation statistics")
-        return HeadPolicy.from_statistics(self, self.root / self.family.statistics_file, embodiment,
-                                          self.family.embodiment_id, modes)  # fmt: skip
+        return HeadPolicy.from_statistics(
+            self, self.root / self.family.statistics_file, embodiment, self.family.embodiment_id, modes
+        )
 
     @torch.inference_mode()
-    def predict_actions(self, result: FeatureResult, states: torch.Tensor, embodiment_id: int,
-                        seed: int | None = None, reference: bool = False) -> torch.Tensor:  # fmt: skip
+    def predict_actions(
+        self,
+        result: FeatureResult,
+        states: torch.Tensor,
+        embodiment_id: int,
+        seed: int | None = None,
+        reference: bool = False,
+    ) -> torch.Tensor:
         """Normalised action chunks (B, horizon, action_dim) from features and normalised, padded states
         (B, state_width). Each sample sees only its own tokens (no padding), as at batch 1. A fixed ``seed``
         gives the same noise, hence the same chunk, every time (on either path); ``reference`` takes the
@@ -295,13 +343,15 @@ class TeacherEngine:
             features = result.features[row : row + 1, : layout.seq_len].to(self.dtype)  # (1, L, C), from any engine
             state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
             category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
-            noise = torch.randn((1, self.model.action_horizon, self.model.action_dim), generator=generator,
-                                device=self.device)  # fmt: skip
+            noise = torch.randn(
+                (1, self.model.action_horizon, self.model.action_dim), generator=generator, device=self.device
+            )
             chunks.append(chunk(features, state, category, noise))
         return torch.cat(chunks)  # (B, H, A)
 
-    def action_velocity(self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor,
-                        embodiment_id: int) -> torch.Tensor:  # fmt: skip
+    def action_velocity(
+        self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor, embodiment_id: int
+    ) -> torch.Tensor:
         """The head's predicted flow velocity (B, H, A) for noisy ``actions`` (B, H, A) at times ``t`` (B,) in
         [0, 1), from features (B, L, D) and normalised, padded states (B, state_width). Differentiable in the
         features (a student trained through the frozen head); the reference path, no graphs."""
@@ -310,8 +360,13 @@ class TeacherEngine:
         batch = features.shape[0]
         buckets = (t * self.model.timestep_buckets).long().clamp(0, self.model.timestep_buckets - 1)  # (B,)
         category = torch.full((batch,), embodiment_id, dtype=torch.int64, device=self.device)
-        return self.model.action_velocity(features.to(self.dtype), actions.to(self.dtype), buckets,
-                                          states.to(self.device, self.dtype).view(batch, 1, -1), category)  # fmt: skip
+        return self.model.action_velocity(
+            features.to(self.dtype),
+            actions.to(self.dtype),
+            buckets,
+            states.to(self.device, self.dtype).view(batch, 1, -1),
+            category,
+        )
 
     def _fast_chunk(self, features, state, category, noise) -> torch.Tensor:
         """One sample's chunk with the fast callables; the function the head's graphs replay."""

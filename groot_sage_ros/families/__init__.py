@@ -1,7 +1,7 @@
 """The registry of GR00T model families: which family a ``config.json`` belongs to.
 
-    family = detect(raw_config, "ckpt/config.json")   # or one clear error for an unknown family
-    family = by_name(facts.family)                    # from a recorded TokenFacts
+family = detect(raw_config, "ckpt/config.json")   # or one clear error for an unknown family
+family = by_name(facts.family)                    # from a recorded TokenFacts
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ def detect(raw: dict[str, Any], source: str = "config.json") -> ModelFamily:
         if family.matches(raw):
             return family
     found = {key: raw.get(key) for key in ("model_type", "architectures") if key in raw}
-    raise ValueError(f"{source}: not a supported GR00T model family ({found or 'no model_type or architectures'}); "
-                     f"supported: {sorted(FAMILIES)}")  # fmt: skip
+    raise ValueError(
+        f"{source}: not a supported GR00T model family ({found or 'no model_type or architectures'}); "
+        f"supported: {sorted(FAMILIES)}"
+    )
 
 
 def by_name(name: str, source: str = "record") -> ModelFamily:

@@ -60,8 +60,9 @@ def compile_cache_counts() -> dict[str, int]:
     return {"hits": int(inductor["fxgraph_cache_hit"]), "misses": int(inductor["fxgraph_cache_miss"])}
 
 
-def install_fast_path(model: nn.Module, regions: Sequence, compile: bool, mode: str = "default",
-                      dynamic_lengths: bool = True) -> dict[str, list[Callable]]:  # fmt: skip
+def install_fast_path(
+    model: nn.Module, regions: Sequence, compile: bool, mode: str = "default", dynamic_lengths: bool = True
+) -> dict[str, list[Callable]]:
     """Build every region's fast modules onto ``model.fast`` (from the layers as loaded, at their precision),
     compile each region's function (with ``compile``) and return the per-layer callables the model takes."""
     if compile and not dynamic_lengths:

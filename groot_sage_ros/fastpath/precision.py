@@ -6,14 +6,14 @@
   Halves the bytes each frame streams; for Ampere and Orin, and the CPU.
 - ``fp8``: e4m3 weights with per-output-channel scales and e4m3 activations with per-token scales, multiplied
   by ``torch._scaled_mm`` (FP8 tensor cores: compute capability 8.9 or newer). A call with fewer than
-  ``fp8_min_rows`` rows (tokens) uses the fp16 weights instead, kept for that: at batch 1 the fp8 GEMMs and
-  the activation quantisation are slower than fp16 on an H200 (measured; see benchmarks/archive/README.md).
+  ``fp8_min_rows`` rows (tokens) uses the fp16 weights instead, kept for that: for a few rows the fp8 GEMMs
+  and the activation quantisation cost more than the fp16 GEMM they replace.
 
 ``quantize_layers`` swaps every plain ``nn.Linear`` inside the given layers (the family's fast regions: the
 SigLIP and Qwen3 layers, the head's VL self-attention and DiT blocks); norms and the small encoders stay in
 the engine's dtype, and so do embeddings, except that int8_weight also stores the vocabulary table as int8
-rows (``quantize_token_tables``: measured to matter for its memory). The swap is deterministic. Fusion (``fusion.fuse_linears``) then joins
-swapped modules of one kind with their ``concatenate``.
+rows (``quantize_token_tables``: the table is a large share of the weights). The swap is deterministic.
+Fusion (``fusion.fuse_linears``) then joins swapped modules of one kind with their ``concatenate``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..api import PRECISION_NAMES
 from .fusion import SplitOutputs
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
@@ -62,8 +63,11 @@ class Int8WeightLinear(SplitOutputs, nn.Module):
 
     @classmethod
     def concatenate(cls, modules: list["Int8WeightLinear"]) -> "Int8WeightLinear":
-        fused = cls(torch.cat([m.weight for m in modules]), torch.cat([m.scale for m in modules]),
-                    torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None)  # fmt: skip
+        fused = cls(
+            torch.cat([m.weight for m in modules]),
+            torch.cat([m.scale for m in modules]),
+            torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None,
+        )
         fused.sizes = [m.out_features for m in modules]
         start = 0
         for m in modules:  # the separate modules now read slices of the fused buffers
@@ -78,8 +82,14 @@ class Int8WeightLinear(SplitOutputs, nn.Module):
 class Fp8Linear(SplitOutputs, nn.Module):
     """fp8 (e4m3) weights with per-channel scales, activations quantised per token in the call."""
 
-    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, weight_half: torch.Tensor,
-                 bias: torch.Tensor | None, min_rows: int):  # fmt: skip
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        weight_half: torch.Tensor,
+        bias: torch.Tensor | None,
+        min_rows: int,
+    ):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.sizes = [self.out_features]
@@ -107,8 +117,14 @@ class Fp8Linear(SplitOutputs, nn.Module):
         x2 = x.reshape(rows, self.in_features)  # (M, K)
         x_scale = (x2.abs().amax(dim=-1, keepdim=True).float() / E4M3_MAX).clamp(min=1e-12)  # (M, 1)
         xq = (x2.float() / x_scale).to(torch.float8_e4m3fn)
-        out = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.scale, out_dtype=torch.bfloat16,
-                               use_fast_accum=FP8_FAST_ACCUMULATION)  # fmt: skip
+        out = torch._scaled_mm(
+            xq,
+            self.weight.t(),
+            scale_a=x_scale,
+            scale_b=self.scale,
+            out_dtype=torch.bfloat16,
+            use_fast_accum=FP8_FAST_ACCUMULATION,
+        )
         out = out.to(x.dtype)  # (M, N): row-wise scaling produces bf16
         if self.bias is not None:
             out = out + self.bias
@@ -116,10 +132,13 @@ class Fp8Linear(SplitOutputs, nn.Module):
 
     @classmethod
     def concatenate(cls, modules: list["Fp8Linear"]) -> "Fp8Linear":
-        fused = cls(torch.cat([m.weight for m in modules]), torch.cat([m.scale for m in modules], dim=1),
-                    torch.cat([m.weight_half for m in modules]),
-                    torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None,
-                    modules[0].min_rows)  # fmt: skip
+        fused = cls(
+            torch.cat([m.weight for m in modules]),
+            torch.cat([m.scale for m in modules], dim=1),
+            torch.cat([m.weight_half for m in modules]),
+            torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None,
+            modules[0].min_rows,
+        )
         fused.sizes = [m.out_features for m in modules]
         start = 0
         for m in modules:
@@ -186,10 +205,12 @@ def fp8_swap(linear: nn.Linear, options: PrecisionOptions) -> nn.Module:
 
 PRECISIONS: dict[str, Precision] = {
     "fp16": Precision("fp16", None, 1.0, 1.0),
-    "int8_weight": Precision("int8_weight", Int8WeightLinear.from_linear, 0.995, 0.99,
-                             token_table=Int8Embedding.from_embedding),
+    "int8_weight": Precision(
+        "int8_weight", Int8WeightLinear.from_linear, 0.995, 0.99, token_table=Int8Embedding.from_embedding
+    ),
     "fp8": Precision("fp8", fp8_swap, 0.99, 0.98, needs_fp8=True),
 }
+assert tuple(PRECISIONS) == PRECISION_NAMES, "the precision table and api.PRECISION_NAMES must name the same"
 
 
 def check_supported(precision: str, device: torch.device) -> None:
@@ -201,8 +222,10 @@ def check_supported(precision: str, device: torch.device) -> None:
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     if capability is None or capability < (8, 9):
         have = f"compute capability {capability[0]}.{capability[1]}" if capability else "no FP8 tensor cores"
-        raise ValueError(f"precision 'fp8' needs FP8 tensor cores (compute capability 8.9 or newer: Ada, Hopper, "
-                         f"Blackwell, Thor); {device} has {have}; use int8_weight or fp16 there")  # fmt: skip
+        raise ValueError(
+            f"precision 'fp8' needs FP8 tensor cores (compute capability 8.9 or newer: Ada, Hopper, "
+            f"Blackwell, Thor); {device} has {have}; use int8_weight or fp16 there"
+        )
 
 
 def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -236,8 +259,11 @@ def quantize_token_tables(model: nn.Module, precision: str) -> int:
     swap = PRECISIONS[precision].token_table
     if swap is None:
         return 0
-    targets = [(name, module) for name, module in model.named_modules()
-               if type(module) is nn.Embedding and module.num_embeddings >= TOKEN_TABLE_ROWS]  # fmt: skip
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type(module) is nn.Embedding and module.num_embeddings >= TOKEN_TABLE_ROWS
+    ]
     for name, embedding in targets:
         replace_module(model, name, swap(embedding))
     torch.cuda.empty_cache()

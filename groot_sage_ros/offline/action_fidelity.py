@@ -46,8 +46,11 @@ def action_fidelity(head, policy, predict, dataset, indices, pad_id: int, seeds:
     cosines = [p["cosine"] for p in pairs]
     keys = pairs[0]["max_abs_error"].keys() if pairs else ()
     return {
-        "action_cosine_mean": float(np.mean(cosines)), "action_cosine_min": float(np.min(cosines)),
+        "action_cosine_mean": float(np.mean(cosines)),
+        "action_cosine_min": float(np.min(cosines)),
         "action_rel_l2_mean": float(np.mean([p["rel_l2"] for p in pairs])),
         "action_max_abs_error": {key: max(p["max_abs_error"][key] for p in pairs) for key in keys},
-        "action_samples": len(indices), "action_seeds": len(seeds), "_action_cosines": cosines,
-    }  # fmt: skip
+        "action_samples": len(indices),
+        "action_seeds": len(seeds),
+        "_action_cosines": cosines,
+    }

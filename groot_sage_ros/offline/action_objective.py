@@ -43,11 +43,20 @@ def action_objective(args, dataset, device) -> ActionObjective | None:
     teacher = args.teacher or dataset.manifest["teacher"]["checkpoint"]
     recorded = dataset.manifest["teacher"].get("content_hash")
     if recorded and content_hash(read_checkpoint_files(teacher)) != recorded:
-        raise ValueError(f"--teacher {teacher}: not the teacher whose features {dataset.root} holds (content hashes "
-                         "differ); the action objective needs that teacher's head")  # fmt: skip
-    head = load_action_head(teacher, device=str(device), dtype="float32", warmup=False,
-                            runtime=RuntimeConfig(compile="off", cuda_graphs=False))  # fmt: skip
+        raise ValueError(
+            f"--teacher {teacher}: not the teacher whose features {dataset.root} holds (content hashes "
+            "differ); the action objective needs that teacher's head"
+        )
+    head = load_action_head(
+        teacher,
+        device=str(device),
+        dtype="float32",
+        warmup=False,
+        runtime=RuntimeConfig(compile="off", cuda_graphs=False),
+    )
     if head.feature_dim != dataset.feature_dim:
-        raise ValueError(f"--teacher {teacher}: its head reads {head.feature_dim}-d features, {dataset.root} holds "
-                         f"{dataset.feature_dim}-d ones")  # fmt: skip
+        raise ValueError(
+            f"--teacher {teacher}: its head reads {head.feature_dim}-d features, {dataset.root} holds "
+            f"{dataset.feature_dim}-d ones"
+        )
     return ActionObjective(head, head.action_policy(args.embodiment), args.seed)

@@ -13,10 +13,21 @@ import numpy as np
 from .bags import CameraFrame
 
 # The ARC colour palette, indices 0-9 (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).
-ARC_PALETTE = np.array([
-    [0, 0, 0], [0, 116, 217], [255, 65, 54], [46, 204, 64], [255, 220, 0],
-    [170, 170, 170], [240, 18, 190], [255, 133, 27], [127, 219, 255], [135, 12, 37],
-], dtype=np.uint8)  # fmt: skip
+ARC_PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [0, 116, 217],
+        [255, 65, 54],
+        [46, 204, 64],
+        [255, 220, 0],
+        [170, 170, 170],
+        [240, 18, 190],
+        [255, 133, 27],
+        [127, 219, 255],
+        [135, 12, 37],
+    ],
+    dtype=np.uint8,
+)
 ARC_INSTRUCTION = "solve the puzzle: transform the input grid into the output grid"
 BACKGROUND, GAP = 32, 16  # dark grey canvas, pixels between the grids
 

@@ -114,8 +114,9 @@ def image_message(store, frame: CameraFrame, compressed: bool):
         return store.types[COMPRESSED](header=header, format="rgb8; jpeg compressed bgr8", data=data)
     height, width = frame.rgb.shape[:2]
     data = np.ascontiguousarray(frame.rgb, dtype=np.uint8).reshape(-1)
-    return store.types[IMAGE](header=header, height=height, width=width, encoding="rgb8", is_bigendian=0,
-                              step=width * 3, data=data)  # fmt: skip
+    return store.types[IMAGE](
+        header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3, data=data
+    )
 
 
 def write_camera_bag(
@@ -136,8 +137,9 @@ def write_camera_bag(
     folder = claim_bag_folder(out)
     try:
         with bag_writer(folder, storage) as writer:
-            camera = writer.add_connection(camera_topic, COMPRESSED if compressed else IMAGE, typestore=store,
-                                           offered_qos_profiles=[SENSOR_QOS])  # fmt: skip
+            camera = writer.add_connection(
+                camera_topic, COMPRESSED if compressed else IMAGE, typestore=store, offered_qos_profiles=[SENSOR_QOS]
+            )
             text = writer.add_connection(instruction_topic, STRING, typestore=store, offered_qos_profiles=[LATCHED_QOS])
             for stamp_ns, instruction in instructions:
                 writer.write(text, stamp_ns, store.serialize_cdr(store.types[STRING](data=instruction), STRING))

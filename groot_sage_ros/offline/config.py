@@ -33,16 +33,28 @@ DTYPES = ("float16", "bfloat16", "float32")
 class RuntimeOptions:
     """The engine's speed knobs on the command line (``engine.RuntimeConfig`` holds their defaults)."""
 
-    compile: str = option(default_of(RuntimeConfig, "compile"), "torch.compile the transformer layers: auto = on "
-                          "CUDA only", choices=COMPILE_MODES)  # fmt: skip
+    compile: str = option(
+        default_of(RuntimeConfig, "compile"),
+        "torch.compile the transformer layers: auto = on CUDA only",
+        choices=COMPILE_MODES,
+    )
     cuda_graphs: bool = option(default_of(RuntimeConfig, "cuda_graphs"), "replay CUDA graphs of the model")
-    compile_cache_dir: str = option(default_of(RuntimeConfig, "compile_cache_dir"), "compiled-kernel cache (default: "
-                                    "$TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros)")  # fmt: skip
-    precision: str = option(default_of(RuntimeConfig, "precision"), "the repeated layers' Linear weights: fp16, "
-                            "int8_weight (Ampere, Orin, CPU) or fp8 (Ada, Hopper, Blackwell, Thor); check yours "
-                            "with quantize-check", choices=tuple(PRECISIONS))  # fmt: skip
-    fp8_min_rows: int = option(default_of(RuntimeConfig, "fp8_min_rows"), "fp8: calls with fewer rows (tokens) use "
-                               "the fp16 weights, faster there", COUNT)  # fmt: skip
+    compile_cache_dir: str = option(
+        default_of(RuntimeConfig, "compile_cache_dir"),
+        "compiled-kernel cache (default: $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros)",
+    )
+    precision: str = option(
+        default_of(RuntimeConfig, "precision"),
+        "the repeated layers' Linear weights: fp16, "
+        "int8_weight (Ampere, Orin, CPU) or fp8 (Ada, Hopper, Blackwell, Thor); check yours "
+        "with quantize-check",
+        choices=tuple(PRECISIONS),
+    )
+    fp8_min_rows: int = option(
+        default_of(RuntimeConfig, "fp8_min_rows"),
+        "fp8: calls with fewer rows (tokens) use the fp16 weights, faster there",
+        COUNT,
+    )
 
 
 @dataclass(kw_only=True)
@@ -63,8 +75,9 @@ class ExtractConfig(RuntimeOptions):
     shard_size: int = option(256, "samples per shard file", POSITIVE_INT)
     sync_slop_s: float = option(0.05, "camera pairing window in seconds, as the node's", NON_NEGATIVE_FLOAT)
     overwrite: bool = option(False, "replace a finished dataset at --out (only the files this package wrote)")
-    workers: int = option(0, "decode/preprocess threads (default: min(8, CPUs) with a GPU, half the CPUs without)",
-                          COUNT)  # fmt: skip
+    workers: int = option(
+        0, "decode/preprocess threads (default: min(8, CPUs) with a GPU, half the CPUs without)", COUNT
+    )
     threads: int = option(0, "PyTorch threads on the CPU (default: idle cores less the decode threads)", COUNT)
 
     def __post_init__(self) -> None:
@@ -107,13 +120,19 @@ class DistillConfig:
     grad_clip: float = option(1.0, "gradient norm clip", POSITIVE_FLOAT)
     mse_weight: float = option(1.0, "weight of the standardised feature MSE", NON_NEGATIVE_FLOAT)
     cosine_weight: float = option(1.0, "weight of (1 - per-token cosine)", NON_NEGATIVE_FLOAT)
-    action_weight: float = option(0.0, "also match the teacher's action head's velocity from the student's "
-                                  "features (0: off); with --mse-weight 0 --cosine-weight 0 the student learns only "
-                                  "what the head needs", NON_NEGATIVE_FLOAT)  # fmt: skip
-    teacher: str | None = option(None, "checkpoint whose action head --action-weight uses (default: the dataset's "
-                                 "teacher)")  # fmt: skip
-    embodiment: str | None = option(None, "embodiment for --action-weight (default: the only one in the teacher's "
-                                    "statistics)")  # fmt: skip
+    action_weight: float = option(
+        0.0,
+        "also match the teacher's action head's velocity from the student's "
+        "features (0: off); with --mse-weight 0 --cosine-weight 0 the student learns only "
+        "what the head needs",
+        NON_NEGATIVE_FLOAT,
+    )
+    teacher: str | None = option(
+        None, "checkpoint whose action head --action-weight uses (default: the dataset's teacher)"
+    )
+    embodiment: str | None = option(
+        None, "embodiment for --action-weight (default: the only one in the teacher's statistics)"
+    )
     eval_fraction: float = option(0.2, "share of ARC tasks / bags held out", FRACTION)
     eval_every: int = option(50, "steps between held-out evaluations", POSITIVE_INT)
     save_every: int = option(100, "steps between resume states (last.safetensors, step-N.safetensors)", POSITIVE_INT)
@@ -137,11 +156,17 @@ class EvaluateConfig:
     student: str
     dataset: str
     teacher: str | None = option(None, "teacher checkpoint, to time it on the same device")
-    allow_unknown_teacher: bool = option(False, "evaluate even when the student or the dataset records no teacher "
-                                         "content hash (dataset-from-bag datasets record none), so the same teacher "
-                                         "cannot be checked")  # fmt: skip
-    embodiment: str | None = option(None, "with --teacher: also score each model through the teacher's action head "
-                                    "with this embodiment's statistics (no value: the checkpoint's only one)")  # fmt: skip
+    allow_unknown_teacher: bool = option(
+        False,
+        "evaluate even when the student or the dataset records no teacher "
+        "content hash (dataset-from-bag datasets record none), so the same teacher "
+        "cannot be checked",
+    )
+    embodiment: str | None = option(
+        None,
+        "with --teacher: also score each model through the teacher's action head "
+        "with this embodiment's statistics (no value: the checkpoint's only one)",
+    )
     action_samples: int = option(32, "held-out samples for the action scores", POSITIVE_INT)
     seeds: int = option(3, "noise seeds per action comparison", POSITIVE_INT)
     teacher_dtype: str = option("float16", "dtype of the teacher", choices=DTYPES)

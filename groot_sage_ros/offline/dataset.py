@@ -39,7 +39,10 @@ from ..owned_files import atomic_file, read_small_file, save_safetensors
 
 SCHEMA_VERSION = 3  # 2: shards carry their size and sha256; 3: the teacher family's token facts
 MANIFEST = "manifest.json"
-DATASET_NAMES = (MANIFEST, "shard-*.safetensors")  # what a dataset folder holds (a link or foreign file there is refused)
+DATASET_NAMES = (
+    MANIFEST,
+    "shard-*.safetensors",
+)  # what a dataset folder holds (a link or foreign file there is refused)
 SHARD_FILE = re.compile(r"^shard-\d{5}\.safetensors$")  # what extract and dataset-from-bag name them
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
 VERIFY_MODES = ("lazy", "all")
@@ -64,8 +67,11 @@ def finished_shards(folder: Path) -> set[str]:
     from ..owned_files import Journal
 
     owned = Journal(folder).state()[0]
-    return {name for name in owned if SHARD_FILE.match(name) and os.path.lexists(folder / name)
-            and stat.S_ISREG(os.lstat(folder / name).st_mode)}  # fmt: skip
+    return {
+        name
+        for name in owned
+        if SHARD_FILE.match(name) and os.path.lexists(folder / name) and stat.S_ISREG(os.lstat(folder / name).st_mode)
+    }
 
 
 def shard_name(k: int) -> str:
@@ -93,8 +99,9 @@ def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim: int, pad_id: int,
-                durable: bool = True) -> tuple[int, str]:  # fmt: skip
+def write_shard(
+    path: Path, samples: list[Sample], skipped: Counter, feature_dim: int, pad_id: int, durable: bool = True
+) -> tuple[int, str]:
     """All samples of one shard, atomically (a temporary name of this process, renamed when complete); returns
     the file's (size, sha256) for the manifest. ``durable``: flush it to disk before the rename; ``extract``
     passes False and flushes all its shards at once before its manifest (``sync_files``), so that the
@@ -111,13 +118,15 @@ def write_shard(path: Path, samples: list[Sample], skipped: Counter, feature_dim
         features[row, :tokens] = sample.features  # cast to float16 by the copy
         features[row, tokens:] = 0
     tensors = {
-        "images": torch.stack([s.images for s in samples]) if samples else torch.zeros((0, cameras, 3, image_size, image_size), dtype=torch.uint8),
+        "images": torch.stack([s.images for s in samples])
+        if samples
+        else torch.zeros((0, cameras, 3, image_size, image_size), dtype=torch.uint8),
         "input_ids": torch.from_numpy(input_ids),
         "lengths": torch.tensor([len(s.input_ids) for s in samples], dtype=torch.int32),
         "features": features,
         "stamps": torch.tensor([s.stamp_ns for s in samples], dtype=torch.int64),
         "index": torch.tensor([s.index for s in samples], dtype=torch.int64),
-    }  # fmt: skip
+    }
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
     metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(sorted(skipped.items())))}
     with atomic_file(path) as tmp:
@@ -152,8 +161,10 @@ def read_shard_info(path: Path) -> tuple[int, dict]:
 def shard_path(root: Path, name) -> Path:
     """``root / name`` for a manifest's shard name, which must be a plain file name inside ``root``."""
     if not isinstance(name, str) or not SHARD_NAME.match(name):
-        raise ValueError(f"{root / MANIFEST}: shard name {name!r} is not a plain *.safetensors file name in the "
-                         "dataset folder; refusing to read it")  # fmt: skip
+        raise ValueError(
+            f"{root / MANIFEST}: shard name {name!r} is not a plain *.safetensors file name in the "
+            "dataset folder; refusing to read it"
+        )
     path = root / name
     if path.is_symlink():
         raise ValueError(f"{path}: is a symbolic link; a dataset's shards must be files inside its folder")
@@ -179,8 +190,10 @@ class FeatureDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         manifest_path = self.root / MANIFEST
         if not os.path.lexists(manifest_path):
-            raise ValueError(f"{self.root}: no {MANIFEST}; not a finished dataset (an interrupted extract "
-                             "resumes when run again with the same arguments)")  # fmt: skip
+            raise ValueError(
+                f"{self.root}: no {MANIFEST}; not a finished dataset (an interrupted extract "
+                "resumes when run again with the same arguments)"
+            )
         try:
             self.manifest = json.loads(read_small_file(manifest_path, 256 << 20))
             shards = self.manifest["shards"]
@@ -190,8 +203,10 @@ class FeatureDataset(torch.utils.data.Dataset):
         except (ValueError, KeyError, TypeError, OSError) as err:
             raise ValueError(f"{manifest_path}: not a dataset manifest ({err})") from None
         if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{manifest_path}: schema_version {self.manifest.get('schema_version')}, expected "
-                             f"{SCHEMA_VERSION} (a dataset from an older version: extract it again)")  # fmt: skip
+            raise ValueError(
+                f"{manifest_path}: schema_version {self.manifest.get('schema_version')}, expected "
+                f"{SCHEMA_VERSION} (a dataset from an older version: extract it again)"
+            )
         self.rows: list[tuple[int, int]] = []
         self._paths: list[Path] = []
         for k, shard in enumerate(shards):
@@ -199,16 +214,17 @@ class FeatureDataset(torch.utils.data.Dataset):
             if not path.is_file():
                 raise ValueError(f"{self.root}: manifest lists {shard['file']}, which is missing")
             if path.stat().st_size != shard.get("bytes"):
-                raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says {shard.get('bytes')}; "
-                                 "the shard was changed or damaged after extract wrote it")  # fmt: skip
+                raise ValueError(
+                    f"{path}: {path.stat().st_size} bytes, the manifest says {shard.get('bytes')}; "
+                    "the shard was changed or damaged after extract wrote it"
+                )
             count, _ = read_shard_info(path)
             if count != shard["num_samples"]:
                 raise ValueError(f"{path}: holds {count} samples, the manifest says {shard['num_samples']}")
             self._paths.append(path)
             self.rows += [(k, row) for row in range(count)]
         if len(self.rows) != expected_total:
-            raise ValueError(f"{manifest_path}: num_samples {expected_total} but the shards hold "
-                             f"{len(self.rows)}")  # fmt: skip
+            raise ValueError(f"{manifest_path}: num_samples {expected_total} but the shards hold {len(self.rows)}")
         self._handles: dict[int, object] = {}
         self._rows_meta: dict[int, list[dict]] = {}
         self._verified: set[int] = set()
@@ -222,8 +238,10 @@ class FeatureDataset(torch.utils.data.Dataset):
         path, expected = self._paths[k], self.manifest["shards"][k]
         size, sha256 = file_digest(path)
         if (size, sha256) != (expected.get("bytes"), expected.get("sha256")):
-            raise ValueError(f"{path}: content does not match the manifest's sha256 (the shard was changed or "
-                             "damaged after extract wrote it); refusing to serve it")  # fmt: skip
+            raise ValueError(
+                f"{path}: content does not match the manifest's sha256 (the shard was changed or "
+                "damaged after extract wrote it); refusing to serve it"
+            )
         self._verified.add(k)
 
     @property

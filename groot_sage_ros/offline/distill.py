@@ -14,6 +14,7 @@ so that a resumed run's weights equal an uninterrupted one's, and a finished run
 from __future__ import annotations
 
 import hashlib
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -29,19 +30,35 @@ from .training import train_student
 RUN_NAMES = (STUDENT_FILE, RESUME_FILE, "step-*.safetensors", "metrics.jsonl", "timing.json", "loss.png", "cosine.png")
 
 
-def distill_identity(args, world: int, device: torch.device, threads: int | None) -> dict:
-    """What shapes a distill run's weights: the data, every option of the objective and the optimiser, the
-    student's shape, the processes and (on the CPU) the thread count, whose sums differ bit for bit."""
-    manifest = Path(args.dataset) / "manifest.json"
-    return {"command": "distill", "dataset": str(Path(args.dataset).absolute()),
-            "dataset_manifest_sha256": hashlib.sha256(read_small_file(manifest, 256 << 20)).hexdigest(),
-            **{name: getattr(args, name) for name in IDENTITY_OPTIONS}, "processes": world,
-            "device_type": device.type, "threads": threads}  # fmt: skip
+# DistillConfig's fields that do not change the weights (or enter the identity in another form below)
+NOT_IN_IDENTITY = (
+    "dataset",
+    "out",
+    "device",
+    "resume",
+    "overwrite",
+    "eval_every",
+    "save_every",
+    "log_every",
+    "threads",
+)
 
 
-IDENTITY_OPTIONS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "mse_weight",
-                    "cosine_weight", "action_weight", "teacher", "embodiment", "eval_fraction", "seed", "width",
-                    "layers", "heads")  # fmt: skip
+def distill_identity(config, world: int, device: torch.device, threads: int | None) -> dict:
+    """What shapes a distill run's weights: the data, every option of the objective, the optimiser, the
+    schedule and the student's shape, the processes and (on the CPU) the thread count, whose sums differ
+    bit for bit."""
+    manifest = Path(config.dataset) / "manifest.json"
+    options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in NOT_IN_IDENTITY}
+    return {
+        "command": "distill",
+        "dataset": str(Path(config.dataset).absolute()),
+        "dataset_manifest_sha256": hashlib.sha256(read_small_file(manifest, 256 << 20)).hexdigest(),
+        **options,
+        "processes": world,
+        "device_type": device.type,
+        "threads": threads,
+    }
 
 
 def claim_run_folder(args, out: Path, world: int, device: torch.device) -> OutputFolder:
@@ -51,8 +68,9 @@ def claim_run_folder(args, out: Path, world: int, device: torch.device) -> Outpu
     folder = OutputFolder.claim(out, "distill_run", overwrite=args.overwrite, names=RUN_NAMES)
     try:
         if args.resume and RESUME_FILE not in folder.outputs():
-            raise OutputError(f"--resume: no {out / RESUME_FILE} written by distill (a run saves it every "
-                              "--save-every steps)")  # fmt: skip
+            raise OutputError(
+                f"--resume: no {out / RESUME_FILE} written by distill (a run saves it every --save-every steps)"
+            )
         if not args.resume and folder.outputs():
             raise OutputError(f"{out} holds a distill run; pass --resume to continue or --overwrite to start over")
         threads = None
@@ -85,5 +103,3 @@ def run_distill(args) -> dict:
     finally:
         if folder is not None:
             folder.release()
-
-

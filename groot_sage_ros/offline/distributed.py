@@ -26,11 +26,14 @@ def distributed(device: str) -> tuple[int, int, int]:
         # gloo's threads live on into interpreter teardown, where they can abort a finished run (SIGABRT: three
         # failed two-process test runs out of about fifteen). Imported first, it never sees the group.
         import torch._dynamo  # noqa: F401
+
         if device.startswith("cuda"):
             visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if local_rank >= visible:
-                raise ValueError(f"--device {device} under torchrun: local rank {local_rank} needs GPU {local_rank}, "
-                                 f"but {visible} GPU(s) are visible")  # fmt: skip
+                raise ValueError(
+                    f"--device {device} under torchrun: local rank {local_rank} needs GPU {local_rank}, "
+                    f"but {visible} GPU(s) are visible"
+                )
             # The rank's GPU becomes the current device before anything else touches CUDA: NCCL's communicator,
             # barrier() and every call that takes the current device use it (a run without this hung on the
             # two-H200 machine: rank 1 reported no batch while rank 0 waited at the final barrier).

@@ -30,8 +30,10 @@ from .dataset import FeatureDataset
 from .student_data import collate, group_of
 from .training import save_figure
 
-def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None,
-                       allow_unknown: bool = False) -> None:  # fmt: skip
+
+def check_same_teacher(
+    student: SageStudent, dataset: FeatureDataset, teacher_checkpoint: str | None, allow_unknown: bool = False
+) -> None:
     """The student's teacher (content hash of its weights) must be the dataset's, and ``--teacher``'s. A
     hash missing on either side (``dataset-from-bag`` datasets record none) is refused unless
     ``allow_unknown`` (``--allow-unknown-teacher``): evaluate does not vouch for what it cannot check."""
@@ -44,20 +46,26 @@ def check_same_teacher(student: SageStudent, dataset: FeatureDataset, teacher_ch
     for what, theirs in recorded.items():
         if not (mine and theirs) and not allow_unknown:
             unknown = "the student" if not mine else what
-            raise ValueError(f"{unknown} records no teacher content hash, so evaluate cannot check that the student "
-                             "and the features come from the same teacher; pass --allow-unknown-teacher to "
-                             "evaluate anyway")  # fmt: skip
+            raise ValueError(
+                f"{unknown} records no teacher content hash, so evaluate cannot check that the student "
+                "and the features come from the same teacher; pass --allow-unknown-teacher to "
+                "evaluate anyway"
+            )
         if mine and theirs and mine != theirs:
-            raise ValueError(f"the student was distilled from teacher {mine[:12]}... but {what} comes from teacher "
-                             f"{theirs[:12]}... (content hashes of the weights); evaluate a student against its own "
-                             "teacher's features")  # fmt: skip
+            raise ValueError(
+                f"the student was distilled from teacher {mine[:12]}... but {what} comes from teacher "
+                f"{theirs[:12]}... (content hashes of the weights); evaluate a student against its own "
+                "teacher's features"
+            )
 
 
 def check_compatible(student: SageStudent, state: dict, dataset: FeatureDataset) -> None:
     cfg, teacher = student.cfg, dataset.manifest["teacher"]
     if cfg.teacher_dim != dataset.feature_dim:
-        raise ValueError(f"the student predicts {cfg.teacher_dim}-d features but {dataset.root} holds "
-                         f"{dataset.feature_dim}-d teacher features")  # fmt: skip
+        raise ValueError(
+            f"the student predicts {cfg.teacher_dim}-d features but {dataset.root} holds "
+            f"{dataset.feature_dim}-d teacher features"
+        )
     tokenizer = teacher.get("tokenizer", "qwen-tiktoken")
     if cfg.tokenizer != tokenizer:
         raise ValueError(f"the student was trained with tokenizer {cfg.tokenizer!r}, {dataset.root} uses {tokenizer!r}")
@@ -70,7 +78,9 @@ def held_out_indices(dataset: FeatureDataset, groups) -> tuple[list[int], list[i
     tags = [group_of(dataset.source(i)) for i in range(len(dataset))]
     evaluation = [i for i, g in enumerate(tags) if g in held]
     if not evaluation:
-        raise ValueError(f"empty split: none of the student's held-out groups ({sorted(held)[:5]}...) is in {dataset.root}")
+        raise ValueError(
+            f"empty split: none of the student's held-out groups ({sorted(held)[:5]}...) is in {dataset.root}"
+        )
     return [i for i, g in enumerate(tags) if g not in held], evaluation
 
 
@@ -85,8 +95,10 @@ def check_scorable(dataset: FeatureDataset, indices: list[int]) -> None:
         if len(kinds) == 2:
             return
     missing = sorted({"image", "text"} - kinds)
-    raise ValueError(f"the held-out samples of {dataset.root} have no {' or '.join(missing)} tokens (image token id "
-                     f"{image_id}); evaluate scores image and text tokens against the teacher")  # fmt: skip
+    raise ValueError(
+        f"the held-out samples of {dataset.root} have no {' or '.join(missing)} tokens (image token id "
+        f"{image_id}); evaluate scores image and text tokens against the teacher"
+    )
 
 
 def position_means(dataset: FeatureDataset, indices: list[int]) -> torch.Tensor:
@@ -111,7 +123,11 @@ def score(predict, dataset, indices, mean, std, device) -> dict:
     with torch.no_grad():
         for start in range(0, len(indices), 8):
             data = collate([dataset[i] for i in indices[start : start + 8]], dataset.facts.pad_token_id)
-            target, mask, ids = data["features"].to(device).float(), data["mask"].to(device), data["input_ids"].to(device)
+            target, mask, ids = (
+                data["features"].to(device).float(),
+                data["mask"].to(device),
+                data["input_ids"].to(device),
+            )
             pred = predict(data).float().to(device)
             cosine = F.cosine_similarity(pred, target, dim=-1)  # (B, L)
             mse = (((pred - target) / std) ** 2).mean(-1)  # standardised units
@@ -123,13 +139,17 @@ def score(predict, dataset, indices, mean, std, device) -> dict:
             weights = mask.unsqueeze(-1).float()
             pooled += F.cosine_similarity((pred * weights).sum(1), (target * weights).sum(1), dim=-1).tolist()
     return {
-        "token_cosine_mean": float(np.mean(cosines)), "token_cosine_median": float(np.median(cosines)),
+        "token_cosine_mean": float(np.mean(cosines)),
+        "token_cosine_median": float(np.median(cosines)),
         "token_cosine_image_mean": float(np.mean(image_cos)) if image_cos else None,
         "token_cosine_text_mean": float(np.mean(text_cos)) if text_cos else None,
-        "token_mse_mean": float(np.mean(mses)), "token_mse_median": float(np.median(mses)),
-        "pooled_cosine_mean": float(np.mean(pooled)), "tokens": len(cosines), "samples": len(indices),
+        "token_mse_mean": float(np.mean(mses)),
+        "token_mse_median": float(np.median(mses)),
+        "pooled_cosine_mean": float(np.mean(pooled)),
+        "tokens": len(cosines),
+        "samples": len(indices),
         "_cosines": cosines,
-    }  # fmt: skip
+    }
 
 
 def latency(fn, device: torch.device, iters: int = 20) -> dict:
@@ -163,8 +183,13 @@ def run_evaluate(args) -> dict:
     check_scorable(dataset, held_out_indices(dataset, state.get("eval_groups"))[1])
     if device.type == "cpu":
         set_cpu_threads("evaluate", args.threads)
-    folder = OutputFolder.claim(args.report_dir or student_file.parent / "evaluation", "evaluation", overwrite=True,
-                                option="--report-dir", names=("report.md", "*.png"))  # fmt: skip
+    folder = OutputFolder.claim(
+        args.report_dir or student_file.parent / "evaluation",
+        "evaluation",
+        overwrite=True,
+        option="--report-dir",
+        names=("report.md", "*.png"),
+    )
     try:
         return evaluate_into(args, folder.path, device, student_file, student, state, dataset)
     except BaseException:
@@ -174,8 +199,9 @@ def run_evaluate(args) -> dict:
         folder.release()
 
 
-def evaluate_into(args, out: Path, device, student_file: Path, student: SageStudent, state: dict,
-                  dataset: FeatureDataset) -> dict:  # fmt: skip
+def evaluate_into(
+    args, out: Path, device, student_file: Path, student: SageStudent, state: dict, dataset: FeatureDataset
+) -> dict:
     train, held = held_out_indices(dataset, state.get("eval_groups"))
     mean, std = student.feature_mean, student.feature_std
     by_position = position_means(dataset, train or held).to(device)
@@ -196,9 +222,14 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
             table = torch.cat([table, mean.expand(length - table.shape[0], -1)])
         return table.unsqueeze(0).expand(d["input_ids"].shape[0], -1, -1)
 
-    results = {name: score(fn, dataset, held, mean, std, device) for name, fn in
-               (("student", run(student)), ("mean_feature_baseline", position_baseline),
-                ("untrained_baseline", run(untrained)))}  # fmt: skip
+    results = {
+        name: score(fn, dataset, held, mean, std, device)
+        for name, fn in (
+            ("student", run(student)),
+            ("mean_feature_baseline", position_baseline),
+            ("untrained_baseline", run(untrained)),
+        )
+    }
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
     images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
     frame_set = [(images, dataset.source(held[0])["instruction"])]
@@ -208,18 +239,31 @@ def evaluate_into(args, out: Path, device, student_file: Path, student: SageStud
     results["student"]["serving_dtype"] = args.student_dtype
     results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
-        teacher = load_engine(args.teacher, device=args.device, dtype=args.teacher_dtype,
-                              action_head=args.embodiment is not None)  # fmt: skip
+        teacher = load_engine(
+            args.teacher, device=args.device, dtype=args.teacher_dtype, action_head=args.embodiment is not None
+        )
         inputs = teacher.prepare(frame_set)
-        results["teacher"] = {"parameters": teacher.parameter_count,
-                              **latency(lambda: teacher.forward(inputs), device)}  # fmt: skip
+        results["teacher"] = {"parameters": teacher.parameter_count, **latency(lambda: teacher.forward(inputs), device)}
         if args.embodiment is not None:  # what the teacher's action head does with each predictor's features
             policy = teacher.action_policy(args.embodiment or None)
             samples = held[: args.action_samples]
-            for name, fn in (("student", run(student)), ("mean_feature_baseline", position_baseline),
-                             ("untrained_baseline", run(untrained))):  # fmt: skip
-                results[name].update(action_fidelity(teacher, policy, fn, dataset, samples,
-                                                     dataset.facts.pad_token_id, list(range(args.seeds)), device))  # fmt: skip
+            for name, fn in (
+                ("student", run(student)),
+                ("mean_feature_baseline", position_baseline),
+                ("untrained_baseline", run(untrained)),
+            ):
+                results[name].update(
+                    action_fidelity(
+                        teacher,
+                        policy,
+                        fn,
+                        dataset,
+                        samples,
+                        dataset.facts.pad_token_id,
+                        list(range(args.seeds)),
+                        device,
+                    )
+                )
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))
     write_report(out, report, results)
@@ -233,21 +277,39 @@ def write_report(out: Path, report: dict, results: dict) -> None:
 
     matplotlib.use("Agg")
 
-    save_histogram(out / "token_cosine.png", results, "_cosines", 50, "per-token cosine to the teacher (held out)",
-                   "tokens")  # fmt: skip
-    rows = ["| model | token cosine mean | median | image | text | token MSE mean | pooled cosine |", "|---|---|---|---|---|---|---|"]
+    save_histogram(
+        out / "token_cosine.png", results, "_cosines", 50, "per-token cosine to the teacher (held out)", "tokens"
+    )
+    rows = [
+        "| model | token cosine mean | median | image | text | token MSE mean | pooled cosine |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         r = report[name]
-        rows.append(f"| {name} | {r['token_cosine_mean']:.4f} | {r['token_cosine_median']:.4f} | "
-                    f"{r['token_cosine_image_mean']:.4f} | {r['token_cosine_text_mean']:.4f} | "
-                    f"{r['token_mse_mean']:.4f} | {r['pooled_cosine_mean']:.4f} |")  # fmt: skip
-    speed = [f"- student: {report['student']['parameters']:,} parameters, batch-1 "
-             f"{report['student']['batch1_ms_median']:.2f} ms, peak memory {report['student']['peak_mem_gb']} GB"]  # fmt: skip
+        rows.append(
+            f"| {name} | {r['token_cosine_mean']:.4f} | {r['token_cosine_median']:.4f} | "
+            f"{r['token_cosine_image_mean']:.4f} | {r['token_cosine_text_mean']:.4f} | "
+            f"{r['token_mse_mean']:.4f} | {r['pooled_cosine_mean']:.4f} |"
+        )
+    speed = [
+        f"- student: {report['student']['parameters']:,} parameters, batch-1 "
+        f"{report['student']['batch1_ms_median']:.2f} ms, peak memory {report['student']['peak_mem_gb']} GB"
+    ]
     if "teacher" in report:
-        speed.append(f"- teacher: {report['teacher']['parameters']:,} parameters, batch-1 "
-                     f"{report['teacher']['batch1_ms_median']:.2f} ms, peak memory {report['teacher']['peak_mem_gb']} GB")  # fmt: skip
-    text = ["# SAGE student evaluation (held-out split)", "", *rows, "", *speed, "",
-            "![per-token cosine](token_cosine.png)", ""]  # fmt: skip
+        speed.append(
+            f"- teacher: {report['teacher']['parameters']:,} parameters, batch-1 "
+            f"{report['teacher']['batch1_ms_median']:.2f} ms, peak memory {report['teacher']['peak_mem_gb']} GB"
+        )
+    text = [
+        "# SAGE student evaluation (held-out split)",
+        "",
+        *rows,
+        "",
+        *speed,
+        "",
+        "![per-token cosine](token_cosine.png)",
+        "",
+    ]
     if "action_cosine_mean" in report["student"]:
         text += action_section(out, report, results)
     write_bytes_atomic(out / "report.md", "\n".join(text).encode())
@@ -268,15 +330,28 @@ def save_histogram(path: Path, results: dict, key: str, bins: int, xlabel: str, 
 
 def action_section(out: Path, report: dict, results: dict) -> list[str]:
     """The teacher's action head on each predictor's features: a table and a histogram of chunk cosines."""
-    save_histogram(out / "action_cosine.png", results, "_action_cosines", 40,
-                   "action chunk cosine to the teacher's (held out, per seed)", "chunks")  # fmt: skip
-    rows = ["## Through the teacher's action head", "",
-            f"Chunks from the teacher's features and from each model's, same state and noise "
-            f"({report['student']['action_samples']} samples x {report['student']['action_seeds']} seeds).", "",
-            "| model | chunk cosine mean | min | relative L2 | largest error in robot units |", "|---|---|---|---|---|"]  # fmt: skip
+    save_histogram(
+        out / "action_cosine.png",
+        results,
+        "_action_cosines",
+        40,
+        "action chunk cosine to the teacher's (held out, per seed)",
+        "chunks",
+    )
+    rows = [
+        "## Through the teacher's action head",
+        "",
+        f"Chunks from the teacher's features and from each model's, same state and noise "
+        f"({report['student']['action_samples']} samples x {report['student']['action_seeds']} seeds).",
+        "",
+        "| model | chunk cosine mean | min | relative L2 | largest error in robot units |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         r = report[name]
         errors = ", ".join(f"{k} {v:.4g}" for k, v in r["action_max_abs_error"].items())
-        rows.append(f"| {name} | {r['action_cosine_mean']:.4f} | {r['action_cosine_min']:.4f} | "
-                    f"{r['action_rel_l2_mean']:.4f} | {errors} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {r['action_cosine_mean']:.4f} | {r['action_cosine_min']:.4f} | "
+            f"{r['action_rel_l2_mean']:.4f} | {errors} |"
+        )
     return [*rows, "", "![action chunk cosine](action_cosine.png)", ""]

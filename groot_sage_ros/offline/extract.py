@@ -31,8 +31,7 @@ import torch
 from ..api import FeatureEngine
 from ..checkpoint import content_hash, read_checkpoint_files
 from ..cpu_threads import available_cores, set_cpu_threads
-from ..engine import RuntimeConfig, load_engine, resolve_device
-from ..engine import load_processor
+from ..engine import RuntimeConfig, load_engine, load_processor, resolve_device
 from ..output_folder import OutputFolder
 from ..owned_files import write_json_atomic
 from ..serving.instructions import check_instruction
@@ -72,12 +71,21 @@ class Progress:
 
 def extract_identity(args, device: str) -> dict:
     """What shapes the samples of an extract run (the teacher's content hash is added once hashed)."""
-    return {"command": "extract", "bags": [bag_fingerprint(bag) for bag in args.bags],
-            "camera_topics": list(args.camera_topics), "instruction_topic": args.instruction_topic,
-            "instruction": args.instruction, "tokenizer": args.tokenizer, "dtype": args.dtype,
-            "precision": args.precision, "fp8_min_rows": args.fp8_min_rows if args.precision == "fp8" else None,
-            "device_type": device.split(":")[0], "batch_size": args.batch_size, "shard_size": args.shard_size,
-            "sync_slop_s": args.sync_slop_s}  # fmt: skip
+    return {
+        "command": "extract",
+        "bags": [bag_fingerprint(bag) for bag in args.bags],
+        "camera_topics": list(args.camera_topics),
+        "instruction_topic": args.instruction_topic,
+        "instruction": args.instruction,
+        "tokenizer": args.tokenizer,
+        "dtype": args.dtype,
+        "precision": args.precision,
+        "fp8_min_rows": args.fp8_min_rows if args.precision == "fp8" else None,
+        "device_type": device.split(":")[0],
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "sync_slop_s": args.sync_slop_s,
+    }
 
 
 def run_extract(args) -> dict:
@@ -119,8 +127,14 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     """The extraction proper, into a claimed ``out`` (``owned`` holds rank 0's claimed folders and the
     teacher's content hash, pending)."""
     started = time.perf_counter()
-    engine = load_engine(args.checkpoint, device=device, dtype=args.dtype, tokenizer=args.tokenizer,
-                            runtime=RuntimeConfig.from_attributes(args), warmup=False)  # fmt: skip
+    engine = load_engine(
+        args.checkpoint,
+        device=device,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        runtime=RuntimeConfig.from_attributes(args),
+        warmup=False,
+    )
     # compile for, and capture, the full batch of the run's cameras (and its instruction, when fixed) before timing
     engine.warmup(cameras=len(args.camera_topics), instruction=args.instruction or "warm up", batch=args.batch_size)
     start_s = time.perf_counter() - started  # load, compile, graph capture
@@ -135,11 +149,20 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     progress = Progress(total)
     pipeline = ShardPipeline(engine, out, args.batch_size, size, progress)
     start, captured_before = time.perf_counter(), engine.capture_seconds
-    stream = read_frame_sets(args.bags, args.camera_topics, args.instruction_topic, counts,
-                             instruction=args.instruction, sync_slop_s=args.sync_slop_s,
-                             check_instruction=lambda text: check_instruction(text, engine.processor))  # fmt: skip
-    mine = (fs for fs in stream  # skip another rank's shards, and shards finished by an earlier run
-            if (fs.index // size) % world == rank and shard_name(fs.index // size) not in done)  # fmt: skip
+    stream = read_frame_sets(
+        args.bags,
+        args.camera_topics,
+        args.instruction_topic,
+        counts,
+        instruction=args.instruction,
+        sync_slop_s=args.sync_slop_s,
+        check_instruction=lambda text: check_instruction(text, engine.processor),
+    )
+    mine = (
+        fs
+        for fs in stream  # skip another rank's shards, and shards finished by an earlier run
+        if (fs.index // size) % world == rank and shard_name(fs.index // size) not in done
+    )
     if engine.device.type == "cuda":
         # Parallelism comes from the worker threads; one intra-op thread each keeps OpenMP teams from
         # oversubscribing the cores and starving the thread that launches the GPU work.
@@ -162,29 +185,48 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     phases["graph_capture_s"] = engine.capture_seconds - captured_before  # shapes first seen during the run
     progress.update(0, final=True)
     seconds = time.perf_counter() - start  # reading, decoding, preprocessing, model, writing; not loading
-    mine_done = {"frames": progress.done, "seconds": seconds, "start_s": start_s, "digests": pipeline.digests,
-                 "phases": {k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
+    mine_done = {
+        "frames": progress.done,
+        "seconds": seconds,
+        "start_s": start_s,
+        "digests": pipeline.digests,
+        "phases": {k: round(v, 3) for k, v in phases.items()},
+    }
     ranks = gather_json(mine_done, world, engine.device)  # after every rank's last write (NCCL: on the GPU)
     if rank != 0:
         return {}
     frames, seconds = sum(r["frames"] for r in ranks), max(r["seconds"] for r in ranks)
-    timing = {"seconds": seconds, "frame_sets": frames, "processes": world,  # all ranks' work, slowest rank's time
-              "frame_sets_per_s": frames / seconds if seconds else 0.0, **ranks[0]["phases"],
-              "rank_start_s": [round(r["start_s"], 2) for r in ranks],
-              "rank_seconds": [round(r["seconds"], 2) for r in ranks]}  # fmt: skip
+    timing = {
+        "seconds": seconds,
+        "frame_sets": frames,
+        "processes": world,  # all ranks' work, slowest rank's time
+        "frame_sets_per_s": frames / seconds if seconds else 0.0,
+        **ranks[0]["phases"],
+        "rank_start_s": [round(r["start_s"], 2) for r in ranks],
+        "rank_seconds": [round(r["seconds"], 2) for r in ranks],
+    }
     digests = {name: tuple(digest) for r in ranks for name, digest in r["digests"].items()}
     manifest = write_manifest(out, args, engine, counts, teacher_hash, digests, owned["out"], timing)
     if args.out_bag:
         from .feature_bag import write_feature_bag
 
-        write_feature_bag(out, args.out_bag, args.bags, args.camera_topics, args.instruction_topic,
-                          folder=owned["out_bag"])  # fmt: skip
+        write_feature_bag(
+            out, args.out_bag, args.bags, args.camera_topics, args.instruction_topic, folder=owned["out_bag"]
+        )
         manifest["out_bag"] = str(args.out_bag)
     return manifest
 
 
-def write_manifest(out: Path, args, engine: FeatureEngine, counts: Counter, teacher_hash: str,
-                   digests: dict[str, tuple[int, str]], folder: OutputFolder, timing: dict) -> dict:  # fmt: skip
+def write_manifest(
+    out: Path,
+    args,
+    engine: FeatureEngine,
+    counts: Counter,
+    teacher_hash: str,
+    digests: dict[str, tuple[int, str]],
+    folder: OutputFolder,
+    timing: dict,
+) -> dict:
     """The manifest, written last and atomically. ``digests`` holds the (bytes, sha256) of the shards this run's
     ranks wrote; shards of an interrupted earlier run are hashed here, in parallel."""
     paths = [out / name for name in sorted(finished_shards(out))]  # the journal's, never a name pattern

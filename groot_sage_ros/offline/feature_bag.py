@@ -47,7 +47,7 @@ from .dataset import (
     Sample,
     claim_dataset_folder,
     shard_name,
-    write_shard,  # fmt: skip
+    write_shard,
 )
 from .frame_sets import read_frame_sets, survey_bags
 
@@ -56,9 +56,16 @@ FEATURES_TOPIC = "/groot_node/features"
 IMAGE = "sensor_msgs/msg/Image"
 
 
-def write_feature_bag(dataset_dir, out_bag, bags, camera_topics, instruction_topic,
-                      features_topic: str = FEATURES_TOPIC, storage: str = "mcap",
-                      folder: OutputFolder | None = None) -> Path:  # fmt: skip
+def write_feature_bag(
+    dataset_dir,
+    out_bag,
+    bags,
+    camera_topics,
+    instruction_topic,
+    features_topic: str = FEATURES_TOPIC,
+    storage: str = "mcap",
+    folder: OutputFolder | None = None,
+) -> Path:
     """The bag, in ``out_bag`` (``folder``: already claimed by the caller, else claimed here)."""
     claimed = folder or claim_bag_folder(out_bag, "--out-bag")
     try:
@@ -77,8 +84,9 @@ def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_top
     with bag_writer(folder, storage) as writer:
         connections = {}
         feature_conn = writer.add_connection(features_topic, IMAGE, typestore=store)
-        layout_conn = writer.add_connection(features_topic + "/layout", STRING, typestore=store,
-                                            offered_qos_profiles=[LATCHED_QOS])  # fmt: skip
+        layout_conn = writer.add_connection(
+            features_topic + "/layout", STRING, typestore=store, offered_qos_profiles=[LATCHED_QOS]
+        )
         last_layout = None
         for bag in bags:
             with Reader(Path(bag)) as reader:
@@ -86,8 +94,11 @@ def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_top
                 for connection, timestamp, data in reader.messages(connections=wanted):
                     if connection.topic not in connections:
                         connections[connection.topic] = writer.add_connection(
-                            connection.topic, connection.msgtype, typestore=store,
-                            offered_qos_profiles=connection.ext.offered_qos_profiles)  # fmt: skip
+                            connection.topic,
+                            connection.msgtype,
+                            typestore=store,
+                            offered_qos_profiles=connection.ext.offered_qos_profiles,
+                        )
                     writer.write(connections[connection.topic], timestamp, bytes(data))
                     if connection.topic not in camera_topics:
                         continue
@@ -100,46 +111,79 @@ def _write_feature_bag(dataset_dir, folder, bags, camera_topics, instruction_top
                     if row is None:
                         continue
                     sample = dataset[row]
-                    layout = {"model_id": teacher["checkpoint"], "feature_dim": teacher["feature_dim"],
-                              "feature_dtype": "float16", "encoding": "16FC1", "model_dtype": teacher["model_dtype"],
-                              "camera_topics": list(camera_topics), "instruction": sample["source"]["instruction"],
-                              "instruction_format": teacher.get("instruction_format"), "tokens": dataset.facts.to_dict(),
-                              **sample["layout"].to_dict()}  # fmt: skip
+                    layout = {
+                        "model_id": teacher["checkpoint"],
+                        "feature_dim": teacher["feature_dim"],
+                        "feature_dtype": "float16",
+                        "encoding": "16FC1",
+                        "model_dtype": teacher["model_dtype"],
+                        "camera_topics": list(camera_topics),
+                        "instruction": sample["source"]["instruction"],
+                        "instruction_format": teacher.get("instruction_format"),
+                        "tokens": dataset.facts.to_dict(),
+                        **sample["layout"].to_dict(),
+                    }
                     if layout != last_layout:
                         text = json.dumps(layout, sort_keys=True)
                         writer.write(layout_conn, timestamp, store.serialize_cdr(types[STRING](data=text), STRING))
                         last_layout = layout
                     features = sample["features"].numpy()  # (L, D) float16
-                    image = types[IMAGE](header=msg.header, height=features.shape[0], width=features.shape[1],
-                                         encoding="16FC1", is_bigendian=0, step=features.shape[1] * 2,
-                                         data=np.frombuffer(features.tobytes(), dtype=np.uint8))  # fmt: skip
+                    image = types[IMAGE](
+                        header=msg.header,
+                        height=features.shape[0],
+                        width=features.shape[1],
+                        encoding="16FC1",
+                        is_bigendian=0,
+                        step=features.shape[1] * 2,
+                        data=np.frombuffer(features.tobytes(), dtype=np.uint8),
+                    )
                     writer.write(feature_conn, timestamp, store.serialize_cdr(image, IMAGE))
     return folder.path
 
 
 def dataset_from_bag(config: DatasetFromBagConfig) -> dict:
     """Pair recorded ``features_topic`` messages with their camera frame sets into a dataset at ``out``."""
-    bags, camera_topics, features_topic, out = config.bags, config.camera_topics, config.features_topic, Path(config.out)
-    tokenizer, overwrite, shard_size, sync_slop_s = config.tokenizer, config.overwrite, config.shard_size, config.sync_slop_s
+    bags, camera_topics, features_topic, out = (
+        config.bags,
+        config.camera_topics,
+        config.features_topic,
+        Path(config.out),
+    )
+    tokenizer, overwrite, shard_size, sync_slop_s = (
+        config.tokenizer,
+        config.overwrite,
+        config.shard_size,
+        config.sync_slop_s,
+    )
     survey_bags(bags, camera_topics, None, instruction="(see layout)")
     layouts = read_layouts(bags, features_topic + "/layout")
     if not layouts:
         topics = sorted({topic for bag in bags for topic in bag_topics(bag)})
-        raise ValueError(f"no {features_topic}/layout messages in {', '.join(map(str, bags))}, so no recorded teacher "
-                         f"features to pair with (topics there: {', '.join(topics)}); record groot_node's "
-                         "~/features and ~/features/layout, or name them with --features-topic")  # fmt: skip
+        raise ValueError(
+            f"no {features_topic}/layout messages in {', '.join(map(str, bags))}, so no recorded teacher "
+            f"features to pair with (topics there: {', '.join(topics)}); record groot_node's "
+            "~/features and ~/features/layout, or name them with --features-topic"
+        )
     first = layouts[0][1]
     if not isinstance(first, dict) or not isinstance(first.get("feature_dim"), int) or first["feature_dim"] < 1:
         raise ValueError(f"{features_topic}/layout in {bags[0]}: not a groot_node layout (no feature_dim)")
     facts = TokenFacts.from_dict(first.get("tokens"), f"{features_topic}/layout in {bags[0]}: tokens")
     family = by_name(facts.family, f"{features_topic}/layout in {bags[0]}: tokens.family")
-    identity = {"command": "dataset-from-bag", "bags": [bag_fingerprint(bag) for bag in bags],
-                "camera_topics": list(camera_topics), "features_topic": features_topic, "tokenizer": tokenizer,
-                "shard_size": shard_size, "sync_slop_s": sync_slop_s}  # fmt: skip
+    identity = {
+        "command": "dataset-from-bag",
+        "bags": [bag_fingerprint(bag) for bag in bags],
+        "camera_topics": list(camera_topics),
+        "features_topic": features_topic,
+        "tokenizer": tokenizer,
+        "shard_size": shard_size,
+        "sync_slop_s": sync_slop_s,
+    }
     folder = claim_dataset_folder(out, overwrite, identity)
     try:
         processor = family.processor(tokenizer=tokenizer, instruction_format=first.get("instruction_format"))
-        return _pair_into(folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s)
+        return _pair_into(
+            folder, bags, camera_topics, features_topic, layouts, first, processor, shard_size, sync_slop_s
+        )
     except BaseException:
         folder.discard_if_unused()
         raise
@@ -152,8 +196,9 @@ def paired_messages(bag, camera_topics, features_topic, counts: Counter, sync_sl
     node publishes features in stamp order, so a frame set older than the next features message never
     gets any."""
     # The instruction comes from the recorded layout of each features message, not from a topic.
-    frame_sets = read_frame_sets([bag], camera_topics, None, counts, instruction="(see layout)",
-                                 sync_slop_s=sync_slop_s)  # fmt: skip
+    frame_sets = read_frame_sets(
+        [bag], camera_topics, None, counts, instruction="(see layout)", sync_slop_s=sync_slop_s
+    )
     waiting: OrderedDict[int, object] = OrderedDict()  # stamp -> frame set read ahead, oldest first
     exhausted, store = False, typestore()
     for raw in read_raw(bag, [features_topic]):
@@ -205,14 +250,22 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, proc
     if not shards:
         folder.delete_own_files()
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "none"
-        raise ValueError(f"no recorded features paired with a camera frame set, so no dataset was written to {out} "
-                         f"(skipped: {reasons})")  # fmt: skip
+        raise ValueError(
+            f"no recorded features paired with a camera frame set, so no dataset was written to {out} "
+            f"(skipped: {reasons})"
+        )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "num_samples": sum(s["num_samples"] for s in shards),
         "skipped": dict(sorted((k, v) for k, v in counts.items() if v)),
-        "teacher": {"checkpoint": first["model_id"], "content_hash": None, "feature_dim": first["feature_dim"],
-                    "features_dtype": "float16", "model_dtype": first.get("model_dtype"), **processor.describe()},
+        "teacher": {
+            "checkpoint": first["model_id"],
+            "content_hash": None,
+            "feature_dim": first["feature_dim"],
+            "features_dtype": "float16",
+            "model_dtype": first.get("model_dtype"),
+            **processor.describe(),
+        },
         "tokens": processor.facts.to_dict(),
         "camera_topics": list(camera_topics),
         "instruction_topic": None,
@@ -222,7 +275,7 @@ def _pair_into(folder, bags, camera_topics, features_topic, layouts, first, proc
         "shard_size": shard_size,
         "run": folder.recorded_identity(),
         "shards": shards,
-    }  # fmt: skip
+    }
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
@@ -243,7 +296,9 @@ def read_layouts(bags, topic) -> list[tuple[int, dict]]:
                 continue
             for connection, timestamp, data in reader.messages(connections=connections):
                 try:
-                    layouts.append((timestamp, json.loads(deserialize_checked(store.deserialize_cdr, bytes(data), STRING).data)))
+                    layouts.append(
+                        (timestamp, json.loads(deserialize_checked(store.deserialize_cdr, bytes(data), STRING).data))
+                    )
                 except (BadImage, ValueError):
                     log.warning("%s: a damaged %s message was ignored", bag, topic)
     return layouts
@@ -297,8 +352,18 @@ def pair(processor, frame_set, features_msg, layout: dict, index: int, skipped: 
     if token_layout.seq_len != features.shape[0] or token_layout != recorded:
         skipped["layout_mismatch"] += 1
         return None
-    source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames], "frame_id": frame_set.frame_id(),
-              "instruction": layout["instruction"]}  # fmt: skip
-    return Sample(index, frames, list(ids), token_layout, torch.from_numpy(features.astype(np.float16)),
-                  frame_set.stamp_ns, source)  # fmt: skip
-
+    source = {
+        "bag": frame_set.bag,
+        "topics": [f.topic for f in frame_set.frames],
+        "frame_id": frame_set.frame_id(),
+        "instruction": layout["instruction"],
+    }
+    return Sample(
+        index,
+        frames,
+        list(ids),
+        token_layout,
+        torch.from_numpy(features.astype(np.float16)),
+        frame_set.stamp_ns,
+        source,
+    )

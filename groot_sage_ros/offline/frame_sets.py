@@ -89,8 +89,10 @@ def survey_bags(bags: list, camera_topics: list[str], instruction_topic: str | N
             continue
         for topic in camera_topics:
             if topic in topics and topics[topic].msgtype not in CAMERA_TYPES:
-                raise ValueError(f"camera topic {topic} in {bag} carries {topics[topic].msgtype}, expected "
-                                 f"{' or '.join(CAMERA_TYPES)}")  # fmt: skip
+                raise ValueError(
+                    f"camera topic {topic} in {bag} carries {topics[topic].msgtype}, expected "
+                    f"{' or '.join(CAMERA_TYPES)}"
+                )
         if all(t in topics for t in camera_topics):
             usable += 1
             total += counts[camera_topics[0]]
@@ -100,8 +102,10 @@ def survey_bags(bags: list, camera_topics: list[str], instruction_topic: str | N
             raise ValueError(f"no input bag could be read: {'; '.join(unreadable[:3])}")
         raise ValueError(f"no input bag has all camera topics {camera_topics}")
     if instruction is None and not instructions:
-        raise ValueError(f"no message on the instruction topic {instruction_topic} in the bags with the cameras: "
-                         "pass --instruction TEXT to use one instruction for every frame set")  # fmt: skip
+        raise ValueError(
+            f"no message on the instruction topic {instruction_topic} in the bags with the cameras: "
+            "pass --instruction TEXT to use one instruction for every frame set"
+        )
     return total
 
 
@@ -163,8 +167,9 @@ def read_frame_sets(
                             counts[f"rejected_{err.reason}"] += 1
                             if err.reason not in warned:  # once per reason: the counts say how many
                                 warned.add(err.reason)
-                                log.warning("%s: a recorded instruction was rejected (%s); the one before it stays",
-                                            bag, err)  # fmt: skip
+                                log.warning(
+                                    "%s: a recorded instruction was rejected (%s); the one before it stays", bag, err
+                                )
                     continue
                 data = bytes(data)
                 camera = camera_topics.index(connection.topic)

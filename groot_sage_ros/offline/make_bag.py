@@ -37,9 +37,23 @@ def make_bag(args) -> dict:
             raise ValueError(f"--images {folder}: not a folder")
         frames = list(folder_frames(folder, args.hz, start_ns))
         instructions = [(start_ns, args.instruction or DEFAULT_INSTRUCTION)]
-    bag = write_camera_bag(args.out, frames, instructions, camera_topic=args.camera_topic,
-                           instruction_topic=args.instruction_topic, compressed=args.compressed,
-                           storage=args.storage)  # fmt: skip
-    topic = args.camera_topic + ("/compressed" if args.compressed and not args.camera_topic.endswith("/compressed") else "")
-    return {"bag": str(bag), "frames": len(frames), "instructions": len(instructions), "camera_topic": topic,
-            "instruction_topic": args.instruction_topic, "storage": args.storage}  # fmt: skip
+    bag = write_camera_bag(
+        args.out,
+        frames,
+        instructions,
+        camera_topic=args.camera_topic,
+        instruction_topic=args.instruction_topic,
+        compressed=args.compressed,
+        storage=args.storage,
+    )
+    topic = args.camera_topic + (
+        "/compressed" if args.compressed and not args.camera_topic.endswith("/compressed") else ""
+    )
+    return {
+        "bag": str(bag),
+        "frames": len(frames),
+        "instructions": len(instructions),
+        "camera_topic": topic,
+        "instruction_topic": args.instruction_topic,
+        "storage": args.storage,
+    }

@@ -130,8 +130,9 @@ class ShardPipeline:
 
     def _timed_write(self, path: Path, samples: list, skips: Counter) -> None:
         tick = time.perf_counter()
-        digest = write_shard(path, samples, skips, self.engine.feature_dim, self.engine.facts.pad_token_id,
-                             durable=False)  # synced before the manifest
+        digest = write_shard(
+            path, samples, skips, self.engine.feature_dim, self.engine.facts.pad_token_id, durable=False
+        )  # synced before the manifest
         with self.phases_lock:  # two writer threads
             self.phases["write_s"] += time.perf_counter() - tick
             self.digests[path.name] = digest
@@ -227,10 +228,23 @@ class InFlight:
                 skipped["nonfinite_features"] += 1
                 continue
             frame_set, (ids, layout) = item.frame_set, item.prompt
-            source = {"bag": frame_set.bag, "topics": [f.topic for f in frame_set.frames],
-                      "frame_id": frame_set.frame_id(), "instruction": frame_set.instruction}  # fmt: skip
-            samples.append(Sample(frame_set.index, frames[row], ids, layout, features[row, : layout.seq_len],
-                                  frame_set.stamp_ns, source))  # fmt: skip
+            source = {
+                "bag": frame_set.bag,
+                "topics": [f.topic for f in frame_set.frames],
+                "frame_id": frame_set.frame_id(),
+                "instruction": frame_set.instruction,
+            }
+            samples.append(
+                Sample(
+                    frame_set.index,
+                    frames[row],
+                    ids,
+                    layout,
+                    features[row, : layout.seq_len],
+                    frame_set.stamp_ns,
+                    source,
+                )
+            )
         return samples
 
 

@@ -33,13 +33,16 @@ def split(dataset: FeatureDataset, eval_fraction: float, seed: int) -> tuple[lis
     train = [i for i, g in enumerate(groups) if g not in held]
     held_out = [i for i, g in enumerate(groups) if g in held]
     if not train or (eval_fraction > 0 and not held_out):
-        raise ValueError(f"empty split: {len(unique)} groups ({unique[:5]}...) give {len(train)} training and "
-                         f"{len(held_out)} held-out samples; add data or change --eval-fraction")  # fmt: skip
+        raise ValueError(
+            f"empty split: {len(unique)} groups ({unique[:5]}...) give {len(train)} training and "
+            f"{len(held_out)} held-out samples; add data or change --eval-fraction"
+        )
     return train, held_out, sorted(held)
 
 
-def training_stats(dataset: FeatureDataset, indices: list[int], rank: int = 0, world: int = 1,
-                   device: torch.device | str = "cpu") -> tuple[list[int], torch.Tensor, torch.Tensor]:  # fmt: skip
+def training_stats(
+    dataset: FeatureDataset, indices: list[int], rank: int = 0, world: int = 1, device: torch.device | str = "cpu"
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """One pass over ``indices``, shared by the ranks (each reads every world-th sample, the sums are
     all-reduced): the token ids they use (sorted), and the per-dimension mean and std of the teacher features
     over their real tokens."""
@@ -76,8 +79,13 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         n = sample["input_ids"].shape[0]
         ids[row, :n], features[row, :n], mask[row, :n] = sample["input_ids"], sample["features"], True
     frames = torch.cat([s["images"] for s in samples])
-    return {"input_ids": ids, "features": features, "mask": mask, "frames": frames,
-            "sources": [s["source"] for s in samples]}  # fmt: skip
+    return {
+        "input_ids": ids,
+        "features": features,
+        "mask": mask,
+        "frames": frames,
+        "sources": [s["source"] for s in samples],
+    }
 
 
 def batch_indices(train: list[int], step: int, batch: int, seed: int) -> list[int]:

@@ -71,9 +71,12 @@ def evaluate_split(model: SageStudent, dataset, indices, device, batch: int = 8)
             counts["text"] += int(text.sum())
     model.train()
     n = max(counts["all"], 1)
-    return {"eval_mse": sums["mse"] / n, "eval_cosine": sums["cos"] / n,
-            "eval_cosine_image": sums["cos_image"] / max(counts["image"], 1),
-            "eval_cosine_text": sums["cos_text"] / max(counts["text"], 1)}  # fmt: skip
+    return {
+        "eval_mse": sums["mse"] / n,
+        "eval_cosine": sums["cos"] / n,
+        "eval_cosine_image": sums["cos_image"] / max(counts["image"], 1),
+        "eval_cosine_text": sums["cos_text"] / max(counts["text"], 1),
+    }
 
 
 @dataclass
@@ -114,11 +117,17 @@ class StudentTraining:
         train, held_out, held_groups = split(dataset, config.eval_fraction, config.seed)
         vocab, mean, std = training_stats(dataset, train, rank, world, device)
         teacher = dataset.manifest["teacher"]
-        student = StudentConfig.for_teacher(dataset.facts, dataset.feature_dim, vocab, width=config.width,
-                                            layers=config.layers, heads=config.heads,
-                                            teacher_checkpoint=teacher["checkpoint"],
-                                            teacher_content_hash=teacher.get("content_hash"),
-                                            tokenizer=teacher.get("tokenizer", "qwen-tiktoken"))  # fmt: skip
+        student = StudentConfig.for_teacher(
+            dataset.facts,
+            dataset.feature_dim,
+            vocab,
+            width=config.width,
+            layers=config.layers,
+            heads=config.heads,
+            teacher_checkpoint=teacher["checkpoint"],
+            teacher_content_hash=teacher.get("content_hash"),
+            tokenizer=teacher.get("tokenizer", "qwen-tiktoken"),
+        )
         torch.manual_seed(config.seed)
         model = SageStudent(student)
         model.feature_mean.copy_(mean)
@@ -126,8 +135,9 @@ class StudentTraining:
         model.to(device)
         # fused on CUDA: one kernel for the whole update instead of a dozen per parameter group (the small
         # student's steps are bound by kernel launches, not by arithmetic)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                      fused=device.type == "cuda")  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
+        )
         start_step = resume_step(config, out, model, optimizer) if config.resume else 0
         if start_step == config.max_steps:
             print(f"distill: {out} already finished all {config.max_steps} steps; nothing to do", file=sys.stderr)
@@ -135,18 +145,41 @@ class StudentTraining:
         trained = model
         if world > 1:
             trained = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)  # fmt: skip
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         if rank == 0 and config.resume and (out / "metrics.jsonl").exists():  # drop lines past the resumed step
             lines = read_metrics(out / "metrics.jsonl", start_step)
             write_bytes_atomic(out / "metrics.jsonl", "".join(line + "\n" for line in lines).encode())
         objective = action_objective(config, dataset, device)
-        extra = {"eval_groups": held_groups, "train_size": len(train), "dataset": str(config.dataset),
-                 "objective": {"mse_weight": config.mse_weight, "cosine_weight": config.cosine_weight,
-                               "action_weight": config.action_weight}}  # fmt: skip
+        extra = {
+            "eval_groups": held_groups,
+            "train_size": len(train),
+            "dataset": str(config.dataset),
+            "objective": {
+                "mse_weight": config.mse_weight,
+                "cosine_weight": config.cosine_weight,
+                "action_weight": config.action_weight,
+            },
+        }
         if device.type == "cpu":  # after every check that can fail: a user error stays one line
             set_cpu_threads("distill", read_identity(out)["threads"], processes=world)  # the run's, resumed or not
-        return cls(config, out, rank, world, device, dataset, train, held_out, model, trained, optimizer, objective,
-                   extra, start_step, time.monotonic() - setup)  # fmt: skip
+        return cls(
+            config,
+            out,
+            rank,
+            world,
+            device,
+            dataset,
+            train,
+            held_out,
+            model,
+            trained,
+            optimizer,
+            objective,
+            extra,
+            start_step,
+            time.monotonic() - setup,
+        )
 
     def batches(self):
         """This rank's slice of each step's global batch, read and collated by threads while the device trains."""
@@ -158,8 +191,9 @@ class StudentTraining:
             indices = batch_indices(self.train, step, cfg.batch_size, cfg.seed)[self.rank :: self.world]
             return collate([self.dataset[i] for i in indices], pad_id)
 
-        return prefetch(load, iter(range(self.start_step, cfg.max_steps)), workers=LOADER_THREADS,
-                        depth=2 * LOADER_THREADS)  # fmt: skip
+        return prefetch(
+            load, iter(range(self.start_step, cfg.max_steps)), workers=LOADER_THREADS, depth=2 * LOADER_THREADS
+        )
 
     def step(self, step: int, data: dict) -> torch.Tensor:
         """One optimiser step on this rank's batch; returns the global batch's (loss, MSE, cosine, action
@@ -187,14 +221,22 @@ class StudentTraining:
         if not torch.isfinite(loss):
             bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
             last = self.resume_path if self.resume_path.exists() else "not written yet"
-            raise ValueError(f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
-                             f"good checkpoint is {last}")  # fmt: skip
+            raise ValueError(
+                f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
+                f"good checkpoint is {last}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        logged = torch.stack([loss.detach() / world, mse[mask].sum().detach() / tokens,
-                              (1 - cos_loss[mask]).sum().detach() / tokens, action_loss.detach() / world])  # fmt: skip
+        logged = torch.stack(
+            [
+                loss.detach() / world,
+                mse[mask].sum().detach() / tokens,
+                (1 - cos_loss[mask]).sum().detach() / tokens,
+                action_loss.detach() / world,
+            ]
+        )
         if world > 1:
             torch.distributed.all_reduce(logged)
         return logged
@@ -203,8 +245,13 @@ class StudentTraining:
         """On rank 0 after step ``done``: the metrics line (with the held-out evaluation when due), the resume
         state and a step copy when due, and a progress line."""
         cfg = self.config
-        record = {"step": done, "lr": learning_rate(done - 1, cfg.lr, cfg.warmup_steps, cfg.max_steps),
-                  "loss": logged[0].item(), "train_mse": logged[1].item(), "train_cosine": logged[2].item()}  # fmt: skip
+        record = {
+            "step": done,
+            "lr": learning_rate(done - 1, cfg.lr, cfg.warmup_steps, cfg.max_steps),
+            "loss": logged[0].item(),
+            "train_mse": logged[1].item(),
+            "train_cosine": logged[2].item(),
+        }
         if self.objective is not None:
             record["train_action_loss"] = logged[3].item()
         last = done == cfg.max_steps
@@ -217,24 +264,36 @@ class StudentTraining:
             copy_atomic(self.resume_path, self.out / f"step-{done}.safetensors")
         if done % cfg.log_every == 0 or last:
             rate = (done - self.start_step) / max(time.monotonic() - self.started, 1e-9)
-            print(f"distill: step {done}/{cfg.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
-                  f"{rate:.2f} steps/s ETA {(cfg.max_steps - done) / rate:.0f} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"distill: step {done}/{cfg.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+                f"{rate:.2f} steps/s ETA {(cfg.max_steps - done) / rate:.0f} s",
+                file=sys.stderr,
+            )
         return record
 
     def finish(self, data_wait_s: float) -> dict:
         """The student file, the plots and timing.json (rank 0; every rank reports its timing)."""
         cfg, seconds = self.config, time.monotonic() - self.started
-        ranks = gather_json({"setup_s": round(self.setup_s, 2), "train_s": round(seconds, 2),
-                             "data_wait_s": round(data_wait_s, 2)}, self.world, self.device)  # fmt: skip
+        ranks = gather_json(
+            {"setup_s": round(self.setup_s, 2), "train_s": round(seconds, 2), "data_wait_s": round(data_wait_s, 2)},
+            self.world,
+            self.device,
+        )
         if self.rank != 0:
             return {}
         save_student(self.out / STUDENT_FILE, self.model, self.extra, cfg.max_steps)  # weights only
         plot_metrics(self.metrics_path, self.out)
         seconds, steps = max(r["train_s"] for r in ranks), cfg.max_steps - self.start_step
-        timing = {"seconds": seconds, "processes": self.world, "steps": steps, "global_batch": cfg.batch_size,
-                  "samples_per_s": steps * cfg.batch_size / seconds if seconds else 0.0,
-                  "rank_setup_s": [r["setup_s"] for r in ranks], "rank_train_s": [r["train_s"] for r in ranks],
-                  "rank_data_wait_s": [r["data_wait_s"] for r in ranks]}  # fmt: skip
+        timing = {
+            "seconds": seconds,
+            "processes": self.world,
+            "steps": steps,
+            "global_batch": cfg.batch_size,
+            "samples_per_s": steps * cfg.batch_size / seconds if seconds else 0.0,
+            "rank_setup_s": [r["setup_s"] for r in ranks],
+            "rank_train_s": [r["train_s"] for r in ranks],
+            "rank_data_wait_s": [r["data_wait_s"] for r in ranks],
+        }
         write_json_atomic(self.out / "timing.json", timing)
         return timing
 
@@ -244,8 +303,9 @@ def resume_step(config, out: Path, model: SageStudent, optimizer) -> int:
     path = out / RESUME_FILE
     step = load_training_state(path, model, optimizer)
     if step > config.max_steps:
-        raise StudentCheckpointError(f"{path}: metadata 'step' is {step}, beyond this run's --max-steps "
-                                     f"{config.max_steps}")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: metadata 'step' is {step}, beyond this run's --max-steps {config.max_steps}"
+        )
     return step
 
 
@@ -279,7 +339,9 @@ def read_metrics(path: Path, up_to_step: int) -> list[str]:
         except (ValueError, KeyError, TypeError):
             if number == len(lines):
                 break
-            raise ValueError(f"{path}: line {number} is not a metrics record; fix or remove the line to resume") from None
+            raise ValueError(
+                f"{path}: line {number} is not a metrics record; fix or remove the line to resume"
+            ) from None
         if step <= up_to_step:
             kept.append(line)
     return kept
@@ -302,16 +364,23 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
     if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_mse"] + 1 - r["eval_cosine"] for r in evals], "o-",
-                label="held-out MSE + (1 - cosine)")  # fmt: skip
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["eval_mse"] + 1 - r["eval_cosine"] for r in evals],
+            "o-",
+            label="held-out MSE + (1 - cosine)",
+        )
     ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("SAGE distillation")
     fig.tight_layout()
     save_figure(fig, out / "loss.png")
     plt.close(fig)
     if evals:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label in (("eval_cosine", "all tokens"), ("eval_cosine_image", "image tokens"),
-                           ("eval_cosine_text", "text tokens")):  # fmt: skip
+        for key, label in (
+            ("eval_cosine", "all tokens"),
+            ("eval_cosine_image", "image tokens"),
+            ("eval_cosine_text", "text tokens"),
+        ):
             ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
         ax.set_xlabel("step"), ax.set_ylabel("held-out per-token cosine"), ax.legend()
         fig.tight_layout()

@@ -36,8 +36,10 @@ def chunk_message(header, joint_names: list[str], positions: np.ndarray, control
 def check_action_params(cfg) -> None:
     """ValueError naming the parameter when the action head is on without an embodiment."""
     if cfg.action_head_enabled and not cfg.action_head_embodiment_config:
-        raise ValueError("parameter 'action_head.embodiment_config': empty; expected an embodiment YAML "
-                         "such as config/embodiments/so100.yaml")  # fmt: skip
+        raise ValueError(
+            "parameter 'action_head.embodiment_config': empty; expected an embodiment YAML "
+            "such as config/embodiments/so100.yaml"
+        )
 
 
 class ActionChunks(NodePart):
@@ -71,8 +73,11 @@ class ActionChunks(NodePart):
         return [self.publisher]
 
     def subscriptions(self) -> list:
-        return [self.node.create_subscription(JointState, self.node.config.joint_states_topic, self.on_joint_state,
-                                              qos_profile_sensor_data)]  # fmt: skip
+        return [
+            self.node.create_subscription(
+                JointState, self.node.config.joint_states_topic, self.on_joint_state, qos_profile_sensor_data
+            )
+        ]
 
     def on_joint_state(self, msg: JointState) -> None:
         self.joint_state = msg  # the worker reads the latest one when a chunk is due
@@ -87,8 +92,11 @@ class ActionChunks(NodePart):
         node, cfg, joint_state = self.node, self.node.config, self.joint_state
         if joint_state is None or node._too_old(stamp_ns(joint_state.header.stamp), cfg.action_head_max_state_age_s):
             node.counters.add("action_skipped_stale_state")
-            node._warn("stale_state", f"no action chunk: no joint state on {cfg.joint_states_topic} newer than "
-                       f"action_head.max_state_age_s={cfg.action_head_max_state_age_s}")  # fmt: skip
+            node._warn(
+                "stale_state",
+                f"no action chunk: no joint state on {cfg.joint_states_topic} newer than "
+                f"action_head.max_state_age_s={cfg.action_head_max_state_age_s}",
+            )
             return
         try:
             state = self.embodiment.state_from_joints(list(joint_state.name), list(joint_state.position))
@@ -102,6 +110,7 @@ class ActionChunks(NodePart):
         if clipped:
             node.counters.add("action_values_clipped", clipped)
             node._warn("clipped", f"{clipped} action values clipped to the embodiment's joint limits")
-        self.publisher.publish(chunk_message(header, self.embodiment.action_joints, positions,
-                                             cfg.action_head_control_rate_hz))  # fmt: skip
+        self.publisher.publish(
+            chunk_message(header, self.embodiment.action_joints, positions, cfg.action_head_control_rate_hz)
+        )
         node.counters.add("action_chunks")

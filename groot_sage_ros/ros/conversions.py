@@ -21,7 +21,7 @@ from ..serving.decoding import (  # noqa: F401 -- re-exported for the nodes
     image_to_array,
     message_to_array,
     stamp_ns,
-)  # fmt: skip
+)
 
 
 def array_to_image(rgb: np.ndarray, header=None, encoding: str = "rgb8") -> Image:

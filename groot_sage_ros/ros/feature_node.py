@@ -36,9 +36,9 @@ from std_msgs.msg import String
 
 from ..api import FeatureEngine
 from ..engine.runtime import resolve_device
-from ..serving.frames import Frame, FrameSetSync, LatestSlot
 from ..errors import user_error_line
 from ..serving.diagnostics import diagnostic_values
+from ..serving.frames import Frame, FrameSetSync, LatestSlot
 from ..serving.instructions import InstructionRejected, check_instruction
 from ..serving.node_config import ros_name
 from ..serving.stats import Counters, LatencyStats, RateMeter
@@ -49,7 +49,7 @@ from .conversions import (
     features_to_cdr,
     layout_json,
     message_to_array,
-)  # fmt: skip
+)
 from .params import declare_parameters, read_config
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -286,8 +286,11 @@ class FeatureNode(LifecycleNode):
         if self._sync.unmatched > unmatched_before:
             self.counters.add("dropped_unsynchronised", self._sync.unmatched - unmatched_before)
             if frame_set is None:
-                self._warn("unsynchronised", f"camera frames do not pair within sync_slop_s={self.config.sync_slop_s}"
-                           f" across {self.config.camera_topics}")  # fmt: skip
+                self._warn(
+                    "unsynchronised",
+                    f"camera frames do not pair within sync_slop_s={self.config.sync_slop_s}"
+                    f" across {self.config.camera_topics}",
+                )
         if frame_set is None:
             return
         if self._too_old(frame_set.stamp_ns):
@@ -335,8 +338,10 @@ class FeatureNode(LifecycleNode):
         instruction = self._instruction or cfg.default_instruction
         t0 = time.perf_counter()
         try:
-            messages = [deserialize_checked(deserialize_message, f.payload, self._camera_types[f.camera])
-                        for f in frame_set.frames]  # fmt: skip
+            messages = [
+                deserialize_checked(deserialize_message, f.payload, self._camera_types[f.camera])
+                for f in frame_set.frames
+            ]
             images = [message_to_array(msg) for msg in messages]
         except BadImage as err:
             self.counters.add(f"rejected_{err.reason}")
@@ -364,7 +369,12 @@ class FeatureNode(LifecycleNode):
         newest = messages[frame_set.frames.index(frame_set.newest)]
         self._features_pub.publish(features_to_cdr(features, newest.header, cfg.feature_dtype))  # serialised once
         t4 = time.perf_counter()
-        for stage, (a, b) in {"decode": (t0, t1), "preprocess": (t1, t2), "model": (t2, t3), "publish": (t3, t4)}.items():
+        for stage, (a, b) in {
+            "decode": (t0, t1),
+            "preprocess": (t1, t2),
+            "model": (t2, t3),
+            "publish": (t3, t4),
+        }.items():
             self.latency.add(stage, (b - a) * 1000.0)
         for part in self.parts:
             part.after_features(frame_set.stamp_ns, features, result, newest.header)
@@ -409,9 +419,18 @@ class FeatureNode(LifecycleNode):
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = "; ".join(warnings.values()) if warnings else "ok"
         extra = {key: value for part in self.parts for key, value in part.diagnostics().items()}
-        values = diagnostic_values(cfg, self.model_id, "active" if self._worker is not None else "inactive",
-                                   self.engine, self.counters, self.latency, self.output_rate, self.input_rates,
-                                   self.start_seconds, extra)  # fmt: skip
+        values = diagnostic_values(
+            cfg,
+            self.model_id,
+            "active" if self._worker is not None else "inactive",
+            self.engine,
+            self.counters,
+            self.latency,
+            self.output_rate,
+            self.input_rates,
+            self.start_seconds,
+            extra,
+        )
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

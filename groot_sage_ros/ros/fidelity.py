@@ -76,5 +76,7 @@ class FidelityPairing(NodePart):
 
     def diagnostics(self) -> dict:
         mean = self.pairing.mean()
-        return {"teacher_features_topic": self.node.config.teacher_features_topic,
-                "fidelity_cosine_mean": f"{mean:.4f}" if mean is not None else "n/a"}  # fmt: skip
+        return {
+            "teacher_features_topic": self.node.config.teacher_features_topic,
+            "fidelity_cosine_mean": f"{mean:.4f}" if mean is not None else "n/a",
+        }

@@ -1,7 +1,7 @@
 """A feature node as a process: ``--help``, signals, spinning, and a clean stop.
 
-    def main(args=None) -> int:
-        return spin_node(TeacherNode, args)
+def main(args=None) -> int:
+    return spin_node(TeacherNode, args)
 """
 
 from __future__ import annotations

@@ -46,8 +46,10 @@ class StudentNode(FeatureNode):
             raise ValueError("parameter 'student': empty; expected a student.safetensors from groot-sage distill")
         check_device(cfg.device)
         if not is_student(cfg.student):
-            raise ValueError(f"parameter 'student': {cfg.student} is a teacher checkpoint folder; expected a "
-                             "student.safetensors from groot-sage distill (or its run folder)")  # fmt: skip
+            raise ValueError(
+                f"parameter 'student': {cfg.student} is a teacher checkpoint folder; expected a "
+                "student.safetensors from groot-sage distill (or its run folder)"
+            )
         try:
             student = load_engine(cfg.student, device=cfg.device, dtype=cfg.dtype)
         except (ValueError, RuntimeError, OSError) as err:
@@ -60,16 +62,20 @@ class StudentNode(FeatureNode):
     def load_head(self, cfg: StudentNodeConfig, student: FeatureEngine) -> FeatureEngine:
         """The teacher's action head without its backbone, checked against the student's teacher."""
         if not cfg.action_head_checkpoint:
-            raise ValueError("parameter 'action_head.checkpoint': empty; expected the teacher checkpoint whose action "
-                             "head runs on the student's features")  # fmt: skip
+            raise ValueError(
+                "parameter 'action_head.checkpoint': empty; expected the teacher checkpoint whose action "
+                "head runs on the student's features"
+            )
         try:
             head = load_action_head(cfg.action_head_checkpoint, device=cfg.device, dtype=cfg.dtype, warmup=False)
         except (ValueError, RuntimeError, OSError) as err:
             raise ValueError(f"parameter 'action_head.checkpoint': {configure_error(err)}") from None
         if head.feature_dim != student.feature_dim or head.facts.family != student.facts.family:
-            raise ValueError(f"parameter 'action_head.checkpoint': its head reads {head.feature_dim}-d "
-                             f"{head.facts.family} features; the student gives {student.feature_dim}-d "
-                             f"{student.facts.family} features")  # fmt: skip
+            raise ValueError(
+                f"parameter 'action_head.checkpoint': its head reads {head.feature_dim}-d "
+                f"{head.facts.family} features; the student gives {student.feature_dim}-d "
+                f"{student.facts.family} features"
+            )
         head.warmup(cameras=len(cfg.camera_topics), instruction=cfg.default_instruction)
         return head
 

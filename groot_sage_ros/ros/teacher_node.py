@@ -44,9 +44,16 @@ class TeacherNode(FeatureNode):
         except ValueError as err:
             raise ValueError(f"parameter 'precision': {err}") from None
         try:
-            engine = load_engine(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, tokenizer=cfg.tokenizer or None,
-                                 instruction_format=cfg.instruction_format, action_head=cfg.action_head_enabled,
-                                 runtime=RuntimeConfig.from_attributes(cfg), warmup=False)  # fmt: skip
+            engine = load_engine(
+                cfg.checkpoint,
+                device=cfg.device,
+                dtype=cfg.dtype,
+                tokenizer=cfg.tokenizer or None,
+                instruction_format=cfg.instruction_format,
+                action_head=cfg.action_head_enabled,
+                runtime=RuntimeConfig.from_attributes(cfg),
+                warmup=False,
+            )
             check_default_instruction(cfg, engine)
             # Compile and capture for this node's cameras and default instruction before the first frame.
             engine.warmup(cameras=len(cfg.camera_topics), instruction=cfg.default_instruction)

@@ -59,14 +59,17 @@ def deserialize_checked(deserialize, data: bytes, msgtype):
         return deserialize(data, msgtype)
     except Exception as err:  # noqa: BLE001 -- whatever the deserialiser raises on bad bytes
         name = getattr(msgtype, "__name__", msgtype)
-        raise BadImage("corrupt_message", f"{len(data)}-byte {name} message does not deserialise "
-                       f"({type(err).__name__})") from None  # fmt: skip
+        raise BadImage(
+            "corrupt_message", f"{len(data)}-byte {name} message does not deserialise ({type(err).__name__})"
+        ) from None
 
 
 def image_to_array(msg) -> np.ndarray:
     """A raw ``sensor_msgs/Image`` as HxWx3 uint8 RGB, or HxW uint8/uint16 for mono encodings."""
     if msg.encoding not in ENCODINGS:
-        raise BadImage("unknown_encoding", f"unsupported encoding {msg.encoding!r}; expected one of {sorted(ENCODINGS)}")
+        raise BadImage(
+            "unknown_encoding", f"unsupported encoding {msg.encoding!r}; expected one of {sorted(ENCODINGS)}"
+        )
     channels, dtype, order = ENCODINGS[msg.encoding]
     if msg.height == 0 or msg.width == 0:
         raise BadImage("zero_size", f"zero-sized image {msg.width}x{msg.height}")
@@ -108,5 +111,3 @@ def compressed_to_array(msg) -> np.ndarray:
 def message_to_array(msg) -> np.ndarray:
     """Either kind of camera message: CompressedImage has ``format``, Image has ``encoding``."""
     return compressed_to_array(msg) if hasattr(msg, "format") else image_to_array(msg)
-
-

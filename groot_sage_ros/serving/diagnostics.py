@@ -13,9 +13,18 @@ from __future__ import annotations
 from .stats import Counters, LatencyStats, RateMeter
 
 
-def diagnostic_values(config, model_id: str, state: str, engine, counters: Counters, latency: LatencyStats,
-                      output_rate: RateMeter, input_rates: list[RateMeter], start_seconds: float | None = None,
-                      extra: dict | None = None) -> dict[str, str]:  # fmt: skip
+def diagnostic_values(
+    config,
+    model_id: str,
+    state: str,
+    engine,
+    counters: Counters,
+    latency: LatencyStats,
+    output_rate: RateMeter,
+    input_rates: list[RateMeter],
+    start_seconds: float | None = None,
+    extra: dict | None = None,
+) -> dict[str, str]:
     """The table, every value a string; ``engine`` may be None (released)."""
     values = {
         "state": state,
@@ -40,8 +49,9 @@ def diagnostic_values(config, model_id: str, state: str, engine, counters: Count
 
 def start_values(engine) -> dict[str, str]:
     """How the start went (``FeatureEngine.start_report``): weights, warm-up, compile cache, graphs."""
-    return {key: f"{value:.2f}" if isinstance(value, float) else str(value)
-            for key, value in engine.start_report().items()}  # fmt: skip
+    return {
+        key: f"{value:.2f}" if isinstance(value, float) else str(value) for key, value in engine.start_report().items()
+    }
 
 
 def gpu_memory_mb(engine) -> str:

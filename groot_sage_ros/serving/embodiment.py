@@ -34,7 +34,8 @@ class EmbodimentConfig:
         for key in ("state", "action"):
             groups = data[key]
             if not isinstance(groups, dict) or not all(
-                    isinstance(joints, list) and all(isinstance(j, str) for j in joints) for joints in groups.values()):
+                isinstance(joints, list) and all(isinstance(j, str) for j in joints) for joints in groups.values()
+            ):
                 raise ValueError(f"embodiment config {path}: '{key}' must map each key to a list of joint names")
         limits, raw_limits = {}, data.get("limits") or {}
         if not isinstance(raw_limits, dict):
@@ -43,7 +44,9 @@ class EmbodimentConfig:
             try:
                 low, high = (float(b) for b in bounds)
             except (TypeError, ValueError):
-                raise ValueError(f"embodiment config {path}: limits.{name} = {bounds!r}, expected [low, high]") from None
+                raise ValueError(
+                    f"embodiment config {path}: limits.{name} = {bounds!r}, expected [low, high]"
+                ) from None
             if not low <= high:
                 raise ValueError(f"embodiment config {path}: limits.{name} = {bounds!r}, expected low <= high")
             limits[name] = (low, high)

@@ -32,7 +32,9 @@ def check_instruction(text, processor, limit: int = MAX_INSTRUCTION_CHARS) -> st
     if not isinstance(text, str):
         raise InstructionRejected("instruction", f"expected text, got {type(text).__name__}")
     if len(text) > limit:
-        raise InstructionRejected("instruction_too_long", f"{len(text)} characters, longer than max_instruction_chars={limit}")
+        raise InstructionRejected(
+            "instruction_too_long", f"{len(text)} characters, longer than max_instruction_chars={limit}"
+        )
     try:
         processor.check_instruction(text)
     except ValueError as err:

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from ..api import PRECISION_NAMES
 from .instructions import MAX_INSTRUCTION_CHARS
 
 
-def param(default, description: str, read_only: bool = False, range: tuple | None = None, choices=None,
-          ros_name: str | None = None):
-    meta = {"description": description, "read_only": read_only, "range": range, "choices": choices,
-            "ros_name": ros_name}  # ros_name: the ROS parameter name where it is not the field name
+def param(
+    default,
+    description: str,
+    read_only: bool = False,
+    range: tuple | None = None,
+    choices=None,
+    ros_name: str | None = None,
+):
+    meta = {
+        "description": description,
+        "read_only": read_only,
+        "range": range,
+        "choices": choices,
+        "ros_name": ros_name,
+    }  # ros_name: the ROS parameter name where it is not the field name
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,15 +50,17 @@ class FeatureNodeConfig:
         1.0, "frame sets older than this (node clock minus stamp) are never used; 0 disables", range=(0.0, 3600.0)
     )
     sync_queue_size: int = param(8, "frames kept per camera while waiting for a match", True, range=(1, 1000))
-    feature_dtype: str = param("float32", "feature message encoding: float32 (32FC1) or float16 (16FC1)",
-                               choices=("float32", "float16"))  # fmt: skip
+    feature_dtype: str = param(
+        "float32", "feature message encoding: float32 (32FC1) or float16 (16FC1)", choices=("float32", "float16")
+    )
     diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
     autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
     max_instruction_chars: int = param(
-        MAX_INSTRUCTION_CHARS, "longer instructions are rejected and counted (rejected_instruction_too_long)", range=(1, 1_000_000)
+        MAX_INSTRUCTION_CHARS,
+        "longer instructions are rejected and counted (rejected_instruction_too_long)",
+        range=(1, 1_000_000),
     )
-
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,10 +72,10 @@ class FeatureNodeConfig:
         text = self.default_instruction
         if not isinstance(text, str) or not text.strip() or len(text) > self.max_instruction_chars:
             length = len(text) if isinstance(text, str) else type(text).__name__
-            raise ValueError(f"parameter 'default_instruction': expected non-empty text of at most "
-                             f"max_instruction_chars={self.max_instruction_chars} characters, got {length}")  # fmt: skip
-
-
+            raise ValueError(
+                f"parameter 'default_instruction': expected non-empty text of at most "
+                f"max_instruction_chars={self.max_instruction_chars} characters, got {length}"
+            )
 
 
 @dataclass
@@ -72,23 +86,33 @@ class ActionHeadParams:
         False, "also run the flow-matching action head and publish action chunks", True, ros_name="action_head.enabled"
     )
     action_head_embodiment_config: str = param(
-        "", "embodiment YAML: joint names per state/action key, normalisation, limits (config/embodiments/)",
-        True, ros_name="action_head.embodiment_config",
+        "",
+        "embodiment YAML: joint names per state/action key, normalisation, limits (config/embodiments/)",
+        True,
+        ros_name="action_head.embodiment_config",
     )
     action_head_dry_run: bool = param(
-        True, "publish chunks on ~/action_chunk/dry_run instead of ~/action_chunk, so nothing moves by accident",
-        True, ros_name="action_head.dry_run",
+        True,
+        "publish chunks on ~/action_chunk/dry_run instead of ~/action_chunk, so nothing moves by accident",
+        True,
+        ros_name="action_head.dry_run",
     )
     action_head_max_state_age_s: float = param(
-        0.5, "no chunk unless the last joint state is at most this old (node clock minus its stamp)",
-        range=(0.0, 3600.0), ros_name="action_head.max_state_age_s",
+        0.5,
+        "no chunk unless the last joint state is at most this old (node clock minus its stamp)",
+        range=(0.0, 3600.0),
+        ros_name="action_head.max_state_age_s",
     )
     action_head_control_rate_hz: float = param(
-        30.0, "rate of the chunk's points: point k is at (k + 1) / rate", range=(0.1, 10000.0),
+        30.0,
+        "rate of the chunk's points: point k is at (k + 1) / rate",
+        range=(0.1, 10000.0),
         ros_name="action_head.control_rate_hz",
     )
     action_head_seed: int = param(
-        -1, "noise seed for reproducible chunks; -1 draws fresh noise each time", range=(-1, 2**31 - 1),
+        -1,
+        "noise seed for reproducible chunks; -1 draws fresh noise each time",
+        range=(-1, 2**31 - 1),
         ros_name="action_head.seed",
     )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
@@ -96,37 +120,47 @@ class ActionHeadParams:
 
 @dataclass
 class TeacherNodeConfig(ActionHeadParams, FeatureNodeConfig):
-    """groot_node: the GR00T N1.5 checkpoint and, optionally, its action head."""
+    """groot_node: a GR00T checkpoint (any supported family) and, optionally, its action head."""
 
-    checkpoint: str = param("", "GR00T N1.5 checkpoint folder, or a repo id in the local Hugging Face cache", True)
+    checkpoint: str = param("", "GR00T checkpoint folder, or a repo id in the local Hugging Face cache", True)
     tokenizer: str = param("", "tokenizer/processor folder; empty = built-in Qwen tokenizer", True)
     instruction_format: str = param(
         "", "how the instruction is rendered in the prompt (the family's formats; empty: its default)", True
     )
-    compile: str = param("auto", "torch.compile the transformer layers: auto (CUDA only), on, off", True,
-                         choices=("auto", "on", "off"))  # fmt: skip
+    compile: str = param(
+        "auto", "torch.compile the transformer layers: auto (CUDA only), on, off", True, choices=("auto", "on", "off")
+    )
     cuda_graphs: bool = param(True, "replay CUDA graphs of the model (CUDA only; false: plain calls)", True)
     compile_cache_dir: str = param(
         "", "compiled-kernel cache; empty = $TORCHINDUCTOR_CACHE_DIR or ~/.cache/groot_sage_ros/torchinductor", True
     )
-    precision: str = param("fp16", "the repeated layers' Linear weights: fp16, int8_weight (Ampere, Orin) or fp8 (Ada, "
-                           "Hopper, Blackwell, Thor); check with groot-sage quantize-check", True,
-                           choices=("fp16", "int8_weight", "fp8"))  # fmt: skip
-    fp8_min_rows: int = param(4096, "fp8 only: calls with fewer rows (tokens) use the fp16 weights, faster there", True,
-                              range=(0, 2**31 - 1))  # fmt: skip
+    precision: str = param(
+        "fp16",
+        "the repeated layers' Linear weights: fp16, int8_weight (Ampere, Orin) or fp8 (Ada, "
+        "Hopper, Blackwell, Thor); check with groot-sage quantize-check",
+        True,
+        choices=PRECISION_NAMES,
+    )
+    fp8_min_rows: int = param(
+        4096, "fp8 only: calls with fewer rows (tokens) use the fp16 weights, faster there", True, range=(0, 2**31 - 1)
+    )
 
 
 @dataclass
 class StudentNodeConfig(ActionHeadParams, FeatureNodeConfig):
     """sage_node: a distilled student behind the same topics, optionally with the teacher's action head."""
 
-    student: str = param("", "student checkpoint (student.safetensors from groot-sage distill, or its run folder)", True)
+    student: str = param(
+        "", "student checkpoint (student.safetensors from groot-sage distill, or its run folder)", True
+    )
     teacher_features_topic: str = param(
         "", "teacher ~/features topic to pair with by stamp for live cosine fidelity; empty = off", True
     )
     action_head_checkpoint: str = param(
-        "", "teacher checkpoint whose action head runs on the student's features (its backbone is not loaded)",
-        True, ros_name="action_head.checkpoint",
+        "",
+        "teacher checkpoint whose action head runs on the student's features (its backbone is not loaded)",
+        True,
+        ros_name="action_head.checkpoint",
     )
 
 

@@ -51,8 +51,13 @@ class StudentCheckpointError(ValueError):
 def save_student(path: Path, model: SageStudent, extra: dict, step: int, optimizer=None) -> None:
     """Write atomically (temporary name of this process, then rename); with ``optimizer``, a resume state."""
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "version": VERSION, "config": json.dumps(asdict(model.cfg)),
-                "extra": json.dumps(extra), "step": str(step)}  # fmt: skip
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps(asdict(model.cfg)),
+        "extra": json.dumps(extra),
+        "step": str(step),
+    }
     if optimizer is not None:
         state = optimizer.state_dict()
         for index, values in state["state"].items():
@@ -69,8 +74,10 @@ def resolve_student_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / STUDENT_FILE
     if path.suffix in (".pt", ".pth", ".pkl", ".bin"):
-        raise StudentCheckpointError(f"{path}: a pickle-based checkpoint is never loaded (it could run code); "
-                                     f"this version writes and reads {STUDENT_FILE} (run distill again)")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: a pickle-based checkpoint is never loaded (it could run code); "
+            f"this version writes and reads {STUDENT_FILE} (run distill again)"
+        )
     if not path.is_file():
         raise StudentCheckpointError(f"student checkpoint {path} does not exist")
     return path
@@ -126,8 +133,10 @@ def _check_tensors(path: Path, header: dict[str, tuple[list[int], str]], expecte
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
-        raise StudentCheckpointError(f"{path}: tensors do not match the student its config describes (missing "
-                                     f"{missing[:3]}, unexpected {unexpected[:3]})")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: tensors do not match the student its config describes (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]})"
+        )
     for name, (shape, dtype) in expected.items():
         found_shape, code = header[name]
         if tuple(found_shape) != shape:
@@ -142,8 +151,10 @@ def _check_values(path: Path, config: StudentConfig, state: dict[str, torch.Tens
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise StudentCheckpointError(f"{path}: tensor {prefix}{name} holds NaN or infinite values")
     if "vocab" in state and state["vocab"].tolist() != list(config.vocab):
-        raise StudentCheckpointError(f"{path}: tensor {prefix}vocab differs from the vocabulary its config records "
-                                     "(token ids out of range or reordered)")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: tensor {prefix}vocab differs from the vocabulary its config records "
+            "(token ids out of range or reordered)"
+        )
     if "feature_std" in state and not bool((state["feature_std"] > 0).all()):
         raise StudentCheckpointError(f"{path}: tensor {prefix}feature_std has values <= 0 (a feature scale)")
 
@@ -152,22 +163,30 @@ def load_training_state(path: Path, model: SageStudent, optimizer) -> int:
     """Fill ``model`` and ``optimizer`` from a resume state written by ``save_student``; returns its step."""
     trained, record, metadata = _load(resolve_student_file(path), optimizer_state=True)
     if record["config"] != asdict(model.cfg):
-        raise StudentCheckpointError(f"{path}: its student config differs from this run's (the data or the "
-                                     "shape options changed); start a new run folder")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: its student config differs from this run's (the data or the "
+            "shape options changed); start a new run folder"
+        )
     groups = _json(path, metadata, "optimizer", list)
     count = len(list(model.parameters()))
-    if (len(groups) != 1 or not isinstance(groups[0], dict) or groups[0].get("params") != list(range(count))
-            or not all(is_hyperparameter(v) for k, v in groups[0].items() if k != "params")):  # fmt: skip
-        raise StudentCheckpointError(f"{path}: metadata 'optimizer' is not the one AdamW group of {count} "
-                                     "parameters this student has")  # fmt: skip
+    if (
+        len(groups) != 1
+        or not isinstance(groups[0], dict)
+        or groups[0].get("params") != list(range(count))
+        or not all(is_hyperparameter(v) for k, v in groups[0].items() if k != "params")
+    ):
+        raise StudentCheckpointError(
+            f"{path}: metadata 'optimizer' is not the one AdamW group of {count} parameters this student has"
+        )
     state: dict[int, dict] = {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         for key in handle.keys():
             if key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = handle.get_tensor(key)
-    _check_values(path, model.cfg, {f"{i}.{n}": t for i, values in state.items() for n, t in values.items()},
-                  prefix="optimizer.")  # fmt: skip
+    _check_values(
+        path, model.cfg, {f"{i}.{n}": t for i, values in state.items() for n, t in values.items()}, prefix="optimizer."
+    )
     model.load_state_dict(trained.state_dict())
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
@@ -185,12 +204,16 @@ def _read_checked(path: Path) -> tuple[dict[str, tuple[list[int], str]], dict[st
     except (SafetensorError, OSError) as err:
         raise StudentCheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise StudentCheckpointError(f"{path}: not a groot_sage_ros student checkpoint (format "
-                                     f"{metadata.get('format')!r}, version {metadata.get('version')!r})")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: not a groot_sage_ros student checkpoint (format "
+            f"{metadata.get('format')!r}, version {metadata.get('version')!r})"
+        )
     unknown = sorted(set(metadata) - METADATA_KEYS)
     if unknown:
-        raise StudentCheckpointError(f"{path}: metadata {unknown[0]!r} is not one a student checkpoint has "
-                                     f"(expected only {sorted(METADATA_KEYS)})")  # fmt: skip
+        raise StudentCheckpointError(
+            f"{path}: metadata {unknown[0]!r} is not one a student checkpoint has "
+            f"(expected only {sorted(METADATA_KEYS)})"
+        )
     return header, metadata
 
 
@@ -199,8 +222,10 @@ def _extra(path: Path, metadata: dict) -> dict:
     extra = _json(path, metadata, "extra", dict)
     for key in ("config", "step"):
         if key in extra:
-            raise StudentCheckpointError(f"{path}: metadata 'extra' repeats {key!r}, which the file records once, "
-                                         f"in metadata {key!r}; refusing a checkpoint that says two things")  # fmt: skip
+            raise StudentCheckpointError(
+                f"{path}: metadata 'extra' repeats {key!r}, which the file records once, "
+                f"in metadata {key!r}; refusing a checkpoint that says two things"
+            )
     for key, kind in EXTRA_TYPES.items():
         if key in extra and (not isinstance(extra[key], kind) or isinstance(extra[key], bool)):
             raise StudentCheckpointError(f"{path}: metadata 'extra' field {key!r} is not a {kind.__name__}")

@@ -22,8 +22,16 @@ class StudentEngine:
 
     has_action_head = False  # the teacher's head behind the student: issue 20
 
-    def __init__(self, model, family, processor, device: torch.device, dtype: torch.dtype, model_id: str,
-                 cuda_graphs: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        family,
+        processor,
+        device: torch.device,
+        dtype: torch.dtype,
+        model_id: str,
+        cuda_graphs: bool = True,
+    ):
         self.model, self.family, self.processor = model, family, processor
         self.device, self.dtype, self.model_id = device, dtype, model_id
         # The student is small enough that eager PyTorch is bound by kernel launches: on CUDA, batch-1 calls
@@ -87,8 +95,9 @@ class StudentEngine:
     @torch.inference_mode()
     def forward_reference(self, inputs: ModelInputs) -> FeatureResult:
         pixels = self.family.pixel_values(inputs.images).to(self.dtype)
-        return FeatureResult(self.model.features(inputs.input_ids, pixels), inputs.attention_mask, inputs.layouts,
-                             inputs.images)  # fmt: skip
+        return FeatureResult(
+            self.model.features(inputs.input_ids, pixels), inputs.attention_mask, inputs.layouts, inputs.images
+        )
 
     def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
         return self.forward(self.prepare([(images, instruction)]))

@@ -65,7 +65,9 @@ class SageStudent(nn.Module):
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, L) ids, (N, 3, S, S) normalised frames -> standardised features (B, L, D)."""
         if input_ids.shape[1] > self.cfg.max_len:
-            raise ValueError(f"sequence of {input_ids.shape[1]} tokens exceeds the student's max_len {self.cfg.max_len}")
+            raise ValueError(
+                f"sequence of {input_ids.shape[1]} tokens exceeds the student's max_len {self.cfg.max_len}"
+            )
         x = self.text_embed(self.remap(input_ids))  # (B, L, W)
         patches = self.patch_embed(pixel_values.to(x.dtype)).flatten(2).transpose(1, 2)  # (N, T, W)
         x = scatter_image_embeddings(x, patches, input_ids == self.image_token_id)

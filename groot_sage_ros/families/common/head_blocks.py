@@ -1,8 +1,8 @@
 """Blocks of GR00T's flow-matching action heads, shared by the families (checkpoint key names kept).
 
 Per-embodiment linear layers, the action encoder, multi-head attention with biases, the GELU-tanh MLP, the
-timestep-modulated LayerNorm and the timestep embedding. Written from the architecture doc (§4); no
-diffusers dependency.
+timestep-modulated LayerNorm and the timestep embedding, with the key names of NVIDIA's checkpoints;
+no diffusers dependency.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class SelectedWeights(dict):
 
 
 def select_embodiments(module: nn.Module, category: torch.Tensor) -> SelectedWeights:
-    return SelectedWeights({layer: layer.select(category) for layer in module.modules()
-                            if isinstance(layer, CategorySpecificLinear)})  # fmt: skip
+    return SelectedWeights(
+        {layer: layer.select(category) for layer in module.modules() if isinstance(layer, CategorySpecificLinear)}
+    )
 
 
 class CategorySpecificMLP(nn.Module):
@@ -154,7 +155,9 @@ class TimestepEmbedder(nn.Module):
     def forward(self, bucket: torch.Tensor) -> torch.Tensor:
         # diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1): [cos | sin], exp(-ln(1e4) i / 127)
         half = self.channels // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=bucket.device, dtype=torch.float32) / (half - 1))
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=bucket.device, dtype=torch.float32) / (half - 1)
+        )
         angles = bucket.float().unsqueeze(-1) * freqs  # (B, 128)
         features = torch.cat([angles.cos(), angles.sin()], dim=-1).to(self.linear_1.weight.dtype)
         return self.linear_2(F.silu(self.linear_1(features)))  # (B, D)

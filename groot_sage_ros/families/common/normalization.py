@@ -57,8 +57,13 @@ class EmbodimentNormalizer:
     action_keys: list[KeyStats] = field(default_factory=list)
 
     @classmethod
-    def from_metadata(cls, metadata_path: str | Path, tag: str | None, id_of: Callable[[str], int],
-                      modes: dict[str, str] | None = None):  # fmt: skip
+    def from_metadata(
+        cls,
+        metadata_path: str | Path,
+        tag: str | None,
+        id_of: Callable[[str], int],
+        modes: dict[str, str] | None = None,
+    ):
         """Statistics for embodiment ``tag`` (None: the file's only embodiment); ``id_of(tag)`` is its category
         id in the head's per-embodiment layers (the family's table); ``modes`` maps a key to its mode
         (default ``min_max``)."""

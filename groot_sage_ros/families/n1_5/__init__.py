@@ -27,7 +27,9 @@ class N15Family(ModelFamily):
 
     def matches(self, raw: dict[str, Any]) -> bool:
         architectures = raw.get("architectures")
-        return raw.get("model_type") == MODEL_TYPE or (isinstance(architectures, list) and ARCHITECTURE in architectures)
+        return raw.get("model_type") == MODEL_TYPE or (
+            isinstance(architectures, list) and ARCHITECTURE in architectures
+        )
 
     def parse_config(self, raw: dict[str, Any], source: str = "config.json") -> GrootConfig:
         return GrootConfig.from_dict(raw, source)
@@ -41,8 +43,11 @@ class N15Family(ModelFamily):
         return GrootN15(config, with_action_head=with_action_head, with_backbone=with_backbone)
 
     def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> N15Processor:
-        return N15Processor(ProcessorConfig(tokenizer=tokenizer, **({"instruction_format": instruction_format}
-                                                                 if instruction_format else {})))  # fmt: skip
+        return N15Processor(
+            ProcessorConfig(
+                tokenizer=tokenizer, **({"instruction_format": instruction_format} if instruction_format else {})
+            )
+        )
 
     def token_facts(self):
         return token_facts(ProcessorConfig())

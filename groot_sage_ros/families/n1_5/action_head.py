@@ -10,7 +10,8 @@ What does not change between the Euler steps (the context's keys and values in e
 block, each step's timestep modulation) is computed once per chunk (``DiT.condition``).
 
 DiT blocks alternate: even blocks cross-attend to the context, odd blocks self-attend; each starts with a
-timestep-conditioned LayerNorm. Written from architecture doc §4; no diffusers dependency.
+timestep-conditioned LayerNorm, as Isaac-GR00T's ``flow_matching_action_head`` has them; no diffusers
+dependency.
 
 As in the backbone, the loops over repeated blocks take optional per-block callables (``LayerCalls``:
 "vl_self_attention", "context_kv" for the cross blocks, "dit"); without them the modules run as built.
@@ -29,7 +30,7 @@ from ..common.head_blocks import (
     Attention,
     CategorySpecificMLP,
     FeedForward,
-    MultiEmbodimentActionEncoder,  # fmt: skip
+    MultiEmbodimentActionEncoder,
     TimestepEncoder,
     select_embodiments,
 )
@@ -72,8 +73,13 @@ class DiTBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                context_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """x (B, T, D); this step's modulation (B, D); for a cross block, the context's keys and values."""
         x = x + self.attn1(self.norm1(x, scale, shift), context_kv)
         return x + self.ff(self.norm3(x))
@@ -94,10 +100,12 @@ class DiT(nn.Module):
         super().__init__()
         dim = cfg.dit_heads * cfg.dit_head_dim
         self.timestep_encoder = TimestepEncoder(dim)
-        self.transformer_blocks = nn.ModuleList([
-            DiTBlock(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.dit_cross_attention_dim if i % 2 == 0 else None)
-            for i in range(cfg.dit_layers)
-        ])  # fmt: skip
+        self.transformer_blocks = nn.ModuleList(
+            [
+                DiTBlock(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.dit_cross_attention_dim if i % 2 == 0 else None)
+                for i in range(cfg.dit_layers)
+            ]
+        )
         self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, cfg.dit_output_dim)
@@ -118,8 +126,9 @@ class DiT(nn.Module):
             out_modulation=(shift, scale),
         )
 
-    def forward(self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0,
-                calls: LayerCalls | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
         # tokens (B, 49, D) -> (B, 49, out), at integration step ``step`` of ``condition``
         block_calls = (calls or {}).get("dit") or self.transformer_blocks
         for call, (scale, shift), kv in zip(block_calls, condition.modulation, condition.context_kv):
@@ -148,8 +157,9 @@ class FlowMatchingActionHead(nn.Module):
     def encode_context(self, features: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
         return self.vl_self_attention(self.vlln(features), (calls or {}).get("vl_self_attention"))  # (B, L, C)
 
-    def velocity(self, actions, bucket, condition, state_tokens, embodiment_id, step: int = 0,
-                 calls: LayerCalls | None = None) -> torch.Tensor:  # fmt: skip
+    def velocity(
+        self, actions, bucket, condition, state_tokens, embodiment_id, step: int = 0, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
         """The DiT's predicted velocity for noisy ``actions`` (B, H, A) at integer ``bucket`` (B,), which is
         step ``step`` of ``condition`` (``DiT.condition``)."""
         horizon = actions.shape[1]
@@ -178,8 +188,11 @@ class FlowMatchingActionHead(nn.Module):
         state_tokens = self.state_encoder(state.to(context.dtype), embodiment)  # (B, 1, W)
         batch = features.shape[0]
         if noise is None:
-            noise = torch.randn((batch, cfg.action_horizon, cfg.action_dim), generator=generator,
-                                device=generator.device if generator is not None else features.device)  # fmt: skip
+            noise = torch.randn(
+                (batch, cfg.action_horizon, cfg.action_dim),
+                generator=generator,
+                device=generator.device if generator is not None else features.device,
+            )
         actions = noise.to(device=features.device, dtype=context.dtype)
         steps = cfg.num_inference_timesteps
         starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750

@@ -139,4 +139,3 @@ def run_decoder(lm, embeds: torch.Tensor, layer_calls: Sequence[Callable] | None
         out = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary, use_cache=False)
         hidden = out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
     return lm.norm(hidden)
-

@@ -55,6 +55,7 @@ N15_TEXT_CONFIG: dict[str, Any] = {
     "eos_token_id": 151645,
 }
 
+
 @dataclass
 class BackboneConfig:
     """The ``backbone_cfg`` block of a GR00T N1.5 checkpoint, plus the Eagle dims it implies."""
@@ -71,16 +72,42 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         vision, text = "backbone_cfg.eagle_config.vision_config", "backbone_cfg.eagle_config.text_config"
-        check_sizes(vision, self.vision_config, ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                                 "num_attention_heads", "num_channels", "image_size", "patch_size"))
+        check_sizes(
+            vision,
+            self.vision_config,
+            (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_channels",
+                "image_size",
+                "patch_size",
+            ),
+        )
         check_divides(vision, self.vision_config, "num_attention_heads", "hidden_size")
-        check_sizes(text, self.text_config, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                             "num_attention_heads", "num_key_value_heads", "head_dim"))
+        check_sizes(
+            text,
+            self.text_config,
+            (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "head_dim",
+            ),
+        )
         check_divides(text, self.text_config, "num_key_value_heads", "num_attention_heads")
         if self.project_to_dim is not None:
             check_sizes("backbone_cfg", {"project_to_dim": self.project_to_dim}, ("project_to_dim",))
         layers = self.text_config["num_hidden_layers"]
-        if isinstance(self.select_layer, bool) or not isinstance(self.select_layer, int) or not 1 <= self.select_layer <= layers:
+        if (
+            isinstance(self.select_layer, bool)
+            or not isinstance(self.select_layer, int)
+            or not 1 <= self.select_layer <= layers
+        ):
             raise ValueError(f"backbone_cfg.select_layer={self.select_layer} must be in 1..{layers}")
         if self.reproject_vision:
             raise ValueError("backbone_cfg.reproject_vision=true is not supported by GR00T N1.5 (must be false)")
@@ -102,8 +129,10 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "BackboneConfig":
         eagle = cfg.get("eagle_config") or {}
-        if not isinstance(eagle, dict) or not all(isinstance(eagle.get(k, {}), dict) for k in ("vision_config", "text_config")):
-            raise ValueError("backbone_cfg.eagle_config: expected {\"vision_config\": {...}, \"text_config\": {...}}")
+        if not isinstance(eagle, dict) or not all(
+            isinstance(eagle.get(k, {}), dict) for k in ("vision_config", "text_config")
+        ):
+            raise ValueError('backbone_cfg.eagle_config: expected {"vision_config": {...}, "text_config": {...}}')
         return cls(
             select_layer=cfg.get("select_layer", 12),
             project_to_dim=cfg.get("project_to_dim"),
@@ -149,11 +178,15 @@ class ActionHeadConfig:
         dit, vlsa = cfg.get("diffusion_model_cfg", {}), cfg.get("vl_self_attention_cfg", {})
         plain = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         nested = {
-            "dit_layers": dit.get("num_layers"), "dit_heads": dit.get("num_attention_heads"),
-            "dit_head_dim": dit.get("attention_head_dim"), "dit_output_dim": dit.get("output_dim"),
-            "dit_cross_attention_dim": dit.get("cross_attention_dim"), "vlsa_layers": vlsa.get("num_layers"),
-            "vlsa_heads": vlsa.get("num_attention_heads"), "vlsa_head_dim": vlsa.get("attention_head_dim"),
-        }  # fmt: skip
+            "dit_layers": dit.get("num_layers"),
+            "dit_heads": dit.get("num_attention_heads"),
+            "dit_head_dim": dit.get("attention_head_dim"),
+            "dit_output_dim": dit.get("output_dim"),
+            "dit_cross_attention_dim": dit.get("cross_attention_dim"),
+            "vlsa_layers": vlsa.get("num_layers"),
+            "vlsa_heads": vlsa.get("num_attention_heads"),
+            "vlsa_head_dim": vlsa.get("attention_head_dim"),
+        }
         config = cls(**plain, **{k: v for k, v in nested.items() if v is not None})
         sizes = [f.name for f in fields(cls) if f.type in ("int", int)]
         check_sizes("action_head_cfg", config.__dict__, sizes)
@@ -201,7 +234,7 @@ class GrootConfig:
 
 
 def n15_3b_config() -> dict[str, Any]:
-    """The ``config.json`` of ``nvidia/GR00T-N1.5-3B`` (architecture doc §1), as a fresh dict."""
+    """The ``config.json`` of ``nvidia/GR00T-N1.5-3B``, as a fresh dict."""
     block = {"dropout": 0.2, "final_dropout": True, "positional_embeddings": None}
     return {
         "architectures": [ARCHITECTURE],

@@ -150,9 +150,14 @@ def fast_regions(model: GrootN15) -> list[FastRegion]:
     if model.has_action_head:
         head = model.action_head
         regions += [
-            FastRegion("vl_self_attention", head.vl_self_attention.transformer_blocks, FastHeadBlock,
-                       self_attention_block, True),
+            FastRegion(
+                "vl_self_attention",
+                head.vl_self_attention.transformer_blocks,
+                FastHeadBlock,
+                self_attention_block,
+                True,
+            ),
             FastRegion("context_kv", head.model.cross_blocks(), FastContextKV, context_kv, True),
             FastRegion("dit", head.model.transformer_blocks, FastHeadBlock, dit_block, True),
-        ]  # fmt: skip
+        ]
     return regions

@@ -23,12 +23,18 @@ class GrootN15(FamilyModel):
         if with_backbone:  # without it (a student's features feed the head), its weights are never read
             self.backbone = EagleBackbone(cfg.backbone)
         head = cfg.action_head
-        self.action_horizon, self.action_dim, self.state_width = head.action_horizon, head.action_dim, head.max_state_dim
+        self.action_horizon, self.action_dim, self.state_width = (
+            head.action_horizon,
+            head.action_dim,
+            head.max_state_dim,
+        )
         self.timestep_buckets = head.num_timestep_buckets
         if with_action_head:
             self.action_head = FlowMatchingActionHead(head)
 
-    def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
+    def features(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
         if not self.has_backbone:
             raise ValueError("this model holds the action head only (loaded without its backbone)")
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)

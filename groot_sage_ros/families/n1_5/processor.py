@@ -33,7 +33,7 @@ from .prompt import (
     check_instruction,
     layout_of,
     load_tokenizer,
-    render_prompt,  # fmt: skip
+    render_prompt,
 )
 
 TOKENS_PER_IMAGE = 256  # one 224x224 tile, 16x16 patches, no pixel shuffle
@@ -47,8 +47,14 @@ def pixel_values(images: torch.Tensor) -> torch.Tensor:
 
 def token_facts(config: "ProcessorConfig") -> TokenFacts:
     grid = int(round(config.tokens_per_image**0.5))  # a square grid of patches, one token each
-    return TokenFacts(family=FAMILY_NAME, image_token_id=IMAGE_TOKEN_ID, pad_token_id=PAD_TOKEN_ID,
-                      tokens_per_image=config.tokens_per_image, patch_grid=(grid, grid), image_size=config.image_size)
+    return TokenFacts(
+        family=FAMILY_NAME,
+        image_token_id=IMAGE_TOKEN_ID,
+        pad_token_id=PAD_TOKEN_ID,
+        tokens_per_image=config.tokens_per_image,
+        patch_grid=(grid, grid),
+        image_size=config.image_size,
+    )
 
 
 @dataclass
@@ -82,8 +88,12 @@ class N15Processor:
         check_instruction(instruction)
 
     def describe(self) -> dict:
-        return {"tokenizer": self.tokenizer.name, "instruction_format": self.config.instruction_format,
-                "image_size": self.config.image_size, "tokens_per_image": self.config.tokens_per_image}  # fmt: skip
+        return {
+            "tokenizer": self.tokenizer.name,
+            "instruction_format": self.config.instruction_format,
+            "image_size": self.config.image_size,
+            "tokens_per_image": self.config.tokens_per_image,
+        }
 
     def encode(self, num_images: int, instruction: str) -> tuple[tuple[int, ...], TokenLayout]:
         """Token ids and layout of one sample's prompt (cached: a robot repeats its instruction)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 STATISTICS_FILE = "experiment_cfg/metadata.json"
 
-# Embodiment tag -> category id of the action head's per-embodiment layers (architecture doc §3).
+# Embodiment tag -> category id of the action head's per-embodiment layers (Isaac-GR00T's embodiment tags).
 EMBODIMENT_IDS = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24}
 
 

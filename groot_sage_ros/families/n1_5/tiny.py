@@ -23,9 +23,13 @@ from .statistics import STATISTICS_FILE
 
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 TINY_TEXT = {
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-}  # fmt: skip
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+}
 TINY_SELECT_LAYER = 2
 
 
@@ -48,11 +52,16 @@ def tiny_config() -> dict:
 
 def tiny_metadata() -> dict:
     """``experiment_cfg/metadata.json`` for one embodiment, with every statistic kind."""
+
     def stats(width: int, low: float, high: float) -> dict:
         return {
-            "min": [low] * width, "max": [high] * width, "q01": [low * 0.9] * width, "q99": [high * 0.9] * width,
-            "mean": [(low + high) / 2] * width, "std": [(high - low) / 4] * width,
-        }  # fmt: skip
+            "min": [low] * width,
+            "max": [high] * width,
+            "q01": [low * 0.9] * width,
+            "q99": [high * 0.9] * width,
+            "mean": [(low + high) / 2] * width,
+            "std": [(high - low) / 4] * width,
+        }
 
     keys = {"single_arm": 5, "gripper": 1}  # an SO-100 arm: 5 joints and a gripper
     modality = {k: {"absolute": True, "rotation_type": None, "shape": [w], "continuous": True} for k, w in keys.items()}
@@ -77,8 +86,9 @@ def write_tiny_checkpoint(out: str | Path, seed: int = 0, outliers: bool = False
     return write_random_checkpoint(out, tiny_config(), seed=seed, norm_noise=0.2, outliers=outliers)
 
 
-def write_random_checkpoint(out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0,
-                            outliers: bool = False) -> Path:  # fmt: skip
+def write_random_checkpoint(
+    out: str | Path, raw: dict, seed: int = 0, norm_noise: float = 0.0, outliers: bool = False
+) -> Path:
     """Random weights for the config dict ``raw`` in the real layout (``n15_3b_config()``: full size, ~7 GB);
     ``outliers`` plants a trained model's outlier channels (``plant_outliers``)."""
     config = GrootConfig.from_dict(raw)  # validates what we are about to write
@@ -116,8 +126,9 @@ def plant_outliers(state: dict, generator: torch.Generator) -> None:
             tensor[:, channels[width]] *= OUTLIER_WEIGHT_GAIN
 
 
-def _write_random_checkpoint(out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float,
-                             outliers: bool) -> None:  # fmt: skip
+def _write_random_checkpoint(
+    out: Path, raw: dict, config: GrootConfig, seed: int, norm_noise: float, outliers: bool
+) -> None:
     if (out / "experiment_cfg").is_symlink():
         raise OutputError(f"{out / 'experiment_cfg'}: is a symbolic link; the package never writes through one")
     (out / "experiment_cfg").mkdir(exist_ok=True)
