@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -124,24 +123,25 @@ def features_flow(probe, camera_topic: str, features_topic: str) -> Image:
         node.destroy_publisher(pub)
 
 
-def stop(process: subprocess.Popen) -> tuple[float, str]:
-    """SIGINT, as Ctrl-C on ``ros2 launch``: (seconds until the launch exited, its output)."""
-    start = time.monotonic()
+def stop(process: subprocess.Popen) -> str:
+    """SIGINT, as Ctrl-C on ``ros2 launch``; its output (a generous timeout only guards against a hang)."""
     process.send_signal(signal.SIGINT)
     try:
-        output = process.communicate(timeout=30)[0]
+        return process.communicate(timeout=120)[0]
     finally:
         if process.poll() is None:
             process.kill()
-    return time.monotonic() - start, output
 
 
 def assert_clean_stop(process: subprocess.Popen) -> None:
-    seconds, output = stop(process)
+    """The nodes stopped on SIGINT by themselves: launch never escalated to SIGTERM (it does after 5 s, and
+    says so), each process exited with its own status 0, and nothing went wrong on the way. No wall-clock
+    bound: a busy machine may take longer, which is not a failure."""
+    output = stop(process)
     assert process.returncode == 0, output
-    assert seconds < 5.0, (seconds, output)  # launch escalates to SIGTERM after 5 s
-    for sign in ("SIGTERM", "[ERROR]", "Traceback", "context is invalid", "unexpected error"):
+    for sign in ("SIGTERM", "SIGKILL", "[ERROR]", "Traceback", "context is invalid", "unexpected error"):
         assert sign not in output, output
+    assert "process has finished cleanly" in output and "exit code" not in output.replace("exit code 0", ""), output
 
 
 def params_file(tmp_path: Path) -> Path:
