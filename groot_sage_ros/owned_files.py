@@ -66,6 +66,9 @@ def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise OutputError(f"{path}: is {describe_kind(info.st_mode)}, expected a regular file written by this package")
+    if flags & (os.O_WRONLY | os.O_RDWR) and info.st_nlink > 1:  # writing in place would write into the other names
+        os.close(fd)
+        raise OutputError(f"{path}: has {info.st_nlink - 1} other hard link(s); refusing to write through it")
     return fd
 
 

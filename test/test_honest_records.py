@@ -217,3 +217,15 @@ def test_every_instruction_passes_the_same_check(capsys, tiny_checkpoint, tmp_pa
     assert data.manifest["skipped"] == {"rejected_instruction": 2}
     assert {data.source(i)["instruction"] for i in range(len(data))} == {"pick up the cube"}
     assert len(data) == len(frames)
+
+
+def test_a_manifest_that_lies_about_the_feature_width_is_refused_naming_the_shard(capsys, dataset, run, tmp_path):
+    lying = Path(shutil.copytree(dataset, tmp_path / "lying"))
+    manifest = json.loads((lying / "manifest.json").read_text())
+    manifest["teacher"]["feature_dim"] = 2048  # the shards hold 64-d features; their hashes still match
+    (lying / "manifest.json").write_text(json.dumps(manifest))
+    for argv in (["distill", lying, "--out", tmp_path / "run", *RUN],
+                 ["evaluate", "--student", run, "--dataset", lying, "--report-dir", tmp_path / "report"]):  # fmt: skip
+        code, err = run_main(capsys, *argv)
+        assert_one_line(code, err, "shard-00000.safetensors: features of shape [4, ", "feature_dim is 2048")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "report").exists()

@@ -229,3 +229,26 @@ def test_a_report_path_never_replaces_an_output_of_the_package(capsys, finished,
     )  # a new name beside the run's files: fine
     assert json.loads((run / "eval.json").read_text())["student"]["samples"] > 0
     (run / "eval.json").unlink()
+
+
+def test_a_lock_or_journal_hard_linked_to_a_users_file_is_not_written_through(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")  # empty: it would pass for a lock file of ours, but for the link
+    out = tmp_path / "D"
+    out.mkdir()
+    os.link(notes, out / LOCK)
+    code, err = run_main(capsys, "make-bag", "--out", out, "--arc", "--limit", 1)
+    assert_one_line(code, err, LOCK, "hard link")
+    assert notes.read_text() == ""
+
+
+def test_a_tokenizer_folder_that_asks_for_its_own_code_is_refused_in_one_line(capsys, bag, tiny_checkpoint, tmp_path):
+    folder = tmp_path / "eagle_processor"
+    folder.mkdir()
+    (folder / "processor_config.json").write_text(json.dumps({"auto_map": {"AutoProcessor": "processing_x.XProc"}}))
+    marker = tmp_path / "code_ran"
+    (folder / "processing_x.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    argv = extract_argv(tiny_checkpoint, bag, tmp_path / "ds", "--tokenizer", folder, "--instruction", "pick")
+    code, err = run_main(capsys, *argv)
+    assert_one_line(code, err, "processor_config.json: asks for code from the folder")
+    assert not marker.exists() and not (tmp_path / "ds").exists()

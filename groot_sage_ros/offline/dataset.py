@@ -158,6 +158,29 @@ def read_shard_info(path: Path) -> tuple[int, dict]:
         raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
 
 
+SHARD_TENSORS = {"images": 5, "input_ids": 2, "lengths": 1, "features": 3, "stamps": 1, "index": 1}  # name -> ndim
+
+
+def check_shard_shapes(path: Path, count: int, feature_dim: int) -> None:
+    """The shard's tensors have the dataset's shapes (from the header alone): ValueError naming the tensor
+    otherwise, so a manifest that lies about the feature width, or a shard of another dataset, is refused."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
+    for name, ndim in SHARD_TENSORS.items():
+        shape = shapes.get(name)
+        if shape is None or len(shape) != ndim or shape[0] != count:
+            raise ValueError(f"{path}: tensor {name!r} has shape {shape}, expected {ndim} dimensions and {count} rows")
+    if shapes["features"][-1] != feature_dim or shapes["features"][1] != shapes["input_ids"][1]:
+        raise ValueError(
+            f"{path}: features of shape {shapes['features']} and input_ids of shape {shapes['input_ids']}, "
+            f"expected features (N, L, {feature_dim}) beside input_ids (N, L): the manifest's feature_dim is "
+            f"{feature_dim}"
+        )
+
+
 def shard_path(root: Path, name) -> Path:
     """``root / name`` for a manifest's shard name, which must be a plain file name inside ``root``."""
     if not isinstance(name, str) or not SHARD_NAME.match(name):
@@ -207,6 +230,11 @@ class FeatureDataset(torch.utils.data.Dataset):
                 f"{manifest_path}: schema_version {self.manifest.get('schema_version')}, expected "
                 f"{SCHEMA_VERSION} (a dataset from an older version: extract it again)"
             )
+        teacher = self.manifest.get("teacher")
+        if not isinstance(teacher, dict) or type(teacher.get("feature_dim")) is not int or teacher["feature_dim"] < 1:
+            raise ValueError(f"{manifest_path}: teacher.feature_dim is missing or not a whole number >= 1")
+        if not isinstance(shards, list):
+            raise ValueError(f"{manifest_path}: shards is not a list")
         self.rows: list[tuple[int, int]] = []
         self._paths: list[Path] = []
         for k, shard in enumerate(shards):
@@ -221,6 +249,7 @@ class FeatureDataset(torch.utils.data.Dataset):
             count, _ = read_shard_info(path)
             if count != shard["num_samples"]:
                 raise ValueError(f"{path}: holds {count} samples, the manifest says {shard['num_samples']}")
+            check_shard_shapes(path, count, self.feature_dim)
             self._paths.append(path)
             self.rows += [(k, row) for row in range(count)]
         if len(self.rows) != expected_total:

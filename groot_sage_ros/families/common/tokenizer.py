@@ -8,6 +8,7 @@ declares (its own table of strings and ids).
 from __future__ import annotations
 
 import base64
+import json
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -60,6 +61,26 @@ class QwenTiktokenTokenizer:
         return self._encoding.decode(ids)
 
 
+CODE_CONFIGS = ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json", "config.json")
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """ValueError naming the file when a folder's configuration asks transformers for code from the folder
+    (``auto_map``): the package never runs it, and transformers would stop to ask whether to."""
+    for name in CODE_CONFIGS:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not readable JSON ({err})") from None
+        if isinstance(config, dict) and "auto_map" in config:
+            raise ValueError(f"{path}: asks for code from the folder (auto_map {sorted(config['auto_map'])}); the "
+                             "package never runs a folder's code: give a folder whose tokenizer transformers "
+                             "knows, or none (the built-in one)")  # fmt: skip
+
+
 class FolderTokenizer:
     """An Eagle processor or Qwen tokenizer folder, read with ``transformers.AutoTokenizer`` offline."""
 
@@ -69,8 +90,10 @@ class FolderTokenizer:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"tokenizer folder {folder} does not exist")
+        refuse_remote_code(folder)
         self.name = str(folder)
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        # never code from the folder, never a question on the terminal (a node has no one to answer it)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         for token, expected in expected_ids.items():  # the family's tokens the prompt relies on
             got = self._tokenizer.convert_tokens_to_ids(token)
             if got != expected:
