@@ -1,7 +1,8 @@
 """What the package wrote in an output folder, and the writes that keep that record true.
 
 Every output folder carries ``.groot-sage-journal.jsonl``: one JSON line per event, appended (``O_APPEND``,
-so the ranks of a torchrun job can share it) and flushed to disk before the event happens:
+so the ranks of a torchrun job can share it) before the event happens, and flushed to disk with the
+files it describes (``Journal.sync``, where a command syncs its outputs):
 
     {"op": "temp", "name": ".shard-00003.safetensors.4711-0a1b2c3d.tmp"}   about to create a temporary
     {"op": "file", "name": "shard-00003.safetensors"}                     about to rename it into place
@@ -104,10 +105,18 @@ class Journal:
         line = (json.dumps({"op": op, "name": name}) + "\n").encode()
         fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            os.write(fd, line)  # one write of a short line: whole, even beside another process's
         finally:
             os.close(fd)
+
+    def sync(self) -> None:
+        """Flush the journal to disk (with the outputs it lists, before a manifest says they are complete)."""
+        if os.path.lexists(self.path):
+            fd = open_regular(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def state(self) -> tuple[set[str], set[str]]:
         """(files the package wrote and still owns, temporaries created and not yet gone). A file whose
@@ -232,10 +241,14 @@ def write_user_file(path: Path, value) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` atomically and durably (the file, and in a folder of ours its journal)."""
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    journal = journal_of(path.parent)
+    if journal is not None:
+        journal.sync()
 
 
 def write_json_atomic(path: Path, value) -> None:

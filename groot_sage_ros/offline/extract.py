@@ -232,6 +232,7 @@ def write_manifest(
     paths = [out / name for name in sorted(finished_shards(out))]  # the journal's, never a name pattern
     tick = time.perf_counter()
     sync_files(paths)  # every shard on disk before a manifest says the dataset is complete
+    folder.journal.sync()  # and the record that they are this package's
     timing["sync_s"] = round(time.perf_counter() - tick, 2)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         hashed = dict(zip([p.name for p in paths], pool.map(lambda p: digests.get(p.name) or file_digest(p), paths)))
