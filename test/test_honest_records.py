@@ -224,8 +224,10 @@ def test_a_manifest_that_lies_about_the_feature_width_is_refused_naming_the_shar
     manifest = json.loads((lying / "manifest.json").read_text())
     manifest["teacher"]["feature_dim"] = 2048  # the shards hold 64-d features; their hashes still match
     (lying / "manifest.json").write_text(json.dumps(manifest))
-    for argv in (["distill", lying, "--out", tmp_path / "run", *RUN],
-                 ["evaluate", "--student", run, "--dataset", lying, "--report-dir", tmp_path / "report"]):  # fmt: skip
+    for argv in (
+        ["distill", lying, "--out", tmp_path / "run", *RUN],
+        ["evaluate", "--student", run, "--dataset", lying, "--report-dir", tmp_path / "report"],
+    ):
         code, err = run_main(capsys, *argv)
         assert_one_line(code, err, "shard-00000.safetensors: features of shape [4, ", "feature_dim is 2048")
     assert not (tmp_path / "run").exists() and not (tmp_path / "report").exists()

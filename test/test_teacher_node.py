@@ -224,27 +224,30 @@ def test_nan_features_are_skipped(tiny_checkpoint, tmp_path):
         h.close()
 
 
-def test_lifecycle_both_ways_releases_the_model(harness_factory):
-    h = harness_factory()
+def test_lifecycle_keeps_the_engine_through_deactivate_and_cleanup_releases_it(harness_factory):
+    h = harness_factory(diagnostics_period_s=0.2)
     node = h.node
     h.publish_rgb(random_image(32, 32))
     assert wait_for(lambda: h.features)
+    engine = node.engine
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert node.engine is None and node._worker is None
+    assert node.engine is engine and node._worker is None  # inactive, still loaded
     count = len(h.features)
     h.publish_rgb(random_image(32, 32))
     assert not wait_for(lambda: len(h.features) > count, timeout=1.0)  # inactive: nothing served
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert node.engine is not None
+    assert node.engine is engine and node.counters.snapshot()["engine_loads"] == 1  # no reload
     h.publish_rgb(random_image(32, 32))
     assert wait_for(lambda: len(h.features) > count)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert node.engine is None and node.config is None
+    assert node.engine is None and node.config is None  # cleanup released it
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.counters.snapshot()["engine_loads"] == 2  # configure after cleanup loads again
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     h.publish_rgb(random_image(32, 32))
     assert wait_for(lambda: len(h.features) > count + 1)
+    assert wait_for(lambda: h.counter("engine_loads") == 2)  # and diagnostics say so
 
 
 @pytest.mark.parametrize(

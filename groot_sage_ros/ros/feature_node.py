@@ -4,7 +4,9 @@ Subscribes to ``camera_topics`` (sensor-data QoS) and ``instruction`` (reliable,
 publishes ``~/features`` (sensor_msgs/Image, tokens x feature dim), ``~/features/layout`` (JSON,
 transient-local) and ``/diagnostics``. One inference worker thread: the freshest complete frame set wins,
 superseded and stale sets are dropped and counted, and executor callbacks never wait on the GPU. The
-lifecycle owns the model: loaded at configure, freed at deactivate and cleanup.
+lifecycle owns the model: loaded (and warmed up) at configure, kept through deactivate and activate (an
+activated node answers at once, without loading again; ``engine_loads`` counts the loads), freed at
+cleanup and shutdown.
 
 A subclass says which model to load (``load_model``, an ``api.FeatureEngine``) and which parts the node
 holds (``make_parts``): the action-chunk publisher, the student's fidelity pairing (``NodePart``). The node
@@ -149,6 +151,7 @@ class FeatureNode(LifecycleNode):
             self.config = read_config(self, self.config_cls)
             self.parts = self.make_parts(self.config)
             self.engine = self.load_model(self.config)
+            self.counters.add("engine_loads")
         except Exception as err:  # noqa: BLE001 -- every failure is one line and a failed transition
             self.get_logger().error(f"configure failed: {configure_error(err)}")
             self.config = None
@@ -169,12 +172,6 @@ class FeatureNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.engine is None:  # released by deactivate
-            try:
-                self.engine = self.load_model(self.config)
-            except Exception as err:  # noqa: BLE001 -- as in configure
-                self.get_logger().error(f"activate failed: {configure_error(err)}")
-                return TransitionCallbackReturn.FAILURE
         cfg = self.config
         self._sync = FrameSetSync(len(cfg.camera_topics), int(cfg.sync_slop_s * 1e9), cfg.sync_queue_size)
         self.input_rates = [RateMeter() for _ in cfg.camera_topics]
@@ -193,11 +190,11 @@ class FeatureNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop serving; the engine stays loaded and warm, so activate answers the next frame at once."""
         self.stop()
         for sub in self._input_subs:
             self.destroy_subscription(sub)
         self._input_subs.clear()
-        self.release()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -239,10 +236,17 @@ class FeatureNode(LifecycleNode):
         if self.engine is None:
             return
         device = self.engine.device
+        before = torch.cuda.memory_reserved(device) if device.type == "cuda" else 0
         self.engine = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+            after = torch.cuda.memory_reserved(device)
+            self.get_logger().info(
+                f"released the engine: GPU memory reserved {before / 2**20:.0f} -> {after / 2**20:.0f} MiB"
+            )
+        else:
+            self.get_logger().info("released the engine")
 
     def stop(self) -> None:
         """Stop the inference worker (it finishes the frame set in hand); the model stays loaded."""

@@ -76,9 +76,11 @@ def refuse_remote_code(folder: Path) -> None:
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: not readable JSON ({err})") from None
         if isinstance(config, dict) and "auto_map" in config:
-            raise ValueError(f"{path}: asks for code from the folder (auto_map {sorted(config['auto_map'])}); the "
-                             "package never runs a folder's code: give a folder whose tokenizer transformers "
-                             "knows, or none (the built-in one)")  # fmt: skip
+            raise ValueError(
+                f"{path}: asks for code from the folder (auto_map {sorted(config['auto_map'])}); the "
+                "package never runs a folder's code: give a folder whose tokenizer transformers "
+                "knows, or none (the built-in one)"
+            )
 
 
 class FolderTokenizer:
