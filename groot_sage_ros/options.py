@@ -94,6 +94,8 @@ def argument(config_cls, name: str, help: str | None = None, **overrides) -> dic
     if isinstance(default, bool):
         kwargs["action"] = "store_false" if default else "store_true"
         kwargs.pop("type", None)
+        if default:  # the flag is --no-<name>: it turns the setting off
+            text = f"turn off: {text} (on by default)"
     elif default is not None and default != "" and "default" not in text:
         text = f"{text} (default: {default})"
     kwargs["help"] = text

@@ -99,3 +99,20 @@ def test_bench_reports_timings_as_json(tiny_checkpoint, tmp_path):
     assert report["command"].startswith("groot-sage bench")
     assert report["action_horizon"] == 16 and report["actions_finite"] is True
     assert report["full_ms_median"] > 0 and report["action_head_ms_median"] > 0  # timings only: no relation asserted
+
+
+def test_every_option_of_every_subcommand_has_help_and_says_its_default():
+    import argparse
+
+    from groot_sage_ros.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in subcommands.choices.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            has_default = action.option_strings and not action.required and action.default not in (None, False, "")
+            if not action.help or (has_default and "default" not in action.help):
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []

@@ -13,6 +13,7 @@ when that folder exists (CI always has it); without them these tests skip, sayin
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -293,3 +294,17 @@ def test_sage_launch_serves_the_student_in_its_namespace(probe, colcon_install, 
         "teacher_features_topic": "/elsewhere/features",
         "sync_slop_s": 0.345,
     }
+
+
+def test_the_readmes_workspace_commands_run_from_the_colcon_install(colcon_install, tmp_path):
+    """The README's `ros2 run groot_sage_ros ... --help` lines, after `source install/setup.bash`: ros2cli is
+    not on the package index, so `ros2 run PKG EXE` is taken as what it runs, `<prefix>/lib/PKG/EXE`."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = re.findall(r"^ros2 run groot_sage_ros (\S+) --help$", readme, re.M)
+    assert sorted(commands) == ["groot-sage", "groot_node"], commands
+    install = colcon_install.parent
+    for executable in commands:
+        script = f"source {install}/setup.bash && {colcon_install}/lib/groot_sage_ros/{executable} --help"
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "usage:" in done.stdout, done.stdout
