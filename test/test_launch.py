@@ -308,3 +308,34 @@ def test_the_readmes_workspace_commands_run_from_the_colcon_install(colcon_insta
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "usage:" in done.stdout, done.stdout
+
+
+def test_a_value_in_params_file_wins_over_every_argument_left_out(probe, colcon_install, tiny_checkpoint, tmp_path):
+    namespace = f"pf{next(_ids)}_{os.getpid()}"
+    site = tmp_path / "robot.yaml"
+    site.write_text(
+        "/**:\n  ros__parameters:\n"
+        f"    checkpoint: {tiny_checkpoint}\n    device: cpu\n    dtype: float32\n"
+        "    camera_topics: ['site/image_raw']\n    default_instruction: from the file\n"
+    )
+    process = launch(colcon_install, "groot.launch.py", namespace=namespace, params_file=site)
+    try:
+        features_flow(probe, f"/{namespace}/site/image_raw", f"/{namespace}/groot_node/features")
+        names = ["checkpoint", "device", "dtype", "camera_topics", "default_instruction"]
+        values = get_parameters(probe, f"/{namespace}/groot_node", names)
+    finally:
+        assert_clean_stop(process)
+    assert values == {
+        "checkpoint": str(tiny_checkpoint),
+        "device": "cpu",
+        "dtype": "float32",
+        "camera_topics": ["site/image_raw"],
+        "default_instruction": "from the file",
+    }
+
+
+def test_a_node_that_fails_to_configure_makes_the_launch_exit_1(colcon_install, tmp_path):
+    process = launch(colcon_install, "groot.launch.py", checkpoint=tmp_path / "nowhere", device="cpu")
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 1, output
+    assert "configure failed: parameter 'checkpoint'" in output and "groot_node-1 exited with code 1" in output, output

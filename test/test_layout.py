@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "groot_sage_ros"
 LAYERS = {
     "api": 0,
+    "launch_support": 3,
     "cpu_threads": 0,
     "errors": 0,
     "options": 0,
