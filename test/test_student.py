@@ -398,8 +398,10 @@ def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
     manifest = json.loads((wide / "manifest.json").read_text())
     manifest["teacher"]["feature_dim"] = 2048
     (wide / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="the student predicts 64-d features but .* holds 2048-d"):
-        run_evaluate(cli("evaluate", "--student", trained / "student.safetensors", "--dataset", wide))
+    with pytest.raises(ValueError, match="expected features \\(N, L, 2048\\).*the manifest's feature_dim is 2048"):
+        run_evaluate(
+            cli("evaluate", "--student", trained / "student.safetensors", "--dataset", wide)
+        )  # a lying manifest
     manifest["teacher"].update(feature_dim=64, tokenizer="/some/other/tokenizer")
     (wide / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="tokenizer"):

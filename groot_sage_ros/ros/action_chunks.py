@@ -87,6 +87,10 @@ class ActionChunks(NodePart):
         self.publish_chunk(result, header)
         self.node.latency.add("action", (time.perf_counter() - tick) * 1000.0)
 
+    def warm_up(self, result) -> None:
+        """One chunk from the warm-up's features and a zero state, published nowhere."""
+        self.policy.chunk(result, self.policy.zero_state(), 0)
+
     def publish_chunk(self, result, header) -> None:
         """Run the action head on this frame set's features and publish a JointTrajectory, or skip (counted)."""
         node, cfg, joint_state = self.node, self.node.config, self.joint_state

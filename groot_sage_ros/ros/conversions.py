@@ -10,7 +10,7 @@ import json
 import struct
 
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from ..serving.decoding import (  # noqa: F401 -- re-exported for the nodes
     ENCODINGS,
@@ -34,6 +34,19 @@ def array_to_image(rgb: np.ndarray, header=None, encoding: str = "rgb8") -> Imag
     msg.encoding, msg.is_bigendian, msg.step = encoding, 0, rgb.shape[1] * 3
     msg.data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
     return msg
+
+
+def camera_message(rgb: np.ndarray, kind: type):
+    """HxWx3 uint8 RGB as a camera message of ``kind``: ``Image`` (rgb8) or ``CompressedImage`` (JPEG)."""
+    if kind is CompressedImage:
+        import io
+
+        from PIL import Image as PILImage
+
+        buffer = io.BytesIO()
+        PILImage.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+        return CompressedImage(format="jpeg", data=buffer.getvalue())
+    return array_to_image(rgb)
 
 
 def features_to_image_msg(features: np.ndarray, header, dtype: str = "float32") -> Image:

@@ -56,6 +56,13 @@ class FeatureNodeConfig:
     diagnostics_period_s: float = param(1.0, "period of /diagnostics messages", True, range=(0.1, 60.0))
     warn_throttle_s: float = param(5.0, "minimum seconds between repeated warnings of one kind", range=(0.0, 3600.0))
     autostart: bool = param(True, "configure and activate on start (plain launches without a lifecycle manager)", True)
+    warmup_camera_size: list[int] = param(
+        [640, 480],
+        "width and height of the synthetic frames the configure warm-up sends through every serving path "
+        "(decode, preprocessing, the model, the head, the message): frames of this size are served at full "
+        "speed from the first one",
+        True,
+    )
     max_instruction_chars: int = param(
         MAX_INSTRUCTION_CHARS,
         "longer instructions are rejected and counted (rejected_instruction_too_long)",
@@ -69,6 +76,9 @@ class FeatureNodeConfig:
                 raise ValueError(f"parameter '{f.name}': {value!r} is not one of {list(choices)}")
         if not self.camera_topics or not all(self.camera_topics):
             raise ValueError(f"parameter 'camera_topics': expected at least one topic name, got {self.camera_topics}")
+        size = self.warmup_camera_size
+        if len(size) != 2 or not all(isinstance(v, int) and 1 <= v <= 16384 for v in size):
+            raise ValueError(f"parameter 'warmup_camera_size': expected [width, height] in 1..16384, got {size}")
         text = self.default_instruction
         if not isinstance(text, str) or not text.strip() or len(text) > self.max_instruction_chars:
             length = len(text) if isinstance(text, str) else type(text).__name__
