@@ -12,9 +12,12 @@ import os
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 # launch argument -> (node parameter, the text's type, what it is)
 ARGUMENTS = {
@@ -85,3 +88,26 @@ def fail_on_error(node) -> RegisterEventHandler:
             raise RuntimeError(f"{event.action.name} exited with code {event.returncode}; see its error line above")
 
     return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=check))
+
+
+def feature_node(context, executable: str, config_file: str, names: tuple[str, ...], fixed: dict | None = None) -> Node:
+    """One of the package's nodes, named after its executable, in the ``namespace`` argument."""
+    return Node(
+        package="groot_sage_ros",
+        executable=executable,
+        name=executable,
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=parameters(context, config_file, names, fixed),
+    )
+
+
+def single_node_launch(executable: str, config_file: str, names: tuple[str, ...]) -> LaunchDescription:
+    """A launch of one node: its arguments ``names`` (plus namespace and params_file), the node, and exit
+    code 1 when it fails."""
+
+    def nodes(context) -> list:
+        node = feature_node(context, executable, config_file, names)
+        return [node, fail_on_error(node)]
+
+    return LaunchDescription([*declare(*names), OpaqueFunction(function=nodes)])

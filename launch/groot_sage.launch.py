@@ -10,35 +10,17 @@ over every argument left out; the launch exits 1 when a node fails to start.
 """
 
 from launch.actions import OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from groot_sage_ros.launch_support import declare, fail_on_error, parameters
+from groot_sage_ros.launch_support import declare, fail_on_error, feature_node
 from launch import LaunchDescription
 
 COMMON = ("device", "dtype", "camera_topics", "instruction", "use_sim_time")
 
 
 def nodes(context) -> list:
-    namespace = LaunchConfiguration("namespace")
-    teacher = Node(
-        package="groot_sage_ros",
-        executable="groot_node",
-        name="groot_node",
-        namespace=namespace,
-        output="screen",
-        parameters=parameters(context, "groot.yaml", ("checkpoint", *COMMON)),
-    )
-    student = Node(
-        package="groot_sage_ros",
-        executable="sage_node",
-        name="sage_node",
-        namespace=namespace,
-        output="screen",
-        parameters=parameters(
-            context, "sage.yaml", ("student", *COMMON), fixed={"teacher_features_topic": "groot_node/features"}
-        ),
-    )
+    teacher = feature_node(context, "groot_node", "groot.yaml", ("checkpoint", *COMMON))
+    fixed = {"teacher_features_topic": "groot_node/features"}
+    student = feature_node(context, "sage_node", "sage.yaml", ("student", *COMMON), fixed)
     return [teacher, student, fail_on_error(teacher), fail_on_error(student)]
 
 
