@@ -54,7 +54,8 @@ def test_entry_points_launch_files_and_config_agree():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), target
     for launch_file in (ROOT / "launch").glob("*.launch.py"):
-        executables = set(re.findall(r'executable="([\w-]+)"', launch_file.read_text()))
+        text = launch_file.read_text()  # the node each launch starts, through launch_support
+        executables = set(re.findall(r'(?:single_node_launch\(|feature_node\(context, )"([\w-]+)"', text))
         assert executables and executables <= set(scripts), launch_file.name
     from groot_sage_ros.serving.node_config import StudentNodeConfig
 
