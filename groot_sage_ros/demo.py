@@ -70,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
-    checkpoint = by_name(DEFAULT_FAMILY).write_tiny(out / "tiny_checkpoint")
-    bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
+    try:
+        checkpoint = by_name(DEFAULT_FAMILY).write_tiny(out / "tiny_checkpoint")
+        bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
+    except OutputError as err:  # e.g. a demo folder of an earlier version, whose files have no journal
+        folder.release()
+        print(
+            f"demo: error: {err} (a demo folder from an earlier version: pass --out NEW or remove {out})",
+            file=sys.stderr,
+        )
+        return 2
     print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # Camera frames are ~1 MB: Fast DDS's default UDP/small-SHM transports drop most of them between
