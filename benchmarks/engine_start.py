@@ -1,0 +1,90 @@
+"""Where an engine's start goes, in fresh processes: interpreter and torch, CUDA initialisation, the
+transformers modules the backbone is built from, ``load_engine`` (the rest of the package, building on
+the meta device, reading the weights, the fast path) and the warm-up; then a cProfile of ``load_engine``
+in one more fresh process, its top entries by cumulative time.
+
+    python benchmarks/engine_start.py --checkpoint CKPT --device cuda --runs 2 --out engine_start.json
+
+Run twice in a row, the second run sees a warm bytecode cache and page cache, as a robot's restart does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+STAGES = r"""
+import json, sys, time
+start = time.perf_counter()
+import torch
+times = {"import_torch_s": time.perf_counter() - start}
+tick = time.perf_counter()
+if sys.argv[2].startswith("cuda"):
+    torch.zeros(1, device=sys.argv[2]); torch.cuda.synchronize()
+times["cuda_init_s"] = time.perf_counter() - tick
+tick = time.perf_counter()
+import transformers.models.qwen3.modeling_qwen3, transformers.models.siglip.modeling_siglip
+times["import_transformers_layers_s"] = time.perf_counter() - tick
+tick = time.perf_counter()
+from groot_sage_ros.engine import load_engine
+times["import_engine_s"] = time.perf_counter() - tick
+tick = time.perf_counter()
+engine = load_engine(sys.argv[1], device=sys.argv[2], dtype="float16", warmup=False)
+times["load_engine_s"] = time.perf_counter() - tick
+tick = time.perf_counter()
+engine.warmup()
+if sys.argv[2].startswith("cuda"):
+    torch.cuda.synchronize()
+times["warmup_s"] = time.perf_counter() - tick
+times["total_s"] = time.perf_counter() - start
+print(json.dumps({k: round(v, 3) for k, v in times.items()}))
+"""
+
+PROFILE = r"""
+import cProfile, io, pstats, sys, torch
+from groot_sage_ros.engine import load_engine
+profiler = cProfile.Profile()
+profiler.enable()
+load_engine(sys.argv[1], device=sys.argv[2], dtype="float16", warmup=False)
+profiler.disable()
+text = io.StringIO()
+pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+print(text.getvalue())
+"""
+
+
+def run(script: str, *argv: str) -> str:
+    """A fresh process's stdout; its stderr on the way out when it fails."""
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"a measuring process failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--device", default="cuda", help="torch device string (default: cuda)")
+    parser.add_argument("--runs", type=int, default=2, help="fresh processes in a row (default: 2)")
+    parser.add_argument("--out", help="also write the JSON here (and the profile beside it, .txt)")
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.runs):
+        runs.append(json.loads(run(STAGES, args.checkpoint, args.device).strip().splitlines()[-1]))
+    profile = run(PROFILE, args.checkpoint, args.device)
+    report = {"runs": runs, "command": "python benchmarks/engine_start.py " + " ".join(sys.argv[1:])}
+    if args.device.startswith("cuda"):
+        import torch
+
+        report["gpu"] = torch.cuda.get_device_name(0)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.out).with_suffix(".txt").write_text(profile)
+
+
+if __name__ == "__main__":
+    main()
