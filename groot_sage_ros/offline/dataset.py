@@ -148,27 +148,26 @@ def sync_files(paths, threads: int = 8) -> None:
         list(pool.map(sync, paths))
 
 
-def read_shard_info(path: Path) -> tuple[int, dict]:
-    """(number of samples, skipped counts) of a shard, from its header only; ValueError naming a damaged one."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            return handle.get_slice("index").get_shape()[0], json.loads(metadata.get("skipped", "{}"))
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
-
-
 SHARD_TENSORS = {"images": 5, "input_ids": 2, "lengths": 1, "features": 3, "stamps": 1, "index": 1}  # name -> ndim
 
 
-def check_shard_shapes(path: Path, count: int, feature_dim: int) -> None:
-    """The shard's tensors have the dataset's shapes (from the header alone): ValueError naming the tensor
-    otherwise, so a manifest that lies about the feature width, or a shard of another dataset, is refused."""
+def read_shard_info(path: Path, feature_dim: int | None = None) -> tuple[int, dict]:
+    """(number of samples, skipped counts) of a shard, from its header only; ValueError naming a damaged
+    one. With ``feature_dim``, its tensors must also have the dataset's shapes (a manifest that lies about the
+    feature width, or a shard of another dataset, is refused, naming the tensor)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
             shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
-    except (SafetensorError, OSError) as err:
+            count, skipped = shapes["index"][0], json.loads(metadata.get("skipped", "{}"))
+    except (SafetensorError, OSError, ValueError, KeyError, IndexError) as err:
         raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
+    if feature_dim is not None:
+        check_shard_shapes(path, shapes, count, feature_dim)
+    return count, skipped
+
+
+def check_shard_shapes(path: Path, shapes: dict, count: int, feature_dim: int) -> None:
     for name, ndim in SHARD_TENSORS.items():
         shape = shapes.get(name)
         if shape is None or len(shape) != ndim or shape[0] != count:
@@ -246,10 +245,9 @@ class FeatureDataset(torch.utils.data.Dataset):
                     f"{path}: {path.stat().st_size} bytes, the manifest says {shard.get('bytes')}; "
                     "the shard was changed or damaged after extract wrote it"
                 )
-            count, _ = read_shard_info(path)
+            count, _ = read_shard_info(path, self.feature_dim)  # with every tensor's shape
             if count != shard["num_samples"]:
                 raise ValueError(f"{path}: holds {count} samples, the manifest says {shard['num_samples']}")
-            check_shard_shapes(path, count, self.feature_dim)
             self._paths.append(path)
             self.rows += [(k, row) for row in range(count)]
         if len(self.rows) != expected_total:

@@ -99,6 +99,7 @@ class StudentTraining:
     start_step: int
     setup_s: float
     started: float = field(default_factory=time.monotonic)
+    metrics: object = None  # metrics.jsonl, open for appending once the first record is written
 
     @property
     def resume_path(self) -> Path:
@@ -257,8 +258,10 @@ class StudentTraining:
         last = done == cfg.max_steps
         if self.held_out and (done % cfg.eval_every == 0 or last):
             record.update(evaluate_split(self.model, self.dataset, self.held_out, self.device))
-        with open_append(self.metrics_path) as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.metrics is None:  # opened once (checked and journaled then), not at every step
+            self.metrics = open_append(self.metrics_path)
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
         if done % cfg.save_every == 0 or last:
             save_student(self.resume_path, self.model, self.extra, done, self.optimizer)
             copy_atomic(self.resume_path, self.out / f"step-{done}.safetensors")
@@ -281,6 +284,7 @@ class StudentTraining:
         )
         if self.rank != 0:
             return {}
+        self.close()
         save_student(self.out / STUDENT_FILE, self.model, self.extra, cfg.max_steps)  # weights only
         plot_metrics(self.metrics_path, self.out)
         seconds, steps = max(r["train_s"] for r in ranks), cfg.max_steps - self.start_step
@@ -296,6 +300,11 @@ class StudentTraining:
         }
         write_json_atomic(self.out / "timing.json", timing)
         return timing
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
 
 def resume_step(config, out: Path, model: SageStudent, optimizer) -> int:
@@ -322,6 +331,9 @@ def train_student(config, out: Path, rank: int, world: int, device: torch.device
             if rank == 0:
                 last = run.record(step + 1, logged)
             tick = time.monotonic()
+    except BaseException:
+        run.close()
+        raise
     finally:
         batches.close()  # stops the loader threads, also after an error
     return {**last, **run.finish(data_wait)}
