@@ -6,14 +6,12 @@ import argparse
 import json
 import sys
 
-from .common import add_runtime_args
+from .common import add_runtime_args, count, positive_int
 
 
 def add_parser(sub) -> None:
     from ..families import DEFAULT_FAMILY
-    from ..options import COUNT, POSITIVE_INT, parser_for
 
-    positive, count = parser_for(POSITIVE_INT), parser_for(COUNT)
     parser = sub.add_parser(
         "bench",
         help="synchronised backbone timings (median, p95), throughput and peak GPU memory as JSON",
@@ -26,9 +24,9 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("--device", default="cuda", help="torch device string (default: cuda)")
     parser.add_argument("--dtype", default="float16", help="the model's dtype (default: float16)")
-    parser.add_argument("--batch", type=positive, default=1, help="frame sets per call (default: 1)")
-    parser.add_argument("--cameras", type=positive, default=1, help="cameras per frame set (default: 1)")
-    parser.add_argument("--iters", type=positive, default=50, help="timed calls (default: 50)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="frame sets per call (default: 1)")
+    parser.add_argument("--cameras", type=positive_int, default=1, help="cameras per frame set (default: 1)")
+    parser.add_argument("--iters", type=positive_int, default=50, help="timed calls (default: 50)")
     parser.add_argument("--warmup", type=count, default=5, help="untimed calls first (default: 5)")
     parser.add_argument("--actions", action="store_true", help="also time the action head and the full model")
     parser.add_argument(
@@ -37,10 +35,12 @@ def add_parser(sub) -> None:
         metavar="eager",
         help="also time the plain eager path in the same run and compare the outputs",
     )
-    parser.add_argument("--throughput-batch", type=positive, default=None, help="also measure frames/s at this batch")
+    parser.add_argument(
+        "--throughput-batch", type=positive_int, default=None, help="also measure frames/s at this batch"
+    )
     parser.add_argument(
         "--throughput-calls",
-        type=positive,
+        type=positive_int,
         default=None,
         help="back-to-back calls the throughput is the median of (default: iters / 5, at least 3)",
     )

@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..options import argument, flag
+from ..options import COUNT, POSITIVE_INT, argument, flag, parser_for
 from ..serving.instructions import check_text
+
+# argparse types for the options without a config field (features, quantize-check, bench)
+positive_int = parser_for(POSITIVE_INT)
+count = parser_for(COUNT)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from .common import add_frame_set_args, add_runtime_args, add_state_args
+from .common import add_frame_set_args, add_runtime_args, add_state_args, positive_int
 
 
 def add_parser(sub) -> None:
@@ -28,12 +28,6 @@ def add_parser(sub) -> None:
     parser.add_argument("--seed", type=int, default=None, help="noise seed for a reproducible chunk")
     add_runtime_args(parser)
     parser.set_defaults(run=run)
-
-
-def positive_int(text: str) -> int:
-    from ..options import POSITIVE_INT, parser_for
-
-    return parser_for(POSITIVE_INT)(text)
 
 
 def seconds_since_process_start() -> float | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_frame_set_args, add_options, add_state_args
+from .common import add_frame_set_args, add_options, add_state_args, positive_int
 
 
 def add_parser(sub) -> None:
     from ..fastpath.precision import PRECISIONS
     from ..offline.config import RuntimeOptions
-    from ..options import POSITIVE_INT, parser_for
 
     parser = sub.add_parser(
         "quantize-check",
@@ -29,9 +28,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--dtype", default="float16", help="the engine dtype fp16 means here (default: float16)")
     parser.add_argument("--actions", action="store_true", help="also compare the action head's chunks")
     add_state_args(parser)
-    parser.add_argument(
-        "--seeds", type=parser_for(POSITIVE_INT), default=3, help="noise seeds per chunk comparison (default: 3)"
-    )
+    parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per chunk comparison (default: 3)")
     parser.add_argument("--json", help="also write the report to this JSON file")
     add_options(parser, RuntimeOptions, "compile", "cuda_graphs")
     parser.set_defaults(run=run)
