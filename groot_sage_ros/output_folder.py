@@ -44,6 +44,8 @@ from .owned_files import (
     OutputError,
     check_replaceable,
     describe_kind,
+    is_marked,
+    is_regular_file,
     open_regular,
     read_small_file,
     write_json_atomic,
@@ -96,7 +98,7 @@ class OutputFolder:
             folder.release()
             raise
         try:
-            if not is_marker_file(path) or os.lstat(path / MARKER).st_size == 0:
+            if not is_marked(path) or os.lstat(path / MARKER).st_size == 0:
                 folder._write_marker()
             folder.check_names(names)
             folder.remove_stale_temporaries()  # dead runs' temporaries: we hold the lock
@@ -120,7 +122,7 @@ class OutputFolder:
         """Created exclusively (never over a link), then journaled; an empty marker left by a claim that
         died between the two is rewritten (we hold the lock, and check_owned found nothing else)."""
         marker = self.path / MARKER
-        if os.path.lexists(marker) and os.lstat(marker).st_size == 0 and stat.S_ISREG(os.lstat(marker).st_mode):
+        if is_regular_file(marker) and os.lstat(marker).st_size == 0:
             os.unlink(marker)
         text = json.dumps({"kind": self.kind, "written_by": "groot_sage_ros", "version": 2}) + "\n"
         fd = open_regular(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -151,7 +153,7 @@ class OutputFolder:
                 )
         for name in self.outputs() + [IDENTITY]:
             entry = self.path / name
-            if os.path.lexists(entry) and stat.S_ISREG(os.lstat(entry).st_mode):
+            if is_regular_file(entry):
                 self.journal.record("gone", name)
                 entry.unlink()
                 removed.append(name)
@@ -182,7 +184,8 @@ class OutputFolder:
                 check_replaceable(entry, self.journal)
 
     def register_folder(self, name: str) -> Path:
-        """A sub-folder created for the run, journaled as a temporary until ``keep_folder``."""
+        """A sub-folder created for the run (a bag's staging folder), journaled as a temporary: the run removes
+        it when done, a later run's cleanup if the run dies."""
         self.journal.record("temp", name)
         (self.path / name).mkdir()
         return self.path / name
@@ -196,18 +199,7 @@ class OutputFolder:
     # -- identity ---------------------------------------------------------------------------------------
 
     def recorded_identity(self) -> dict | None:
-        try:
-            value = json.loads(read_small_file(self.path / IDENTITY))
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError):
-            raise OutputError(
-                f"{self.path / IDENTITY}: not a run identity (damaged); pass --overwrite to start "
-                f"over or choose another {self.option}"
-            ) from None
-        if not isinstance(value, dict):
-            raise OutputError(f"{self.path / IDENTITY}: not a run identity; pass --overwrite or choose another folder")
-        return value
+        return read_identity(self.path, self.option)
 
     def settle_identity(self, fields: dict) -> dict:
         """Check ``fields`` against the identity recorded here, and record them. Every field both have must
@@ -242,9 +234,8 @@ class OutputFolder:
                 self.recorded_identity()  # a foreign file at a bookkeeping name stops the cleanup here
                 self.remove_stale_temporaries()
                 for name in (IDENTITY, MARKER, JOURNAL, LOCK):
-                    entry = self.path / name
-                    if os.path.lexists(entry) and stat.S_ISREG(os.lstat(entry).st_mode):
-                        entry.unlink()
+                    if is_regular_file(self.path / name):
+                        (self.path / name).unlink()
                 remove_empty_folders(self.path, self.created)
         except (OSError, OutputError):
             pass  # best effort: what is not provably ours stays, and so does the folder
@@ -257,11 +248,20 @@ class OutputFolder:
             self._lock_fd = -1
 
 
-def read_identity(path: Path) -> dict:
-    """The identity a claimed folder records (for the ranks of a torchrun job that did not claim it)."""
-    value = json.loads(read_small_file(Path(path) / IDENTITY))
+def read_identity(folder: Path, option: str = "--out") -> dict | None:
+    """The run identity ``folder`` records, or None; OutputError naming it when it is not one (the ranks of
+    a torchrun job that did not claim the folder read it here too)."""
+    path = Path(folder) / IDENTITY
+    try:
+        value = json.loads(read_small_file(path))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        value = None
     if not isinstance(value, dict):
-        raise OutputError(f"{Path(path) / IDENTITY}: not a run identity")
+        raise OutputError(
+            f"{path}: not a run identity (damaged); pass --overwrite to start over or choose another {option}"
+        )
     return value
 
 
@@ -321,13 +321,6 @@ def lock_folder(path: Path, option: str) -> int:
             return fd
         os.close(fd)  # a failed run removed the file between our open and our lock: take the new one
     raise OutputError(f"{option} {path}: its lock file keeps changing; is another run starting there?")
-
-
-def is_marker_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path / MARKER).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def check_owned(path: Path, kind: str, option: str = "--out") -> None:

@@ -82,12 +82,17 @@ def read_small_file(path: Path, limit: int = 1 << 20) -> bytes:
         os.close(fd)
 
 
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` itself (not what a link points to) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def is_marked(folder: Path) -> bool:
     """Whether ``folder`` carries this package's marker as a regular file (a link or FIFO does not count)."""
-    try:
-        return stat.S_ISREG(os.lstat(folder / MARKER).st_mode)
-    except OSError:
-        return False
+    return is_regular_file(folder / MARKER)
 
 
 def plain_name(name) -> bool:

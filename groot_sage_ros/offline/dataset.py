@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..api import TokenFacts, TokenLayout
 from ..output_folder import OutputError, OutputFolder
-from ..owned_files import atomic_file, read_small_file, save_safetensors
+from ..owned_files import Journal, atomic_file, is_regular_file, read_small_file, save_safetensors
 
 SCHEMA_VERSION = 3  # 2: shards carry their size and sha256; 3: the teacher family's token facts
 MANIFEST = "manifest.json"
@@ -64,14 +63,8 @@ def claim_dataset_folder(out: Path, overwrite: bool, identity: dict) -> OutputFo
 
 def finished_shards(folder: Path) -> set[str]:
     """The shard files an earlier run of this dataset completed (journaled as the package's, still there)."""
-    from ..owned_files import Journal
-
     owned = Journal(folder).state()[0]
-    return {
-        name
-        for name in owned
-        if SHARD_FILE.match(name) and os.path.lexists(folder / name) and stat.S_ISREG(os.lstat(folder / name).st_mode)
-    }
+    return {name for name in owned if SHARD_FILE.match(name) and is_regular_file(folder / name)}
 
 
 def shard_name(k: int) -> str:
