@@ -180,7 +180,8 @@ def run_evaluate(args) -> dict:
     dataset = FeatureDataset(args.dataset)
     check_compatible(student, state, dataset)
     check_same_teacher(student, dataset, args.teacher, getattr(args, "allow_unknown_teacher", False))
-    check_scorable(dataset, held_out_indices(dataset, state.get("eval_groups"))[1])
+    train, held = held_out_indices(dataset, state.get("eval_groups"))
+    check_scorable(dataset, held)
     if device.type == "cpu":
         set_cpu_threads("evaluate", args.threads)
     folder = OutputFolder.claim(
@@ -191,7 +192,7 @@ def run_evaluate(args) -> dict:
         names=("report.md", "*.png"),
     )
     try:
-        return evaluate_into(args, folder.path, device, student_file, student, state, dataset)
+        return evaluate_into(args, folder.path, device, student_file, student, state, dataset, train, held)
     except BaseException:
         folder.discard_if_unused()
         raise
@@ -200,9 +201,17 @@ def run_evaluate(args) -> dict:
 
 
 def evaluate_into(
-    args, out: Path, device, student_file: Path, student: SageStudent, state: dict, dataset: FeatureDataset
+    args,
+    out: Path,
+    device,
+    student_file: Path,
+    student: SageStudent,
+    state: dict,
+    dataset: FeatureDataset,
+    train: list[int],
+    held: list[int],
 ) -> dict:
-    train, held = held_out_indices(dataset, state.get("eval_groups"))
+    """The evaluation into a claimed report folder, on the split ``held_out_indices`` gave (train, held)."""
     mean, std = student.feature_mean, student.feature_std
     by_position = position_means(dataset, train or held).to(device)
     torch.manual_seed(args.seed)
