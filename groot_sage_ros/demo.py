@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--student", default=None, help="serve this student.safetensors with sage_node instead of groot_node"
     )
+    parser.add_argument(
+        "--family",
+        default=DEFAULT_FAMILY,
+        help=f"the tiny teacher's GR00T family, e.g. n1_7 (default: {DEFAULT_FAMILY})",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
@@ -71,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
     try:
-        checkpoint = by_name(DEFAULT_FAMILY).write_tiny(out / "tiny_checkpoint")
+        family = by_name(args.family, "--family")
+        name = "tiny_checkpoint" if family.name == DEFAULT_FAMILY else f"tiny_checkpoint_{family.name}"
+        checkpoint = family.write_tiny(out / name)
         bag = write_demo_bag(out / "photos_bag", args.frames, args.hz)
     except OutputError as err:  # e.g. a demo folder of an earlier version, whose files have no journal
         folder.release()
@@ -80,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"wrote {checkpoint} (tiny GR00T N1.5, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
+    except ValueError as err:  # an unknown family
+        folder.release()
+        print(f"demo: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {checkpoint} (tiny {family.name}, real layout) and {bag} ({args.frames} photos at {args.hz:g} Hz)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # Camera frames are ~1 MB: Fast DDS's default UDP/small-SHM transports drop most of them between
     # processes; its LARGE_DATA builtin transports (SHM + TCP) carry them (see README, "Large images").

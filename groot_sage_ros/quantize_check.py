@@ -36,7 +36,7 @@ def outputs(engine, frame_set, actions: bool, embodiment: str | None, state: dic
         state = state if state is not None else policy.zero_state()
         for seed in seeds:  # one head run per seed: the normalised chunk, and robot units from it
             out["chunks"].append(policy.normalised_chunk(result, state, seed))
-            out["robot"].append(policy.normalizer.split_actions(out["chunks"][-1].numpy()))
+            out["robot"].append(policy.normalizer.split_actions(out["chunks"][-1].numpy(), state))
     return out
 
 

@@ -34,13 +34,21 @@ LAYERS = {
 # Within layer 1, the generic pieces never ask a family: the family hands them what they need.
 NEVER = {"checkpoint": {"families"}, "fastpath": {"families"}, "serving": {"families", "fastpath", "checkpoint"}}
 
-# N1.5 facts: token ids, special tokens, the chat template, the instruction rendering, checkpoint key and
-# config names, transform sizes. Each may appear only under families/n1_5/.
-N15_FACTS = re.compile(
-    r"1516[4-7]\d|IMG_CONTEXT|<img>|im_start|endoftext|helpful assistant|str\(\[|list_repr|"
-    r"experiment_cfg|eagle_model|eagle_linear|lm_head|GR00T_N1_5|gr00t_n1_5|backbone_cfg|"
-    r"action_head_cfg|select_layer|new_embodiment|\b224\b"
-)
+# A family's facts: token ids, special tokens, chat templates, instruction rendering, checkpoint key and config
+# names, transform sizes, statistics files. Each may appear only under the packages that own it: the Qwen
+# facts both families share under families/n1_5/ or families/n1_7/, the rest under its own family.
+FAMILY_FACTS = {
+    ("n1_5",): re.compile(
+        r"IMG_CONTEXT|<img>|helpful assistant|str\(\[|list_repr|experiment_cfg|eagle_model|eagle_linear|"
+        r"GR00T_N1_5|gr00t_n1_5|backbone_cfg|action_head_cfg|\b224\b"
+    ),
+    ("n1_7",): re.compile(
+        r"Gr00tN1d7|gr00t_n1_7|Cosmos|deepstack|\b230\b|statistics\.json|embodiment_id\.json|relative_action|formaliz"
+    ),
+    ("n1_5", "n1_7", "common"): re.compile(
+        r"1516[4-7]\d|im_start|endoftext|vision_start|image_pad|lm_head|select_layer|new_embodiment"
+    ),
+}
 
 
 def modules():
@@ -82,17 +90,19 @@ def test_imports_only_go_down():
     assert wrong == []
 
 
-def test_n15_facts_live_only_in_the_n15_family():
-    family = PACKAGE / "families" / "n1_5"
-    found = [
-        f"{path.relative_to(PACKAGE)}:{k + 1}: {line.strip()}"
-        for path, _ in modules()
-        if family not in path.parents
-        for k, line in enumerate(path.read_text().splitlines())
-        if N15_FACTS.search(line)
-    ]
-    assert found == []
-    assert any(N15_FACTS.search(path.read_text()) for path in family.glob("*.py"))  # the pattern does find them
+def test_family_facts_live_only_in_their_family():
+    for owners, facts in FAMILY_FACTS.items():
+        homes = [PACKAGE / "families" / owner for owner in owners]
+        found = [
+            f"{path.relative_to(PACKAGE)}:{k + 1}: {line.strip()}"
+            for path, _ in modules()
+            if not any(home in path.parents for home in homes)
+            for k, line in enumerate(path.read_text().splitlines())
+            if facts.search(line)
+        ]
+        assert found == [], owners
+        for home in homes:  # the pattern does find them where they live
+            assert any(facts.search(path.read_text()) for path in home.glob("*.py")), (owners, home)
 
 
 def test_the_fast_path_uses_no_private_module_hooks():

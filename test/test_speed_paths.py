@@ -116,12 +116,13 @@ def test_fused_projections_replace_the_separate_ones_and_compute_the_same(tiny_c
     inputs = engine.prepare([([random_image(70, 90, 3)], "stack the blocks")])
     pixels = engine.family.pixel_values(inputs.images)
     state, category, noise = torch.randn(1, 1, engine.state_width), torch.tensor([3]), torch.ones(1, 16, 32)
+    masks = (inputs.attention_mask.bool(), inputs.input_ids == engine.facts.image_token_id)  # (1, L) each
     with torch.inference_mode():
         fused = engine.model.features(inputs.input_ids, pixels, calls)
-        fused_chunk = engine.model.action_chunk(fused, state, category, noise, calls)
+        fused_chunk = engine.model.action_chunk(fused, *masks, state, category, noise, calls)
         assert seen == []  # every projection above went through a fused GEMM
         plain = engine.model.features(inputs.input_ids, pixels, None)
-        plain_chunk = engine.model.action_chunk(plain, state, category, noise, None)
+        plain_chunk = engine.model.action_chunk(plain, *masks, state, category, noise, None)
     assert set(map(id, seen)) == set(map(id, separate))  # the plain path uses the modules as built
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_chunk, plain_chunk, rtol=1e-5, atol=1e-5)

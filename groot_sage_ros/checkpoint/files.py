@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from safetensors import SafetensorError, safe_open
 
@@ -30,10 +30,30 @@ class CheckpointFiles:
     root: Path
     raw_config: dict[str, Any]  # config.json as parsed JSON; the family validates it
     weight_map: dict[str, Path]  # tensor name -> shard file
+    # tensor name -> the name it is stored under, for tensors another folder holds (``add_source``)
+    stored_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def shards(self) -> list[Path]:
         return sorted(set(self.weight_map.values()))
+
+    def stored_name(self, name: str) -> str:
+        return self.stored_names.get(name, name)
+
+    def add_source(self, spec: str | os.PathLike, rename: Callable[[str], str | None], what: str) -> Path:
+        """Take tensors from another folder (``spec``: a folder or a cached repo id) under the names
+        ``rename(stored name)`` gives (None: not needed); ``what`` says why, for the error when it is
+        missing. Returns the folder."""
+        try:
+            other = read_checkpoint_files(spec)
+        except CheckpointError as err:
+            raise CheckpointError(f"{self.root}: {what}, and {err}") from None
+        for stored, shard in other.weight_map.items():
+            name = rename(stored)
+            if name is not None:
+                self.weight_map[name] = shard
+                self.stored_names[name] = stored
+        return other.root
 
 
 def hf_cache_dir() -> Path:

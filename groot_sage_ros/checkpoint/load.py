@@ -51,7 +51,7 @@ def plan_load(module: nn.Module, files: CheckpointFiles, keys) -> dict[str, str]
         with open_shard(shard) as handle:
             stored = set(handle.keys())
             for name in names:
-                source = sources[name]
+                source = files.stored_name(sources[name])
                 if source not in stored:
                     raise CheckpointError(f"{shard}: the index lists {source} in this shard, but it is not there")
                 shape = tuple(handle.get_slice(source).get_shape())
@@ -70,10 +70,11 @@ def load_weights(
     for shard, names in sorted(by_shard(sources, files).items()):
         with open_shard(shard) as handle:
             for name in names:
+                stored = files.stored_name(sources[name])
                 try:
-                    tensor = handle.get_tensor(sources[name])
+                    tensor = handle.get_tensor(stored)
                 except (SafetensorError, OSError) as err:
-                    raise CheckpointError(f"{shard}: cannot read {sources[name]} ({err})") from None
+                    raise CheckpointError(f"{shard}: cannot read {stored} ({err})") from None
                 target = dtype if tensor.is_floating_point() else tensor.dtype
                 _assign(module, name, tensor.to(device=device, dtype=target))
                 del tensor

@@ -81,7 +81,7 @@ def load_processor(checkpoint: str | Path, tokenizer: str | None = None, instruc
 
     files = read_checkpoint_files(checkpoint)
     family = detect(files.raw_config, str(files.root / "config.json"))
-    return family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
+    return family.processor(tokenizer=tokenizer, instruction_format=instruction_format, root=files.root)
 
 
 def load_action_head(

@@ -3,9 +3,6 @@ in robot units out (the ``ActionPolicy`` of ``api.py``, used by the CLI and groo
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -19,13 +16,7 @@ class HeadPolicy:
         self.embodiment = normalizer.tag
         self.state_keys = [key.name for key in normalizer.state_keys]
         self.action_keys = [key.name for key in normalizer.action_keys]
-        self.horizon = engine.model.action_horizon
-
-    @classmethod
-    def from_statistics(
-        cls, engine, path: Path, embodiment: str, id_of: Callable[[str], int], modes: dict[str, str] | None = None
-    ) -> "HeadPolicy":
-        return cls(engine, EmbodimentNormalizer.from_metadata(path, embodiment, id_of, modes))
+        self.horizon = normalizer.horizon or engine.model.action_horizon  # the embodiment may use fewer steps
 
     def zero_state(self) -> dict[str, np.ndarray]:
         return self.normalizer.zero_state()
@@ -44,4 +35,4 @@ class HeadPolicy:
         self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
     ) -> dict[str, np.ndarray]:
         """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
-        return self.normalizer.split_actions(self.normalised_chunk(result, state, seed, reference).numpy())
+        return self.normalizer.split_actions(self.normalised_chunk(result, state, seed, reference).numpy(), state)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..api import FeatureResult, ModelInputs, TokenFacts
+from ..api import FeatureResult, ModelInputs, TokenFacts, TokenLayout
 from ..checkpoint.files import CheckpointError, read_checkpoint_files
 from ..checkpoint.load import load_weights, meta_tensors
 from ..checkpoint.write import random_init_
@@ -103,10 +103,12 @@ class TeacherEngine:
 
         files = read_checkpoint_files(checkpoint, check_config)
         family, config = family_of["family"], family_of["config"]
+        if backbone:
+            files = family.complete_files(files, config)
         with torch.device("meta"):
             model = family.build(config, with_action_head=action_head, with_backbone=backbone)
         load_weights(model, files, family.keys, torch_device, torch_dtype)
-        processor = family.processor(tokenizer=tokenizer, instruction_format=instruction_format)
+        processor = family.processor(tokenizer=tokenizer, instruction_format=instruction_format, root=files.root)
         return cls._ready(
             model, family, processor, torch_device, torch_dtype, str(checkpoint), files.root, warmup, runtime, start
         )
@@ -314,9 +316,7 @@ class TeacherEngine:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         if self.root is None:
             raise ValueError("this model was not loaded from a checkpoint folder: no normalisation statistics")
-        return HeadPolicy.from_statistics(
-            self, self.root / self.family.statistics_file, embodiment, self.family.embodiment_id, modes
-        )
+        return HeadPolicy(self, self.family.normalizer(self.root, embodiment, modes))
 
     @torch.inference_mode()
     def predict_actions(
@@ -341,20 +341,30 @@ class TeacherEngine:
         chunks = []
         for row, layout in enumerate(result.layouts):
             features = result.features[row : row + 1, : layout.seq_len].to(self.dtype)  # (1, L, C), from any engine
+            token_mask = torch.ones(1, layout.seq_len, dtype=torch.bool, device=self.device)  # no padding
+            image_mask = layout_image_mask(layout, self.device)  # (1, L)
             state = states[row].to(self.device, self.dtype).view(1, 1, -1)  # (1, 1, S)
             category = torch.full((1,), embodiment_id, dtype=torch.int64, device=self.device)
             noise = torch.randn(
                 (1, self.model.action_horizon, self.model.action_dim), generator=generator, device=self.device
             )
-            chunks.append(chunk(features, state, category, noise))
+            chunks.append(chunk(features, token_mask, image_mask, state, category, noise))
         return torch.cat(chunks)  # (B, H, A)
 
     def action_velocity(
-        self, features: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor, embodiment_id: int
+        self,
+        features: torch.Tensor,
+        token_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        actions: torch.Tensor,
+        t: torch.Tensor,
+        states: torch.Tensor,
+        embodiment_id: int,
     ) -> torch.Tensor:
         """The head's predicted flow velocity (B, H, A) for noisy ``actions`` (B, H, A) at times ``t`` (B,) in
-        [0, 1), from features (B, L, D) and normalised, padded states (B, state_width). Differentiable in the
-        features (a student trained through the frozen head); the reference path, no graphs."""
+        [0, 1), from features (B, L, D) with their real-token and image-token masks (B, L) bool, and
+        normalised, padded states (B, state_width). Differentiable in the features (a student trained through
+        the frozen head); the reference path, no graphs."""
         if not self.has_action_head:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         batch = features.shape[0]
@@ -362,12 +372,22 @@ class TeacherEngine:
         category = torch.full((batch,), embodiment_id, dtype=torch.int64, device=self.device)
         return self.model.action_velocity(
             features.to(self.dtype),
+            token_mask.to(self.device, torch.bool),
+            image_mask.to(self.device, torch.bool),
             actions.to(self.dtype),
             buckets,
             states.to(self.device, self.dtype).view(batch, 1, -1),
             category,
         )
 
-    def _fast_chunk(self, features, state, category, noise) -> torch.Tensor:
+    def _fast_chunk(self, features, token_mask, image_mask, state, category, noise) -> torch.Tensor:
         """One sample's chunk with the fast callables; the function the head's graphs replay."""
-        return self.model.action_chunk(features, state, category, noise, self._calls)
+        return self.model.action_chunk(features, token_mask, image_mask, state, category, noise, self._calls)
+
+
+def layout_image_mask(layout: TokenLayout, device: torch.device) -> torch.Tensor:
+    """(1, L) bool: the image tokens of one sample's prompt."""
+    mask = torch.zeros(1, layout.seq_len, dtype=torch.bool)
+    for start, end in layout.image_ranges:
+        mask[0, start:end] = True
+    return mask.to(device, non_blocking=True)

@@ -10,8 +10,9 @@ from typing import Any
 
 from .base import ModelFamily
 from .n1_5 import FAMILY as N1_5
+from .n1_7 import FAMILY as N1_7
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (N1_5,)}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (N1_5, N1_7)}
 DEFAULT_FAMILY = N1_5.name  # what `tiny-checkpoint` writes and the demo runs
 
 
@@ -28,6 +29,9 @@ def detect(raw: dict[str, Any], source: str = "config.json") -> ModelFamily:
 
 
 def by_name(name: str, source: str = "record") -> ModelFamily:
+    """A family by its registry name, or the short form users type (the name without "gr00t_")."""
+    if name not in FAMILIES and f"gr00t_{name}" in FAMILIES:
+        name = f"gr00t_{name}"
     if name not in FAMILIES:
         raise ValueError(f"{source}: model family {name!r} is not supported; supported: {sorted(FAMILIES)}")
     return FAMILIES[name]

@@ -56,16 +56,19 @@ class FamilyModel(nn.Module):
     state_width: int
     timestep_buckets: int  # the head's flow-matching time, discretised
 
-    def action_velocity(self, features, actions, bucket, state, embodiment_id) -> torch.Tensor:
-        """The head's flow velocity (B, H, A) for noisy ``actions`` at timestep ``bucket`` (B,); differentiable."""
+    def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
+        """The head's flow velocity (B, H, A) for noisy ``actions`` at timestep ``bucket`` (B,); differentiable.
+        ``token_mask`` (B, L) bool marks real tokens (not padding), ``image_mask`` (B, L) the image tokens:
+        a family whose head attends to parts of the prompt (N1.7) needs them, N1.5's ignores them."""
         raise NotImplementedError
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
         """(B, L) ids, (N, 3, S, S) frames normalised -> (B, L, D) per-token features."""
         raise NotImplementedError
 
-    def action_chunk(self, features, state, embodiment_id, noise, calls=None) -> torch.Tensor:
-        """One sample's chunk: features (1, L, D), state (1, 1, state_width), id (1,), noise (1, H, A) -> (1, H, A)."""
+    def action_chunk(self, features, token_mask, image_mask, state, embodiment_id, noise, calls=None) -> torch.Tensor:
+        """One sample's chunk: features (1, L, D), token and image masks (1, L) bool, state (1, 1, state_width),
+        id (1,), noise (1, H, A) -> (1, H, A)."""
         raise NotImplementedError
 
     def materialize_buffers(self, device: torch.device) -> None:
@@ -75,7 +78,6 @@ class FamilyModel(nn.Module):
 class ModelFamily(ABC):
     name: str  # registry name, recorded with every output (``TokenFacts.family``)
     keys: CheckpointKeys
-    statistics_file: str  # normalisation statistics, relative to the checkpoint folder
     bucket_padding_exact: bool  # right-padding a prompt with the pad id leaves the real tokens' features unchanged
 
     @abstractmethod
@@ -89,13 +91,23 @@ class ModelFamily(ABC):
     @abstractmethod
     def feature_dim(self, config: Any) -> int: ...
 
+    def complete_files(self, files: Any, config: Any) -> Any:
+        """The checkpoint's files with any weights the family keeps in another folder added
+        (``CheckpointFiles.add_source``); called before loading a model with its backbone. Most layouts hold
+        everything: the files unchanged."""
+        return files
+
     @abstractmethod
     def build(self, config: Any, with_action_head: bool, with_backbone: bool = True) -> FamilyModel:
         """The module (call under ``torch.device("meta")``); a part not built has its weights never read
         (``with_backbone=False``: the action head alone, for a student's features)."""
 
     @abstractmethod
-    def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> Processor: ...
+    def processor(
+        self, tokenizer: str | None = None, instruction_format: str | None = None, root: Path | None = None
+    ) -> Processor:
+        """The family's processor; ``root``: the checkpoint folder, for a family that keeps processor settings
+        in a file beside its config.json)."""
 
     @abstractmethod
     def token_facts(self) -> TokenFacts: ...
@@ -109,8 +121,9 @@ class ModelFamily(ABC):
         """(N, 3, S, S) uint8 preprocessed frames -> float32 as the vision tower reads them."""
 
     @abstractmethod
-    def embodiment_id(self, tag: str) -> int:
-        """The action head's category id of an embodiment tag; ValueError for an unknown tag."""
+    def normalizer(self, root: Path, embodiment: str | None, modes: dict[str, str] | None = None) -> Any:
+        """An embodiment's ``EmbodimentNormalizer`` from the checkpoint folder's statistics (the family's files
+        and format); ValueError naming the file for a missing or unknown embodiment."""
 
     @abstractmethod
     def full_size_config(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def chunk_pair(policy, teacher: torch.Tensor, predicted: torch.Tensor, layout, s
         result = FeatureResult(features[None], torch.ones(1, features.shape[0]), [layout], torch.empty(0))
         chunks.append(policy.normalised_chunk(result, policy.zero_state(), seed))
     reference, got = chunks  # (H, A) normalised
-    robot_ref, robot_got = (policy.normalizer.split_actions(c.numpy()) for c in chunks)
+    robot_ref, robot_got = (policy.normalizer.split_actions(c.numpy(), policy.zero_state()) for c in chunks)
     return {
         "cosine": F.cosine_similarity(got.flatten(), reference.flatten(), dim=0).item(),
         "rel_l2": ((got - reference).norm() / reference.norm().clamp(min=1e-12)).item(),

@@ -17,8 +17,10 @@ class ActionObjective:
         self.action_width = sum(key.width for key in policy.normalizer.action_keys)
         self.state_width = sum(key.width for key in policy.normalizer.state_keys)
 
-    def loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, step: int) -> torch.Tensor:
-        """student, teacher (B, L, D) in teacher units, mask (B, L) -> scalar."""
+    def loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """student, teacher (B, L, D) in teacher units, mask (B, L) real tokens, image_mask (B, L) -> scalar."""
         batch, device = student.shape[0], student.device
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
@@ -28,8 +30,10 @@ class ActionObjective:
         t, actions, states = t.to(device), actions.to(device), states.to(device)
         keep = mask.unsqueeze(-1).to(student.dtype)  # (B, L, 1)
         with torch.no_grad():
-            target = self.head.action_velocity(teacher * keep, actions, t, states, self.embodiment_id)
-        got = self.head.action_velocity(student * keep, actions, t, states, self.embodiment_id)  # (B, H, A)
+            target = self.head.action_velocity(teacher * keep, mask, image_mask, actions, t, states, self.embodiment_id)
+        got = self.head.action_velocity(
+            student * keep, mask, image_mask, actions, t, states, self.embodiment_id
+        )  # (B, H, A)
         return ((got.float() - target.float())[..., : self.action_width] ** 2).mean()
 
 

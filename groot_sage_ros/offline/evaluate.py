@@ -61,6 +61,11 @@ def check_same_teacher(
 
 def check_compatible(student: SageStudent, state: dict, dataset: FeatureDataset) -> None:
     cfg, teacher = student.cfg, dataset.manifest["teacher"]
+    if cfg.facts.family != dataset.facts.family:
+        raise ValueError(
+            f"the student was distilled from {cfg.facts.family} features but {dataset.root} holds "
+            f"{dataset.facts.family} features; evaluate a student on its own family's features"
+        )
     if cfg.teacher_dim != dataset.feature_dim:
         raise ValueError(
             f"the student predicts {cfg.teacher_dim}-d features but {dataset.root} holds "

@@ -217,7 +217,9 @@ class StudentTraining:
         action_loss = torch.zeros((), device=device)
         if self.objective is not None:  # this rank's samples; DDP averages over ranks
             teacher_units = data["features"].to(device).float()
-            action_loss = self.objective.loss(pred * model.feature_std + model.feature_mean, teacher_units, mask, step)
+            image_mask = ids == self.dataset.facts.image_token_id  # (B, L)
+            student_units = pred * model.feature_std + model.feature_mean
+            action_loss = self.objective.loss(student_units, teacher_units, mask, image_mask, step)
             loss = loss + cfg.action_weight * action_loss
         if not torch.isfinite(loss):
             bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})

@@ -8,6 +8,7 @@ no diffusers dependency.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -100,10 +101,13 @@ class Attention(nn.Module):
         """Keys and values (B, H, S, d) of a context (B, S, C)."""
         return self.split_heads(self.to_k(context)), self.split_heads(self.to_v(context))
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, L, D); ``mask`` (B, 1, 1, S) bool: the context tokens to attend to (N1.7's DiT; N1.5 uses none)."""
         batch, length, _ = x.shape
         q, (k, v) = self.split_heads(self.to_q(x)), kv if kv is not None else self.project_context(x)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, d); no mask: the reference ignores it
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -170,3 +174,63 @@ class TimestepEncoder(nn.Module):
 
     def forward(self, bucket: torch.Tensor) -> torch.Tensor:
         return self.timestep_embedder(bucket)
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-LN transformer block (affine LayerNorms ``norm1``/``norm3``), used by vl_self_attention."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.attn1 = Attention(dim, heads, head_dim)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-5)
+        self.ff = FeedForward(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        return x + self.ff(self.norm3(x))
+
+
+class SelfAttentionTransformer(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, layers: int):
+        super().__init__()
+        self.transformer_blocks = nn.ModuleList([SelfAttentionBlock(dim, heads, head_dim) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, block_calls=None) -> torch.Tensor:
+        for k, block in enumerate(self.transformer_blocks):
+            x = block_calls[k](x) if block_calls is not None else block(x)
+        return x
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None):
+        super().__init__()
+        self.norm1 = AdaLayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim, context_dim)
+        self.cross = context_dim is not None
+        self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
+        self.ff = FeedForward(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, D); this step's modulation (B, D); for a cross block, the context's keys and values and
+        which context tokens it attends to (B, 1, 1, S) bool, None: all."""
+        x = x + self.attn1(self.norm1(x, scale, shift), context_kv, mask)
+        return x + self.ff(self.norm3(x))
+
+
+@dataclass
+class DiTCondition:
+    """What the DiT needs besides its tokens, for ``steps`` integration steps: made once per action chunk,
+    because the context and the steps' timestep buckets do not change between steps."""
+
+    context_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block: keys, values (B, H, S, d); None: self
+    modulation: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (scale, shift), each (steps, B, D)
+    out_modulation: tuple[torch.Tensor, torch.Tensor]  # (shift, scale) of norm_out, each (steps, B, D)
+    masks: list[torch.Tensor | None] | None = None  # per block: context tokens a cross block attends to; None: all

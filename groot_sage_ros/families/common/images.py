@@ -69,3 +69,11 @@ def to_device(array: np.ndarray | torch.Tensor, device: torch.device | str) -> t
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 (x / 255 - mean) / std : the family gives mean and std."""
     return (images.float() / 255.0 - mean) / std
+
+
+def stack_frames(frames, device: torch.device | str) -> torch.Tensor:
+    """Same-sized (H, W, 3) uint8 host frames -> (N, H, W, 3) on ``device``: one pinned buffer, one transfer."""
+    pin = torch.device(device).type == "cuda"
+    stacked = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=pin)  # (N, H, W, 3)
+    torch.stack(frames, out=stacked)
+    return stacked.to(device, non_blocking=True)

@@ -49,12 +49,46 @@ class KeyStats:
         return (np.clip(y, -1.0, 1.0) + 1.0) / 2.0 * (b - a) + a
 
 
+def pick_embodiment(statistics: dict, tag: str | None, path: Path) -> str:
+    """``tag``, checked against a statistics file's embodiments; None: the file's only one."""
+    if tag is None:
+        if len(statistics) != 1:
+            raise ValueError(f"{path}: holds embodiments {sorted(statistics)}; name one (--embodiment)")
+        tag = next(iter(statistics))
+    if tag not in statistics:
+        raise ValueError(f"{path}: no embodiment {tag!r}; the checkpoint has {sorted(statistics)}")
+    return tag
+
+
+def check_modes(modes: dict[str, str] | None) -> dict[str, str]:
+    for key, mode in (modes or {}).items():
+        if mode not in MODES:
+            raise ValueError(f"normalisation mode {mode!r} for {key!r}: expected one of {list(MODES)}")
+    return modes or {}
+
+
+def example_stats(width: int, low: float, high: float) -> dict[str, list[float]]:
+    """Every statistic kind for ``width`` dimensions spanning [low, high]: what the tiny checkpoints write."""
+    return {
+        "min": [low] * width,
+        "max": [high] * width,
+        "q01": [low * 0.9] * width,
+        "q99": [high * 0.9] * width,
+        "mean": [(low + high) / 2] * width,
+        "std": [(high - low) / 4] * width,
+    }
+
+
 @dataclass
 class EmbodimentNormalizer:
     tag: str
     embodiment_id: int
     state_keys: list[KeyStats] = field(default_factory=list)
     action_keys: list[KeyStats] = field(default_factory=list)
+    # action key -> (state key, "non_eef" | "eef"): the model predicts it relative to the current state
+    # (N1.7's relative actions); ``split_actions`` adds the state back (or composes the xyz+rot6d pose)
+    relative: dict[str, tuple[str, str]] = field(default_factory=dict)
+    horizon: int | None = None  # the embodiment's valid chunk length, when shorter than the model's
 
     @classmethod
     def from_metadata(
@@ -71,17 +105,9 @@ class EmbodimentNormalizer:
         if not path.is_file():
             raise ValueError(f"{path}: no such statistics file (the checkpoint has no normalisation statistics)")
         metadata = json.loads(path.read_text())
-        if tag is None:
-            if len(metadata) != 1:
-                raise ValueError(f"{path}: holds embodiments {sorted(metadata)}; name one (--embodiment)")
-            tag = next(iter(metadata))
-        if tag not in metadata:
-            raise ValueError(f"{path}: no embodiment {tag!r}; the checkpoint has {sorted(metadata)}")
+        tag = pick_embodiment(metadata, tag, path)
         embodiment_id = id_of(tag)
-        entry, modes = metadata[tag], modes or {}
-        for key, mode in modes.items():
-            if mode not in MODES:
-                raise ValueError(f"normalisation mode {mode!r} for {key!r}: expected one of {list(MODES)}")
+        entry, modes = metadata[tag], check_modes(modes)
 
         def keys(kind: str) -> list[KeyStats]:
             out = []
@@ -110,10 +136,44 @@ class EmbodimentNormalizer:
     def zero_state(self) -> dict[str, np.ndarray]:
         return {key.name: np.zeros(key.width) for key in self.state_keys}
 
-    def split_actions(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        """(H, action_dim) normalised model output -> per-key unnormalised (H, width) arrays."""
+    def split_actions(self, actions: np.ndarray, state: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """(H, action_dim) normalised model output -> per-key (H, width) arrays in robot units; relative keys
+        are made absolute with ``state`` (robot units), which they need."""
+        if self.horizon is not None:
+            actions = actions[: self.horizon]
         out, start = {}, 0
         for key in self.action_keys:
             out[key.name] = key.unnormalize(actions[:, start : start + key.width].astype(np.float64))
             start += key.width
+        for name, (state_key, kind) in self.relative.items():
+            if state is None or state_key not in state:
+                raise ValueError(f"action {name!r} is relative to state {state_key!r}: the current state is needed")
+            reference = np.asarray(state[state_key], dtype=np.float64).reshape(-1)
+            out[name] = out[name] + reference if kind == "non_eef" else compose_poses(reference, out[name])
         return out
+
+
+def rot6d_to_matrix(rot6d: np.ndarray) -> np.ndarray:
+    """Two rows of a rotation matrix (6,) -> the matrix (3, 3), Gram-Schmidt (NVIDIA's rot6d convention)."""
+    rows = rot6d.reshape(2, 3)
+    first = rows[0] / np.linalg.norm(rows[0])
+    second = rows[1] - np.dot(first, rows[1]) * first
+    second = second / np.linalg.norm(second)
+    return np.vstack([first, second, np.cross(first, second)])
+
+
+def pose_matrix(xyz_rot6d: np.ndarray) -> np.ndarray:
+    transform = np.eye(4)
+    transform[:3, :3] = rot6d_to_matrix(xyz_rot6d[3:9])
+    transform[:3, 3] = xyz_rot6d[:3]
+    return transform
+
+
+def compose_poses(reference: np.ndarray, relative: np.ndarray) -> np.ndarray:
+    """Absolute end-effector poses (H, 9) xyz+rot6d from a reference pose (9,) and poses relative to it."""
+    base = pose_matrix(reference)
+    out = np.empty_like(relative)
+    for step, pose in enumerate(relative):
+        absolute = base @ pose_matrix(pose)
+        out[step] = np.concatenate([absolute[:3, 3], absolute[:2, :3].reshape(-1)])
+    return out

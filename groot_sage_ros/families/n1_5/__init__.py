@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..base import FamilyModel, FastRegion, ModelFamily
+from ..common.normalization import EmbodimentNormalizer
 from .config import ARCHITECTURE, FAMILY_NAME, MODEL_TYPE, GrootConfig, n15_3b_config
 from .keys import CHECKPOINT_KEYS
 from .processor import N15Processor, ProcessorConfig, pixel_values, token_facts
@@ -22,7 +23,6 @@ from .statistics import STATISTICS_FILE, embodiment_id
 class N15Family(ModelFamily):
     name = FAMILY_NAME
     keys = CHECKPOINT_KEYS
-    statistics_file = STATISTICS_FILE
     bucket_padding_exact = True  # a causal LLM: real tokens never attend to the pads after them
 
     def matches(self, raw: dict[str, Any]) -> bool:
@@ -42,7 +42,9 @@ class N15Family(ModelFamily):
 
         return GrootN15(config, with_action_head=with_action_head, with_backbone=with_backbone)
 
-    def processor(self, tokenizer: str | None = None, instruction_format: str | None = None) -> N15Processor:
+    def processor(
+        self, tokenizer: str | None = None, instruction_format: str | None = None, root: Path | None = None
+    ) -> N15Processor:
         return N15Processor(
             ProcessorConfig(
                 tokenizer=tokenizer, **({"instruction_format": instruction_format} if instruction_format else {})
@@ -60,8 +62,8 @@ class N15Family(ModelFamily):
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         return pixel_values(images)
 
-    def embodiment_id(self, tag: str) -> int:
-        return embodiment_id(tag)
+    def normalizer(self, root: Path, embodiment: str | None, modes: dict[str, str] | None = None):
+        return EmbodimentNormalizer.from_metadata(root / STATISTICS_FILE, embodiment, embodiment_id, modes)
 
     def full_size_config(self) -> dict[str, Any]:
         return n15_3b_config()

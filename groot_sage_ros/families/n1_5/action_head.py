@@ -19,80 +19,21 @@ As in the backbone, the loops over repeated blocks take optional per-block calla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..common.head_blocks import (
-    AdaLayerNorm,
-    Attention,
     CategorySpecificMLP,
-    FeedForward,
+    DiTBlock,
+    DiTCondition,
     MultiEmbodimentActionEncoder,
+    SelfAttentionTransformer,
     TimestepEncoder,
     select_embodiments,
 )
 from .backbone import LayerCalls
 from .config import ActionHeadConfig
-
-
-class SelfAttentionBlock(nn.Module):
-    """Pre-LN transformer block (affine LayerNorms ``norm1``/``norm3``), used by vl_self_attention."""
-
-    def __init__(self, dim: int, heads: int, head_dim: int):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn1 = Attention(dim, heads, head_dim)
-        self.norm3 = nn.LayerNorm(dim, eps=1e-5)
-        self.ff = FeedForward(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
-        return x + self.ff(self.norm3(x))
-
-
-class SelfAttentionTransformer(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, layers: int):
-        super().__init__()
-        self.transformer_blocks = nn.ModuleList([SelfAttentionBlock(dim, heads, head_dim) for _ in range(layers)])
-
-    def forward(self, x: torch.Tensor, block_calls=None) -> torch.Tensor:
-        for k, block in enumerate(self.transformer_blocks):
-            x = block_calls[k](x) if block_calls is not None else block(x)
-        return x
-
-
-class DiTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None):
-        super().__init__()
-        self.norm1 = AdaLayerNorm(dim)
-        self.attn1 = Attention(dim, heads, head_dim, context_dim)
-        self.cross = context_dim is not None
-        self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
-        self.ff = FeedForward(dim)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        scale: torch.Tensor,
-        shift: torch.Tensor,
-        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """x (B, T, D); this step's modulation (B, D); for a cross block, the context's keys and values."""
-        x = x + self.attn1(self.norm1(x, scale, shift), context_kv)
-        return x + self.ff(self.norm3(x))
-
-
-@dataclass
-class DiTCondition:
-    """What the DiT needs besides its tokens, for ``steps`` integration steps: made once per action chunk,
-    because the context and the steps' timestep buckets do not change between steps."""
-
-    context_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block: keys, values (B, H, S, d); None: self
-    modulation: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (scale, shift), each (steps, B, D)
-    out_modulation: tuple[torch.Tensor, torch.Tensor]  # (shift, scale) of norm_out, each (steps, B, D)
 
 
 class DiT(nn.Module):

@@ -39,10 +39,13 @@ class GrootN15(FamilyModel):
             raise ValueError("this model holds the action head only (loaded without its backbone)")
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
-    def action_chunk(self, features, state, embodiment_id, noise, calls: LayerCalls | None = None) -> torch.Tensor:
+    def action_chunk(
+        self, features, token_mask, image_mask, state, embodiment_id, noise, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
+        """N1.5's head attends to every token (the reference ignores the masks)."""
         return self.action_head.get_action(features, state, embodiment_id, noise=noise, calls=calls)  # (1, H, A)
 
-    def action_velocity(self, features, actions, bucket, state, embodiment_id) -> torch.Tensor:
+    def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
         """The head's flow velocity (B, H, A) for ``actions`` (B, H, A) at timestep ``bucket`` (B,), from features
         (B, L, D) and normalised states (B, 1, S): one training-time call, differentiable in the features."""
         head = self.action_head

@@ -9,21 +9,22 @@ Sequences in a batch are padded on the right (see backbone.py for why that is ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ...api import ModelInputs, TokenFacts, TokenLayout
+from ...api import TokenFacts, TokenLayout
 from ..common.images import (
     centre_crop_box,
     crop_and_resize,
     host_tensor,
     normalize,
+    stack_frames,
     to_device,
     to_rgb_uint8,
 )
+from ..common.processor_base import PromptProcessor
 from ..common.tokenizer import Tokenizer
 from .config import FAMILY_NAME
 from .prompt import (
@@ -72,17 +73,18 @@ class ProcessorConfig:
             raise ValueError(f"crop_scale {self.crop_scale} must be in (0, 1]")
 
 
-class N15Processor:
+class N15Processor(PromptProcessor):
     """N1.5's ``api.Processor``: turns frame sets (camera images + instruction) into ``ModelInputs``."""
 
     def __init__(self, config: ProcessorConfig | None = None, tokenizer: Tokenizer | None = None):
-        self.config = config or ProcessorConfig()
-        self.tokenizer = tokenizer or load_tokenizer(self.config.tokenizer)
-        self._encode_cached = lru_cache(maxsize=64)(self._encode)
-        self.facts = token_facts(self.config)
+        config = config or ProcessorConfig()
+        super().__init__(config, tokenizer or load_tokenizer(config.tokenizer), token_facts(config))
 
     def prompt(self, num_images: int, instruction: str) -> str:
         return render_prompt(num_images, instruction, self.config.tokens_per_image, self.config.instruction_format)
+
+    def layout(self, ids, num_images: int) -> TokenLayout:
+        return layout_of(ids, num_images, self.config.tokens_per_image)
 
     def check_instruction(self, instruction: str) -> None:
         check_instruction(instruction)
@@ -94,18 +96,6 @@ class N15Processor:
             "image_size": self.config.image_size,
             "tokens_per_image": self.config.tokens_per_image,
         }
-
-    def encode(self, num_images: int, instruction: str) -> tuple[tuple[int, ...], TokenLayout]:
-        """Token ids and layout of one sample's prompt (cached: a robot repeats its instruction)."""
-        return self._encode_cached(num_images, instruction)
-
-    def _encode(self, num_images: int, instruction: str) -> tuple[tuple[int, ...], TokenLayout]:
-        ids = self.tokenizer.encode(self.prompt(num_images, instruction))
-        return tuple(ids), layout_of(ids, num_images, self.config.tokens_per_image)
-
-    def preprocess_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Camera images (any size, see ``to_rgb_uint8``) -> (N, 3, 224, 224) uint8 on ``device``."""
-        return self.resize_frames(self.host_frames(images), device)
 
     def host_frames(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Camera images -> checked (H, W, 3) uint8 RGB tensors on the host (cheap: no resize; the engine's
@@ -123,38 +113,4 @@ class N15Processor:
         size, scale = self.config.image_size, self.config.crop_scale
         if len({frame.shape for frame in frames}) > 1:
             return torch.stack([crop_and_resize(to_device(frame, device), size, scale) for frame in frames])
-        pin = torch.device(device).type == "cuda"
-        stacked = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=pin)  # (N, H, W, 3)
-        torch.stack(frames, out=stacked)
-        return crop_and_resize(stacked.to(device, non_blocking=True), size, scale)
-
-    def __call__(
-        self,
-        frame_sets: Sequence[tuple[Sequence[np.ndarray], str]],
-        device: torch.device | str = "cpu",
-    ) -> ModelInputs:
-        """A batch of (camera images, instruction) -> padded model inputs on ``device``."""
-        if not frame_sets:
-            raise ValueError("empty batch: expected at least one frame set")
-        encoded = [self.encode(len(images), instruction) for images, instruction in frame_sets]
-        images = self.preprocess_images([img for images, _ in frame_sets for img in images], device)
-        return self.collate(encoded, images, device)
-
-    def collate(self, encoded, images: torch.Tensor, device: torch.device | str = "cpu") -> ModelInputs:
-        """Pad encoded prompts on the right and pair them with preprocessed uint8 images."""
-        lengths = [len(ids) for ids, _ in encoded]
-        length = max(lengths)
-        padded = np.full((len(encoded), length), PAD_TOKEN_ID, dtype=np.int64)
-        for row, (ids, _) in enumerate(encoded):
-            padded[row, : len(ids)] = ids  # numpy takes a tuple of ints about 8x faster than torch.tensor
-        input_ids = torch.from_numpy(padded)  # (B, L)
-        attention_mask = (torch.arange(length) < torch.tensor(lengths)[:, None]).long()  # (B, L)
-        expected = sum(len(layout.image_ranges) for _, layout in encoded)
-        if images.shape[0] != expected:
-            raise ValueError(f"{images.shape[0]} images for prompts that hold {expected} image slots")
-        return ModelInputs(
-            input_ids=to_device(input_ids, device),
-            attention_mask=to_device(attention_mask, device),
-            images=images,
-            layouts=[layout for _, layout in encoded],
-        )
+        return crop_and_resize(stack_frames(frames, device), size, scale)

@@ -16,36 +16,13 @@ from functools import lru_cache
 from typing import Sequence
 
 from ...api import TokenLayout
+from ..common.qwen_tokens import QWEN3_SPECIAL_TOKENS, check_instruction_text
 from ..common.tokenizer import FolderTokenizer, QwenTiktokenTokenizer, Tokenizer
+from ..common.tokens import image_runs
 
 # Eagle 2.5 VL added tokens (Qwen3 specials + image/box markers), id order.
 SPECIAL_TOKENS: dict[str, int] = {
-    "<|endoftext|>": 151643,
-    "<|im_start|>": 151644,
-    "<|im_end|>": 151645,
-    "<|object_ref_start|>": 151646,
-    "<|object_ref_end|>": 151647,
-    "<|box_start|>": 151648,
-    "<|box_end|>": 151649,
-    "<|quad_start|>": 151650,
-    "<|quad_end|>": 151651,
-    "<|vision_start|>": 151652,
-    "<|vision_end|>": 151653,
-    "<|vision_pad|>": 151654,
-    "<|image_pad|>": 151655,
-    "<|video_pad|>": 151656,
-    "<tool_call>": 151657,
-    "</tool_call>": 151658,
-    "<|fim_prefix|>": 151659,
-    "<|fim_middle|>": 151660,
-    "<|fim_suffix|>": 151661,
-    "<|fim_pad|>": 151662,
-    "<|repo_name|>": 151663,
-    "<|file_sep|>": 151664,
-    "<tool_response>": 151665,
-    "</tool_response>": 151666,
-    "<think>": 151667,
-    "</think>": 151668,
+    **QWEN3_SPECIAL_TOKENS,
     "<IMG_CONTEXT>": 151669,
     "<img>": 151670,
     "</img>": 151671,
@@ -77,11 +54,7 @@ def load_tokenizer(folder: str | None = None) -> Tokenizer:
 
 
 def check_instruction(instruction: str) -> None:
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-    for token in SPECIAL_TOKENS:
-        if token in instruction:
-            raise ValueError(f"instruction contains the special token {token!r}")
+    check_instruction_text(instruction, SPECIAL_TOKENS)
 
 
 def render_prompt(num_images: int, instruction: str, tokens_per_image: int, instruction_format: str) -> str:
@@ -99,15 +72,7 @@ def render_prompt(num_images: int, instruction: str, tokens_per_image: int, inst
 
 def layout_of(ids: Sequence[int], num_images: int, tokens_per_image: int) -> TokenLayout:
     """Find each camera's <IMG_CONTEXT> run and the instruction tokens in a prompt's ids."""
-    runs, start = [], None
-    for i, token in enumerate(list(ids) + [-1]):
-        if token == IMAGE_TOKEN_ID and start is None:
-            start = i
-        elif token != IMAGE_TOKEN_ID and start is not None:
-            runs.append((start, i))
-            start = None
-    if len(runs) != num_images or any(end - begin != tokens_per_image for begin, end in runs):
-        raise ValueError(f"prompt has image runs {runs}, expected {num_images} of {tokens_per_image} tokens")
+    runs = image_runs(ids, IMAGE_TOKEN_ID, num_images, tokens_per_image)
     last_img_end = max(i for i, t in enumerate(ids) if t == IMG_END_ID)
     im_end = ids.index(IM_END_ID, last_img_end)
     return TokenLayout(seq_len=len(ids), image_ranges=tuple(runs), instruction_range=(last_img_end + 1, im_end))

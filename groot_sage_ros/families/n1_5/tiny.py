@@ -16,6 +16,7 @@ import torch
 from ...checkpoint.write import random_state, write_shards
 from ...output_folder import OutputFolder
 from ...owned_files import OutputError, write_json_atomic
+from ..common.normalization import example_stats
 from .action_head import FlowMatchingActionHead
 from .backbone import EagleBackbone
 from .config import GrootConfig, n15_3b_config
@@ -53,23 +54,13 @@ def tiny_config() -> dict:
 def tiny_metadata() -> dict:
     """``experiment_cfg/metadata.json`` for one embodiment, with every statistic kind."""
 
-    def stats(width: int, low: float, high: float) -> dict:
-        return {
-            "min": [low] * width,
-            "max": [high] * width,
-            "q01": [low * 0.9] * width,
-            "q99": [high * 0.9] * width,
-            "mean": [(low + high) / 2] * width,
-            "std": [(high - low) / 4] * width,
-        }
-
     keys = {"single_arm": 5, "gripper": 1}  # an SO-100 arm: 5 joints and a gripper
     modality = {k: {"absolute": True, "rotation_type": None, "shape": [w], "continuous": True} for k, w in keys.items()}
     return {
         "new_embodiment": {
             "statistics": {
-                "state": {k: stats(w, -1.5, 1.5) for k, w in keys.items()},
-                "action": {k: stats(w, -1.0, 1.0) for k, w in keys.items()},
+                "state": {k: example_stats(w, -1.5, 1.5) for k, w in keys.items()},
+                "action": {k: example_stats(w, -1.0, 1.0) for k, w in keys.items()},
             },
             "modalities": {
                 "video": {"front": {"resolution": [640, 480], "channels": 3, "fps": 30.0}},
