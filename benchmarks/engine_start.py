@@ -1,7 +1,8 @@
 """Where an engine's start goes, in fresh processes: interpreter and torch, CUDA initialisation, the
 transformers modules the backbone is built from, ``load_engine`` (the rest of the package, building on
-the meta device, reading the weights, the fast path) and the warm-up; then a cProfile of ``load_engine``
-in one more fresh process, its top entries by cumulative time.
+the meta device, reading the weights, the fast path) and the warm-up; then, in one more fresh process
+with torch and transformers imported first, a cProfile of ``load_engine`` and of the warm-up, their top
+entries by cumulative time.
 
     python benchmarks/engine_start.py --checkpoint CKPT --device cuda --runs 2 --out engine_start.json
 
@@ -49,14 +50,24 @@ print(json.dumps(times))
 
 PROFILE = r"""
 import cProfile, io, pstats, sys, torch
+import transformers.modeling_utils  # the process-level imports, outside the profile
 from groot_sage_ros.engine import load_engine
-profiler = cProfile.Profile()
-profiler.enable()
-load_engine(sys.argv[1], device=sys.argv[2], dtype="float16", warmup=False)
-profiler.disable()
-text = io.StringIO()
-pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-print(text.getvalue())
+
+
+def profiled(call, title):
+    profiler = cProfile.Profile()
+    profiler.enable()
+    out = call()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+    print(f"===== {title} =====")
+    print(text.getvalue())
+    return out
+
+
+engine = profiled(lambda: load_engine(sys.argv[1], device=sys.argv[2], dtype="float16", warmup=False), "load_engine")
+profiled(engine.warmup, "warmup")
 """
 
 
