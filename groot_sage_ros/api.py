@@ -27,6 +27,29 @@ FrameSet = tuple[Sequence[np.ndarray], str]  # the camera images (HxWx3 uint8 RG
 PRECISION_NAMES = ("fp16", "int8_weight", "fp8")
 
 
+RTC_MODES = ("off", "prefix", "guided")  # real-time chunking: none, hard inpainting, guided inpainting
+
+
+@dataclass(frozen=True)
+class ChunkPrefix:
+    """What a new action chunk continues (real-time chunking, ``families/common/flow.py``): the previous
+    chunk's actions from the new chunk's first step on, in the head's normalised space."""
+
+    actions: torch.Tensor  # (H, A): row k is the previous chunk's action at the new chunk's step k
+    frozen: int  # the steps the robot executes before the new chunk arrives: kept exactly ("prefix" mode)
+    overlap: int  # the steps the previous chunk still covers (rows past it are not used)
+    mode: str = "prefix"  # "prefix" or "guided"
+    ramp_rate: float = 6.0  # "prefix": the ramp 1 - exp(-r t) over the overlap after the frozen steps
+    max_guidance: float = 10.0  # "guided": the largest guidance weight
+
+    def __post_init__(self) -> None:
+        horizon = self.actions.shape[0]
+        if self.mode not in RTC_MODES[1:]:
+            raise ValueError(f"chunk prefix mode {self.mode!r}: expected one of {list(RTC_MODES[1:])}")
+        if not 0 <= self.frozen <= self.overlap <= horizon:
+            raise ValueError(f"chunk prefix: need 0 <= frozen ({self.frozen}) <= overlap ({self.overlap}) <= {horizon}")
+
+
 @dataclass(frozen=True)
 class TokenFacts:
     """What a model family's prompts look like: recorded in datasets, layout messages and student
@@ -211,8 +234,10 @@ class FeatureEngine(Protocol):
         embodiment_id: int,
         seed: int | None = None,
         reference: bool = False,
+        prefix: ChunkPrefix | None = None,
     ) -> torch.Tensor:
-        """Normalised chunks (B, horizon, action_dim) from normalised, zero-padded states (B, state_width)."""
+        """Normalised chunks (B, horizon, action_dim) from normalised, zero-padded states (B, state_width);
+        with ``prefix``, each continues that previous chunk (real-time chunking)."""
 
 
 class ActionPolicy(Protocol):

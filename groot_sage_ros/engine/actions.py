@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..api import FeatureResult
+from ..api import ChunkPrefix, FeatureResult
 from ..families.common.normalization import EmbodimentNormalizer
 
 
@@ -22,12 +22,18 @@ class HeadPolicy:
         return self.normalizer.zero_state()
 
     def normalised_chunk(
-        self, result: FeatureResult, state: dict[str, np.ndarray], seed: int | None = None, reference: bool = False
+        self,
+        result: FeatureResult,
+        state: dict[str, np.ndarray],
+        seed: int | None = None,
+        reference: bool = False,
+        prefix: ChunkPrefix | None = None,
     ) -> torch.Tensor:
-        """(horizon, action_dim) normalised, on the host, for the first sample of ``result``."""
+        """(model horizon, action_dim) normalised, on the host, for the first sample of ``result``; with
+        ``prefix``, continuing that chunk (real-time chunking)."""
         vector = self.normalizer.state_vector(state, self.engine.state_width)  # raises naming a bad key
         chunk = self.engine.predict_actions(
-            result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id, seed, reference
+            result, torch.from_numpy(vector)[None], self.normalizer.embodiment_id, seed, reference, prefix
         )
         return chunk[0].float().cpu()
 

@@ -15,12 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..api import FeatureResult, ModelInputs, TokenFacts, TokenLayout
+from ..api import ChunkPrefix, FeatureResult, ModelInputs, TokenFacts, TokenLayout
 from ..checkpoint.files import CheckpointError, read_checkpoint_files
 from ..checkpoint.load import load_weights, meta_tensors
 from ..checkpoint.write import random_init_
 from ..families import detect
 from ..families.base import FamilyModel, ModelFamily
+from ..families.common.flow import start_and_strength
 from ..fastpath.compile import (
     compile_cache_counts,
     install_fast_path,
@@ -326,18 +327,19 @@ class TeacherEngine:
         embodiment_id: int,
         seed: int | None = None,
         reference: bool = False,
+        prefix: ChunkPrefix | None = None,
     ) -> torch.Tensor:
         """Normalised action chunks (B, horizon, action_dim) from features and normalised, padded states
         (B, state_width). Each sample sees only its own tokens (no padding), as at batch 1. A fixed ``seed``
         gives the same noise, hence the same chunk, every time (on either path); ``reference`` takes the
-        plain PyTorch path, as ``forward_reference`` does."""
+        plain PyTorch path, as ``forward_reference`` does. With ``prefix`` each chunk continues that one
+        (real-time chunking): "prefix" mode replays the same CUDA graph with other inputs; "guided" needs
+        a backward pass through the head at each step, so it runs without graphs."""
         if not self.has_action_head:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        if reference:
-            chunk = lambda *inputs: self.model.action_chunk(*inputs, None)  # noqa: E731
-        else:
-            chunk = self._head_graphs if self.graphed else self._fast_chunk
+        guided = prefix is not None and prefix.mode == "guided"
+        fast = self._head_graphs if self.graphed else self._fast_chunk
         chunks = []
         for row, layout in enumerate(result.layouts):
             features = result.features[row : row + 1, : layout.seq_len].to(self.dtype)  # (1, L, C), from any engine
@@ -348,7 +350,18 @@ class TeacherEngine:
             noise = torch.randn(
                 (1, self.model.action_horizon, self.model.action_dim), generator=generator, device=self.device
             )
-            chunks.append(chunk(features, token_mask, image_mask, state, category, noise))
+            start, strength = start_and_strength(prefix, noise)  # the noise, or RTC's prefix in it
+            inputs = (features, token_mask, image_mask, state, category, start)
+            calls = None if reference else self._calls
+            if guided:
+                with torch.inference_mode(False):  # guidance differentiates the head in the actions
+                    cloned = [t.clone() for t in inputs]  # ordinary tensors: autograd may save them
+                    chunks.append(self.model.action_chunk(*cloned, calls, prefix=prefix).detach())
+            elif reference:
+                chunks.append(self.model.action_chunk(*inputs, calls, strength))
+            else:
+                strength = strength if strength is not None else torch.ones_like(start[:1, :, :1])  # (1, H, 1)
+                chunks.append(fast(*inputs, strength))
         return torch.cat(chunks)  # (B, H, A)
 
     def action_velocity(
@@ -380,9 +393,10 @@ class TeacherEngine:
             category,
         )
 
-    def _fast_chunk(self, features, token_mask, image_mask, state, category, noise) -> torch.Tensor:
-        """One sample's chunk with the fast callables; the function the head's graphs replay."""
-        return self.model.action_chunk(features, token_mask, image_mask, state, category, noise, self._calls)
+    def _fast_chunk(self, features, token_mask, image_mask, state, category, start, strength) -> torch.Tensor:
+        """One sample's chunk with the fast callables; the function the head's graphs replay. ``strength``
+        (1, H, 1): ones, or RTC "prefix" mode's velocity scale (the prefix is in ``start``)."""
+        return self.model.action_chunk(features, token_mask, image_mask, state, category, start, self._calls, strength)
 
 
 def layout_image_mask(layout: TokenLayout, device: torch.device) -> torch.Tensor:

@@ -5,6 +5,10 @@ features, runs the action head on them with the latest joint state (when it is a
 ``action_head.max_state_age_s`` old) and publishes a ``trajectory_msgs/JointTrajectory`` on
 ``~/action_chunk`` (or ``~/action_chunk/dry_run``): one point per step of the chunk, in the embodiment YAML's
 joint order, clipped to its limits.
+
+With ``action_head.execution_horizon`` > 0 or ``action_head.rtc`` on, chunks follow the execution schedule
+(``serving/chunk_schedule.py``): a chunk only when one is due, each continuing the last (real-time
+chunking in the head), stamped with the time its first published step is due, the committed steps left out.
 """
 
 from __future__ import annotations
@@ -12,22 +16,27 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from builtin_interfaces.msg import Duration
+from builtin_interfaces.msg import Duration, Time
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..serving.chunk_schedule import ChunkSchedule
 from ..serving.embodiment import EmbodimentConfig
+from ..serving.stats import LatencyStats
 from .conversions import stamp_ns
 from .feature_node import FEATURES_QOS, NodePart, configure_error
 
 
-def chunk_message(header, joint_names: list[str], positions: np.ndarray, control_rate_hz: float) -> JointTrajectory:
-    """(H, J) joint positions -> a trajectory whose k-th point is due (k + 1) / control_rate_hz after ``header``'s
-    stamp (the camera frame the chunk was computed from)."""
+def chunk_message(
+    header, joint_names: list[str], positions: np.ndarray, control_rate_hz: float, first: int = 1
+) -> JointTrajectory:
+    """(H, J) joint positions -> a trajectory whose k-th point is due (k + first) / control_rate_hz after
+    ``header``'s stamp: the camera frame the chunk was computed from (``first`` 1), or, on the execution
+    schedule, the time its first point is due (``first`` 0)."""
     trajectory = JointTrajectory(header=header, joint_names=list(joint_names))
     for k, row in enumerate(positions):
-        seconds = (k + 1) / control_rate_hz
+        seconds = (k + first) / control_rate_hz
         due = Duration(sec=int(seconds), nanosec=int(seconds % 1 * 1e9))
         trajectory.points.append(JointTrajectoryPoint(positions=[float(v) for v in row], time_from_start=due))
     return trajectory
@@ -54,6 +63,8 @@ class ActionChunks(NodePart):
         self.head = None  # the engine whose action head runs
         self.policy = None  # its ActionPolicy for the embodiment
         self.publisher = None
+        self.schedule: ChunkSchedule | None = None  # the execution schedule, when it is on
+        self.jumps = LatencyStats()  # the largest joint change at each chunk switch ("boundary" stage)
 
     def attach(self, head_engine) -> None:
         """The embodiment YAML and ``head_engine``'s policy for it, or ValueError naming the parameter."""
@@ -63,9 +74,30 @@ class ActionChunks(NodePart):
             self.policy = head_engine.action_policy(self.embodiment.embodiment_tag, self.embodiment.normalization)
         except (ValueError, OSError) as err:
             raise ValueError(f"parameter 'action_head.embodiment_config': {configure_error(err)}") from None
+        scheduled = cfg.action_head_execution_horizon > 0 or cfg.action_head_rtc != "off"
+        self.schedule = (
+            ChunkSchedule(
+                cfg.action_head_control_rate_hz, cfg.action_head_execution_horizon, cfg.action_head_delay_steps
+            )
+            if scheduled
+            else None
+        )
 
     def release(self) -> None:
-        self.head = self.policy = None
+        self.head = self.policy = self.schedule = None
+
+    def diagnostics(self) -> dict:
+        if self.schedule is None:
+            return {}
+        p95 = self.schedule.latency_p95_ms()
+        jumps = self.jumps.percentiles().get("boundary")
+        return {
+            "rtc": self.node.config.action_head_rtc,
+            "rtc_delay_steps": self.schedule.delay_steps(self.head.action_horizon) if self.head else "n/a",
+            "chunk_latency_ms_p95": f"{p95:.1f}" if p95 is not None else "n/a",
+            "chunk_boundary_jump_p50": f"{jumps[0]:.4f}" if jumps else "n/a",
+            "chunk_boundary_jump_p95": f"{jumps[1]:.4f}" if jumps else "n/a",
+        }
 
     def outputs(self) -> list:
         topic = "~/action_chunk/dry_run" if self.node.config.action_head_dry_run else "~/action_chunk"
@@ -105,16 +137,46 @@ class ActionChunks(NodePart):
         try:
             state = self.embodiment.state_from_joints(list(joint_state.name), list(joint_state.position))
             seed = cfg.action_head_seed if cfg.action_head_seed >= 0 else None
+            if self.schedule is not None:
+                self.publish_scheduled(result, header, state, seed)
+                return
             actions = self.policy.chunk(result, state, seed)  # key -> (H, width), robot units
         except ValueError as err:
             node.counters.add("action_skipped_bad_state")
             node._warn("bad_state", f"no action chunk: {err}")
             return
-        positions, clipped = self.embodiment.joint_positions(actions)  # (H, J)
-        if clipped:
-            node.counters.add("action_values_clipped", clipped)
-            node._warn("clipped", f"{clipped} action values clipped to the embodiment's joint limits")
+        positions = self.clipped_positions(actions)
         self.publisher.publish(
             chunk_message(header, self.embodiment.action_joints, positions, cfg.action_head_control_rate_hz)
         )
         node.counters.add("action_chunks")
+
+    def clipped_positions(self, actions: dict[str, np.ndarray]) -> np.ndarray:
+        """Robot-unit actions -> (H, J) joint positions within the embodiment's limits (clipping counted)."""
+        positions, clipped = self.embodiment.joint_positions(actions)  # (H, J)
+        if clipped:
+            self.node.counters.add("action_values_clipped", clipped)
+            self.node._warn("clipped", f"{clipped} action values clipped to the embodiment's joint limits")
+        return positions
+
+    def publish_scheduled(self, result, header, state: dict[str, np.ndarray], seed: int | None) -> None:
+        """A chunk on the execution schedule: only when due, continuing the last one (RTC), its committed
+        steps left out and its stamp the time its first published step is due."""
+        node, cfg, schedule = self.node, self.node.config, self.schedule
+        stamp = stamp_ns(header.stamp)
+        planned = schedule.plan(self.policy, result, state, stamp, seed, cfg.action_head_rtc)
+        if planned is None:
+            node.counters.add("action_not_due")
+            return
+        if not planned.frozen_kept:
+            node.counters.add("rtc_frozen_violations")
+        positions = self.clipped_positions(planned.actions)  # (H', J)
+        jump = schedule.boundary_jump(stamp, planned.delay, positions)
+        if jump is not None:
+            self.jumps.add("boundary", jump)
+        due = schedule.first_due_ns(stamp, planned.delay)
+        stamped = type(header)(stamp=Time(sec=due // 10**9, nanosec=due % 10**9), frame_id=header.frame_id)
+        joints, rate = self.embodiment.action_joints, cfg.action_head_control_rate_hz
+        self.publisher.publish(chunk_message(stamped, joints, positions[planned.delay :], rate, first=0))
+        node.counters.add("action_chunks")
+        schedule.commit(stamp, planned, positions, state, node.get_clock().now().nanoseconds)

@@ -125,6 +125,30 @@ class ActionHeadParams:
         range=(-1, 2**31 - 1),
         ros_name="action_head.seed",
     )
+    action_head_execution_horizon: int = param(
+        0,
+        "steps of a chunk executed before the next one takes over: a new chunk once the last has run this many "
+        "minus the delay; 0: a chunk for every frame set, stamped with the camera frame (no schedule)",
+        True,
+        range=(0, 100000),
+        ros_name="action_head.execution_horizon",
+    )
+    action_head_rtc: str = param(
+        "off",
+        "real-time chunking: off, prefix (the previous chunk's committed steps frozen, the overlap ramped) or "
+        "guided (each step corrected towards the previous chunk); on, chunks follow the execution schedule",
+        True,
+        choices=("off", "prefix", "guided"),
+        ros_name="action_head.rtc",
+    )
+    action_head_delay_steps: int = param(
+        -1,
+        "steps a chunk is late by (committed to the previous chunk); -1: ceil(p95 of the measured camera-stamp-"
+        "to-publish latency / control period) over the last 50 chunks",
+        True,
+        range=(-1, 100000),
+        ros_name="action_head.delay_steps",
+    )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
 
 

@@ -152,6 +152,26 @@ class EmbodimentNormalizer:
             out[name] = out[name] + reference if kind == "non_eef" else compose_poses(reference, out[name])
         return out
 
+    def rebase(self, actions: np.ndarray, old: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> np.ndarray:
+        """(H, A) normalised actions relative to state ``old`` -> the same motion relative to state ``new``
+        (robot units in both): real-time chunking's prefix for a relative-action embodiment. Absolute keys
+        and the padding are unchanged."""
+        out, start, spans = actions.copy(), 0, {}
+        for key in self.action_keys:
+            spans[key.name] = (key, start)
+            start += key.width
+        for name, (state_key, kind) in self.relative.items():
+            key, begin = spans[name]
+            part = key.unnormalize(actions[:, begin : begin + key.width].astype(np.float64))
+            before = np.asarray(old[state_key], dtype=np.float64).reshape(-1)
+            after = np.asarray(new[state_key], dtype=np.float64).reshape(-1)
+            if kind == "non_eef":
+                part = part + before - after
+            else:
+                part = relative_poses(after, compose_poses(before, part))
+            out[:, begin : begin + key.width] = key.normalize(part)
+        return out
+
 
 def rot6d_to_matrix(rot6d: np.ndarray) -> np.ndarray:
     """Two rows of a rotation matrix (6,) -> the matrix (3, 3), Gram-Schmidt (NVIDIA's rot6d convention)."""
@@ -176,4 +196,14 @@ def compose_poses(reference: np.ndarray, relative: np.ndarray) -> np.ndarray:
     for step, pose in enumerate(relative):
         absolute = base @ pose_matrix(pose)
         out[step] = np.concatenate([absolute[:3, 3], absolute[:2, :3].reshape(-1)])
+    return out
+
+
+def relative_poses(reference: np.ndarray, absolute: np.ndarray) -> np.ndarray:
+    """The inverse of ``compose_poses``: poses (H, 9) xyz+rot6d relative to a reference pose (9,)."""
+    inverse = np.linalg.inv(pose_matrix(reference))
+    out = np.empty_like(absolute)
+    for step, pose in enumerate(absolute):
+        relative = inverse @ pose_matrix(pose)
+        out[step] = np.concatenate([relative[:3, 3], relative[:2, :3].reshape(-1)])
     return out

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...api import ChunkPrefix
+from ..common.flow import euler
 from ..common.head_blocks import (
     CategorySpecificMLP,
     DiTBlock,
@@ -121,8 +123,11 @@ class FlowMatchingActionHead(nn.Module):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,  # (B, action_horizon, action_dim) starting noise; drawn if None
         calls: LayerCalls | None = None,  # per-block callables (the fast path); None: the modules as built
+        strength: torch.Tensor | None = None,  # (1, H, 1) velocity scale per step (RTC "prefix": flow.py)
+        prefix: ChunkPrefix | None = None,  # RTC "guided": the chunk to continue
     ) -> torch.Tensor:
-        """Euler integration of the flow from Gaussian noise: (B, action_horizon, action_dim), normalised."""
+        """Euler integration of the flow from Gaussian noise (or ``noise`` as given: RTC's start):
+        (B, action_horizon, action_dim), normalised."""
         cfg = self.cfg
         context = self.encode_context(features, calls)
         embodiment = select_embodiments(self, embodiment_id)  # the embodiment-specific weights, once
@@ -139,10 +144,11 @@ class FlowMatchingActionHead(nn.Module):
         starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750
         buckets = torch.stack([torch.full((batch,), s, device=features.device) for s in starts])  # (steps, B)
         condition = self.model.condition(context, buckets, calls)  # once for all steps
-        for k in range(steps):
-            velocity = self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
-            actions = actions + velocity / steps
-        return actions
+
+        def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:
+            return self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
+
+        return euler(velocity, actions, steps, strength, prefix)
 
 
 def flow_matching_loss(

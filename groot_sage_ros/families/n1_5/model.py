@@ -40,10 +40,22 @@ class GrootN15(FamilyModel):
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
     def action_chunk(
-        self, features, token_mask, image_mask, state, embodiment_id, noise, calls: LayerCalls | None = None
+        self,
+        features,
+        token_mask,
+        image_mask,
+        state,
+        embodiment_id,
+        noise,
+        calls: LayerCalls | None = None,
+        strength=None,
+        prefix=None,
     ) -> torch.Tensor:
         """N1.5's head attends to every token (the reference ignores the masks)."""
-        return self.action_head.get_action(features, state, embodiment_id, noise=noise, calls=calls)  # (1, H, A)
+        head = self.action_head
+        return head.get_action(
+            features, state, embodiment_id, noise=noise, calls=calls, strength=strength, prefix=prefix
+        )  # (1, H, A)
 
     def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
         """The head's flow velocity (B, H, A) for ``actions`` (B, H, A) at timestep ``bucket`` (B,), from features

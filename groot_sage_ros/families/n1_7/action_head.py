@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...api import ChunkPrefix
+from ..common.flow import euler
 from ..common.head_blocks import (
     CategorySpecificMLP,
     DiTBlock,
@@ -133,8 +135,10 @@ class N17ActionHead(nn.Module):
         image_mask: torch.Tensor,  # (B, L) bool: image tokens
         state: torch.Tensor,  # (B, 1, max_state_dim), normalised and zero-padded
         embodiment_id: torch.Tensor,  # (B,) int64
-        noise: torch.Tensor,  # (B, action_horizon, max_action_dim) starting noise
+        noise: torch.Tensor,  # (B, action_horizon, max_action_dim) starting noise (or RTC's start: flow.py)
         calls: LayerCalls | None = None,
+        strength: torch.Tensor | None = None,  # (1, H, 1) velocity scale per step (RTC "prefix")
+        prefix: ChunkPrefix | None = None,  # RTC "guided": the chunk to continue
     ) -> torch.Tensor:
         """Euler integration of the flow from ``noise``: (B, action_horizon, max_action_dim), normalised."""
         cfg = self.cfg
@@ -146,7 +150,8 @@ class N17ActionHead(nn.Module):
         starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750
         buckets = torch.stack([torch.full((batch,), s, device=features.device) for s in starts])  # (steps, B)
         condition = self.model.condition(context, token_mask, image_mask, buckets, calls)  # once for all steps
-        for k in range(steps):
-            velocity = self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
-            actions = actions + velocity / steps
-        return actions
+
+        def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:
+            return self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
+
+        return euler(velocity, actions, steps, strength, prefix)

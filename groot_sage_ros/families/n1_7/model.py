@@ -38,9 +38,19 @@ class GrootN17(FamilyModel):
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
     def action_chunk(
-        self, features, token_mask, image_mask, state, embodiment_id, noise, calls: LayerCalls | None = None
+        self,
+        features,
+        token_mask,
+        image_mask,
+        state,
+        embodiment_id,
+        noise,
+        calls: LayerCalls | None = None,
+        strength=None,
+        prefix=None,
     ) -> torch.Tensor:
-        return self.action_head.get_action(features, token_mask, image_mask, state, embodiment_id, noise, calls)
+        head = self.action_head
+        return head.get_action(features, token_mask, image_mask, state, embodiment_id, noise, calls, strength, prefix)
 
     def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
         head = self.action_head

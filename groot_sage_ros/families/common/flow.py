@@ -1,0 +1,100 @@
+"""The flow-matching heads' Euler integration, shared by the families, with real-time chunking (RTC).
+
+Both heads integrate a velocity field from t = 0 (noise) to t = 1 (actions) in a few Euler steps. RTC
+makes a new chunk continue the one the robot is executing (Black, Galliker, Levine 2025, arXiv 2506.07339),
+without training, in one of two ways (``api.ChunkPrefix``):
+
+- ``prefix``: hard inpainting, as GR00T N1.7 ships it (LeRobot ``groot_n1_7.py``): the previous chunk's
+  actions start the overlap, the first ``frozen`` steps get zero velocity (so they equal the previous chunk
+  exactly) and the rest of the overlap an exponential ramp ``1 - exp(-r t)``, normalised to end at 1;
+  every input is a tensor, so CUDA graphs replay it as they do the plain head;
+- ``guided``: the plain flow, with each step's velocity corrected towards the prefix (LeRobot
+  ``policies/rtc``): weights 1 on the frozen steps, falling linearly to 0 over the rest of the overlap, and
+  the correction ``J^T W (prefix - x1)`` of the predicted end point ``x1 = x + (1 - t) v`` by one backward
+  pass through the head, scaled by ``min(max_guidance, (1 - t) / t * (t^2 + (1 - t)^2) / (1 - t)^2)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ...api import ChunkPrefix
+
+Velocity = Callable[[torch.Tensor, int], torch.Tensor]  # (actions (B, H, A), step) -> velocity (B, H, A)
+
+
+def prefix_strength(prefix: ChunkPrefix, horizon: int) -> torch.Tensor:
+    """(H,) how much of each step's velocity ``prefix`` mode applies: 0 on the frozen steps, the ramp over
+    the rest of the overlap, 1 after it."""
+    strength = torch.ones(horizon)
+    strength[: prefix.frozen] = 0.0
+    ramped = prefix.overlap - prefix.frozen
+    if ramped > 0:
+        t = torch.linspace(0.0, 1.0, ramped + 2)
+        ramp = 1 - torch.exp(-prefix.ramp_rate * t)
+        strength[prefix.frozen : prefix.overlap] = (ramp / ramp[-1].clamp_min(1e-8))[1:-1]
+    return strength
+
+
+def guidance_weights(prefix: ChunkPrefix, horizon: int) -> torch.Tensor:
+    """(H,) ``guided`` mode's soft mask: 1 on the frozen steps, linear to 0 over the rest of the overlap, 0 after."""
+    weights = torch.zeros(horizon)
+    weights[: prefix.frozen] = 1.0
+    ramped = prefix.overlap - prefix.frozen
+    if ramped > 0:
+        weights[prefix.frozen : prefix.overlap] = torch.linspace(1, 0, ramped + 2)[1:-1]
+    return weights
+
+
+def start_and_strength(prefix: ChunkPrefix | None, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The integration's start (B, H, A) and per-step velocity scale (1, H, 1) for ``prefix`` mode (the noise
+    with the prefix in its overlap); the noise and None otherwise."""
+    if prefix is None or prefix.mode != "prefix":
+        return noise, None
+    horizon = noise.shape[1]
+    overlap = torch.zeros(horizon, dtype=torch.bool)
+    overlap[: prefix.overlap] = True
+    actions = prefix.actions.to(noise.device, noise.dtype).expand_as(noise)
+    start = torch.where(overlap.to(noise.device)[None, :, None], actions, noise)
+    return start, prefix_strength(prefix, horizon).to(noise.device, noise.dtype)[None, :, None]
+
+
+def guided_step(prefix: ChunkPrefix) -> Callable[[Velocity, torch.Tensor, int, int], torch.Tensor]:
+    """``guided`` mode's velocity for one step: ``step(velocity, actions, k, steps)``."""
+    max_weight = prefix.max_guidance
+
+    def step(velocity: Velocity, actions: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+        t = k / steps
+        target = prefix.actions.to(actions.device, actions.dtype).expand_as(actions)
+        weights = guidance_weights(prefix, actions.shape[1]).to(actions.device, actions.dtype)[None, :, None]
+        with torch.enable_grad():
+            x = actions.detach().requires_grad_(True)
+            v = velocity(x, k)
+            end = x + (1 - t) * v  # the end point this step predicts
+            error = ((target - end) * weights).detach()
+            correction = torch.autograd.grad(end, x, error)[0]
+        weight = max_weight if t == 0 else min(max_weight, (1 - t) / t * (t**2 + (1 - t) ** 2) / (1 - t) ** 2)
+        return v.detach() + weight * correction
+
+    return step
+
+
+def euler(
+    velocity: Velocity,
+    start: torch.Tensor,
+    steps: int,
+    strength: torch.Tensor | None = None,
+    prefix: ChunkPrefix | None = None,
+) -> torch.Tensor:
+    """Integrate from ``start`` (B, H, A) in ``steps`` Euler steps; ``strength`` (1, H, 1) scales each step's
+    velocity (``prefix`` mode), a ``guided`` ``prefix`` corrects it."""
+    guide = guided_step(prefix) if prefix is not None and prefix.mode == "guided" else None
+    actions = start
+    for k in range(steps):
+        v = velocity(actions, k) if guide is None else guide(velocity, actions, k, steps)
+        if strength is not None:
+            v = v * strength
+        actions = actions + v / steps
+    return actions
