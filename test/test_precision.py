@@ -137,9 +137,11 @@ def test_quantize_check_passes_int8_and_fails_a_broken_quantisation(tiny_checkpo
         w = linear.weight.detach()
         return Int8WeightLinear(torch.sign(w).to(torch.int8), w.abs().mean(dim=1), linear.bias)
 
-    monkeypatch.setitem(PRECISIONS, "one_bit", Precision("one_bit", one_bit, 0.995, 0.99))
+    monkeypatch.setitem(PRECISIONS, "one_bit", Precision("one_bit", one_bit, 0.995, 0.1))
     report, passed = run_quantize_check(check_args(tiny_checkpoint, ["one_bit"]), FRAMES[0], None)
-    assert not passed and report["precisions"]["one_bit"]["met"]["features"] is False
+    broken = report["precisions"]["one_bit"]
+    assert not passed and broken["met"] == {"features": False, "actions": False}
+    assert broken["action_error_ratio_mean"] > 0.1 > figures["action_error_ratio_mean"]
 
 
 def test_quantize_check_command_and_fp8_refused_on_the_cpu(tiny_checkpoint, tmp_path):

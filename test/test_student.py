@@ -114,10 +114,13 @@ def test_evaluate_scores_each_model_through_the_teachers_action_head(dataset, tr
     for name in ("student", "mean_feature_baseline", "untrained_baseline"):
         figures = report[name]
         assert -1 <= figures["action_cosine_min"] <= figures["action_cosine_mean"] <= 1
+        assert 0 <= figures["action_error_ratio_mean"] <= figures["action_error_ratio_worst_decile"] + 1e-9
         assert set(figures["action_max_abs_error"]) == {"single_arm", "gripper"}
         assert figures["action_samples"] == 4 and figures["action_seeds"] == 2
+    assert report["mean_feature_baseline"]["action_error_ratio_mean"] == pytest.approx(1.0)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Through the teacher's action head" in text and (tmp_path / "report" / "action_cosine.png").is_file()
+    assert "action error ratio" in text
     with pytest.raises(ValueError, match="pass --teacher too"):
         run_evaluate(
             cli(
@@ -140,17 +143,30 @@ def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_pertu
     head = load_engine(tiny_checkpoint, device="cpu", dtype="float32", action_head=True)
     policy = head.action_policy(None)
     indices, seeds, pad = [0, 1, 2], [0, 1], data.facts.pad_token_id
-    same = action_fidelity(head, policy, lambda d: d["features"].float(), data, indices, pad, seeds, "cpu")
+
+    def ignoring(d):  # every token the sample's mean feature: ignores what is where in the frame
+        features = d["features"].float()
+        return features.mean(dim=1, keepdim=True).expand_as(features)
+
+    def fidelity(predict):
+        return action_fidelity(head, policy, predict, ignoring, data, indices, pad, seeds, "cpu")
+
+    same = fidelity(lambda d: d["features"].float())
     assert same["action_cosine_min"] == pytest.approx(1.0, abs=1e-6) and same["action_rel_l2_mean"] == 0.0
+    assert same["action_error_ratio_mean"] == 0.0
     assert all(error == 0.0 for error in same["action_max_abs_error"].values())
+    baseline = fidelity(ignoring)
+    assert baseline["action_error_ratio_mean"] == pytest.approx(1.0)  # the yardstick against itself
+    # chunk cosine cannot fail (it passes NVIDIA's 0.98 for features that ignore the frame); the ratio can
+    assert baseline["action_cosine_mean"] > 0.98
     generator = torch.Generator().manual_seed(0)
     scale = data[0]["features"].float().std().item()
 
     def perturbed(amount):
         return lambda d: d["features"].float() + amount * scale * torch.randn(d["features"].shape, generator=generator)
 
-    small = action_fidelity(head, policy, perturbed(0.3), data, indices, pad, seeds, "cpu")
-    large = action_fidelity(head, policy, perturbed(3.0), data, indices, pad, seeds, "cpu")
+    small, large = fidelity(perturbed(0.3)), fidelity(perturbed(3.0))
+    assert 0 < small["action_error_ratio_mean"] < large["action_error_ratio_mean"]
     assert 0 < small["action_rel_l2_mean"] < large["action_rel_l2_mean"]
     assert small["action_cosine_mean"] > large["action_cosine_mean"]
     assert all(

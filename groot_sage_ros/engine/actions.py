@@ -18,6 +18,12 @@ class HeadPolicy:
         self.action_keys = [key.name for key in normalizer.action_keys]
         self.horizon = normalizer.horizon or engine.model.action_horizon  # the embodiment may use fewer steps
 
+    @property
+    def real_actions(self) -> tuple[int, int]:
+        """(steps, width) of a normalised chunk that the embodiment uses: its horizon and its action keys'
+        widths; the rest (padding to the model's action width and horizon) moves nothing."""
+        return self.horizon, sum(key.width for key in self.normalizer.action_keys)
+
     def zero_state(self) -> dict[str, np.ndarray]:
         return self.normalizer.zero_state()
 
@@ -42,3 +48,15 @@ class HeadPolicy:
     ) -> dict[str, np.ndarray]:
         """Action key -> (horizon, width) in robot units, for the first sample of ``result``."""
         return self.normalizer.split_actions(self.normalised_chunk(result, state, seed, reference).numpy(), state)
+
+
+def action_error_ratio(
+    chunk: torch.Tensor, reference: torch.Tensor, baseline: torch.Tensor, real: tuple[int, int]
+) -> float:
+    """How far ``chunk`` is from ``reference`` (normalised chunks, same state and noise) as a fraction of how
+    far ``baseline`` is: the chunk from features that ignore the frame. 0: the reference's actions; 1: no
+    better than ignoring the frame. Over the ``real`` (steps, width) the embodiment uses."""
+    steps, width = real
+    error = (chunk[:steps, :width] - reference[:steps, :width]).norm()
+    scale = (baseline[:steps, :width] - reference[:steps, :width]).norm()
+    return float(error / scale.clamp(min=1e-12))
