@@ -92,15 +92,17 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     base = RuntimeConfig.from_attributes(args)
     seeds = list(range(args.seeds))
 
-    def measure(precision: str) -> dict:
-        runtime = replace(base, precision=precision, fp8_min_rows=0)
+    def measure(precision: str, keep=None, actions: bool = args.actions) -> dict:
+        keep = base.precision_keep_fp16 if keep is None else keep
+        runtime = replace(base, precision=precision, fp8_min_rows=0, precision_keep_fp16=tuple(keep))
         engine = load_engine(
-            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=actions, runtime=runtime
         )
         try:
             return {
-                **outputs(engine, frame_set, args.actions, args.embodiment, state, seeds),
+                **outputs(engine, frame_set, actions, args.embodiment, state, seeds),
                 "start": engine.start_report(),
+                "layers": engine.linear_layers,
             }
         finally:
             del engine
@@ -109,6 +111,8 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
                 torch.cuda.empty_cache()
 
     reference = measure("fp16")
+    if getattr(args, "sensitivity", False):
+        reference["layers"] = measure("fp16", actions=False)["layers"]  # the backbone's, by name
     report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
     for precision in args.precisions or ["int8_weight"]:
         candidate = measure(precision)
@@ -122,11 +126,32 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
             "start": candidate["start"],
         }
         passed = passed and all(met.values())
+    if getattr(args, "sensitivity", False):
+        report["sensitivity"] = sensitivity(measure, (args.precisions or ["int8_weight"])[0], reference)
     report["passed"] = passed
     return report, passed
 
 
+def sensitivity(measure, precision: str, reference: dict) -> list[dict]:
+    """The backbone's layers, most sensitive first: each quantised alone (every other Linear kept at fp16),
+    with the feature error it adds against fp16 (relative L2, mean token cosine)."""
+    layers = reference["layers"]
+    groups = sorted(
+        {".".join(name.split(".")[:2]) for name in layers}, key=lambda g: (g.split(".")[0], int(g.split(".")[1]))
+    )
+    ranking = []
+    for group in groups:
+        others = [name for name in layers if not name.startswith(group + ".")]
+        figures = compare(reference, measure(precision, keep=others, actions=False))
+        ranking.append({"layer": group, "rel_l2": figures["rel_l2"], "token_cosine_mean": figures["token_cosine_mean"]})
+    return sorted(ranking, key=lambda row: -row["rel_l2"])
+
+
 def print_report(report: dict) -> None:
+    for row in report.get("sensitivity", [])[:10]:
+        print(
+            f"sensitivity  {row['layer']:16s} rel L2 {row['rel_l2']:.5f}  token cosine {row['token_cosine_mean']:.5f}"
+        )
     for precision, figures in report["precisions"].items():
         verdict = "PASS" if all(figures["met"].values()) else "FAIL"
         print(

@@ -206,3 +206,47 @@ def test_precision_reaches_the_node_and_its_diagnostics(tiny_checkpoint):
     finally:
         harness.close()
         rclpy.try_shutdown()
+
+
+def test_sensitivity_ranks_a_planted_outlier_layer_first(tiny_copy):
+    """One LLM layer's down projection gets a column 100 times the rest: int8 weights with one scale per row
+    lose that layer's other columns, so quantising it alone hurts the features most."""
+    from test_checkpoint import SHARD1, edit_shard
+
+    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][:, 0] *= 100
+
+    edit_shard(tiny_copy, SHARD1, plant)
+    args = check_args(tiny_copy, ["int8_weight"], actions=False)
+    args.sensitivity = True
+    report, _ = run_quantize_check(args, FRAMES[0], None)
+    ranking = report["sensitivity"]
+    assert ranking[0]["layer"] == "language.1"
+    assert {row["layer"] for row in ranking} == {"vision.0", "vision.1", "language.0", "language.1"}
+    assert ranking[0]["rel_l2"] > 2 * ranking[1]["rel_l2"]
+
+
+def test_keep_fp16_reaches_the_modules_and_an_unknown_name_is_one_line(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from groot_sage_ros.cli import main
+    from groot_sage_ros.engine import RuntimeConfig, TeacherEngine
+
+    runtime = RuntimeConfig(precision="int8_weight", precision_keep_fp16=("down_proj", "vision.1"))
+    engine = TeacherEngine.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32", runtime=runtime)
+    eagle = engine.model.backbone.eagle_model
+    language, vision = eagle.language_model.model.layers, eagle.vision_model.vision_model.encoder.layers
+    assert all(type(layer.mlp.down_proj) is torch.nn.Linear for layer in language)  # a projection kind
+    assert all(isinstance(layer.mlp.up_proj, Int8WeightLinear) for layer in language)
+    assert type(vision[1].mlp.fc1) is torch.nn.Linear and isinstance(vision[0].mlp.fc1, Int8WeightLinear)  # a layer
+    report = engine.start_report()
+    assert report["modules_kept_fp16"] == 2 + 6 and report["precision_keep_fp16"] == "down_proj,vision.1"
+    Image.fromarray(random_image(32, 32)).save(tmp_path / "front.png")
+    argv = ["features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "front.png")]
+    argv += ["--instruction", "go", "--precision", "int8_weight", "--precision-keep-fp16", "down_porj"]
+    assert main(argv + ["--dtype", "float32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "precision_keep_fp16: 'down_porj' names no layer or projection" in err

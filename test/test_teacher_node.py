@@ -650,3 +650,9 @@ def test_configure_warms_every_serving_path_up_and_reports_it(harness_factory, t
     assert float(h.diag_values()["warmup_s"]) > 0
     assert h.node.counters.snapshot().get("published", 0) == 0  # nothing published by the warm-up
     assert h.node.counters.snapshot().get("action_chunks", 0) == 0
+
+
+def test_precision_keep_fp16_reaches_the_diagnostics(harness_factory):
+    h = harness_factory(precision="int8_weight", precision_keep_fp16=["down_proj"], diagnostics_period_s=0.2)
+    assert wait_for(lambda: h.diag_values().get("precision_keep_fp16") == "down_proj")
+    assert h.diag_values()["modules_kept_fp16"] == "2" and h.diag_values()["precision"] == "int8_weight"

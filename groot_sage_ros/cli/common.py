@@ -58,6 +58,7 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     from ..offline.config import RuntimeOptions
 
     add_options(parser, RuntimeOptions, "compile", "cuda_graphs", "compile_cache_dir", "precision", "fp8_min_rows")
+    add_options(parser, RuntimeOptions, "precision_keep_fp16", nargs="*", metavar="NAME")
 
 
 def add_frame_set_args(parser: argparse.ArgumentParser) -> None:

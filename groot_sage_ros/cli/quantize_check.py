@@ -31,6 +31,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per chunk comparison (default: 3)")
     parser.add_argument("--json", help="also write the report to this JSON file")
     add_options(parser, RuntimeOptions, "compile", "cuda_graphs")
+    add_options(parser, RuntimeOptions, "precision_keep_fp16", nargs="*", metavar="NAME")
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also quantise one layer at a time (the first --precision) and rank the layers by the feature "
+        "error each adds: the candidates for --precision-keep-fp16",
+    )
     parser.set_defaults(run=run)
 
 

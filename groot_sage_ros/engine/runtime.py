@@ -48,6 +48,9 @@ class RuntimeConfig:
     # The repeated layers' Linear modules: fp16, int8_weight or fp8, a module swap at load (fastpath/precision.py)
     precision: str = "fp16"
     fp8_min_rows: int = 4096  # fp8: calls with fewer rows (tokens) use the fp16 weights (faster there)
+    # Layers (``language.3``), projections of one (``language.3.mlp.down_proj``) or projection kinds
+    # (``down_proj``) the precision leaves at fp16 (mixed precision: ``quantize-check --sensitivity``)
+    precision_keep_fp16: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from ..fastpath.precision import PRECISIONS
@@ -58,6 +61,7 @@ class RuntimeConfig:
             raise ValueError(f"fp8_min_rows {self.fp8_min_rows!r}: expected a whole number of rows, 0 or more")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile {self.compile!r}: expected one of {list(COMPILE_MODES)}")
+        self.precision_keep_fp16 = tuple(str(name) for name in self.precision_keep_fp16 or () if str(name))
         if self.length_bucket < 1:
             raise ValueError(f"length_bucket {self.length_bucket}: expected a positive number of tokens")
 
@@ -75,6 +79,7 @@ class RuntimeConfig:
             "compile_cache_dir",
             "precision",
             "fp8_min_rows",
+            "precision_keep_fp16",
         )
         return cls(**{name: getattr(source, name) for name in names if hasattr(source, name)})
 

@@ -32,6 +32,7 @@ from ..fastpath.padding import pad_batch, pad_to_bucket
 from ..fastpath.precision import (
     PrecisionOptions,
     check_supported,
+    linear_names,
     quantize_layers,
     quantize_token_tables,
 )
@@ -75,6 +76,8 @@ class TeacherEngine:
         self.warmup_seconds = 0.0
         self.compile_cache: dict[str, int] = {}
         self.quantize_seconds, self.modules_swapped = 0.0, 0  # the precision swap at load
+        self.modules_kept_fp16 = 0  # Linear layers runtime.precision_keep_fp16 kept out of the swap
+        self.linear_layers: list[str] = []  # the fast regions' Linear layers by name (precision_keep_fp16's names)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -165,10 +168,9 @@ class TeacherEngine:
         runtime = engine.runtime
         regions = family.fast_regions(model)
         tick = time.perf_counter()
-        engine.modules_swapped = quantize_layers(
-            [layer for region in regions for layer in region.layers],
-            runtime.precision,
-            PrecisionOptions(runtime.fp8_min_rows),
+        engine.linear_layers = sorted(linear_names(regions))
+        engine.modules_swapped, engine.modules_kept_fp16 = quantize_layers(
+            regions, runtime.precision, PrecisionOptions(runtime.fp8_min_rows), runtime.precision_keep_fp16
         )
         engine.modules_swapped += quantize_token_tables(model, runtime.precision)
         engine.quantize_seconds = time.perf_counter() - tick
@@ -248,6 +250,8 @@ class TeacherEngine:
             "precision": self.runtime.precision,
             "quantize_s": round(self.quantize_seconds, 3),
             "modules_swapped": self.modules_swapped,
+            "modules_kept_fp16": self.modules_kept_fp16,
+            "precision_keep_fp16": ",".join(self.runtime.precision_keep_fp16) or "none",
         }
 
     def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:

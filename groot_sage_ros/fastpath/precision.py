@@ -19,7 +19,7 @@ Fusion (``fusion.fuse_linears``) then joins swapped modules of one kind with the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -235,24 +235,62 @@ def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(owner_path) if owner_path else root, leaf, module)
 
 
-def quantize_layers(layers: Iterable[nn.Module], precision: str, options: PrecisionOptions) -> int:
-    """Swap every plain ``nn.Linear`` inside ``layers`` as ``precision`` says; returns how many were swapped.
-    The swapped-out weights are dropped (their memory returns once nothing else holds them)."""
+def linear_names(regions) -> dict[str, tuple[nn.Module, str]]:
+    """Every plain ``nn.Linear`` of the regions' layers, by name ``<region>.<layer>.<path>`` (e.g.
+    ``language.3.mlp.down_proj``): name -> (its layer, its path in the layer)."""
+    by_module: dict[int, tuple[str, nn.Module, str]] = {}
+    for region in regions:  # a layer in two regions (the DiT's cross blocks) takes the later region's name
+        for index, layer in enumerate(region.layers):
+            for path, module in layer.named_modules():
+                if type(module) is nn.Linear:
+                    by_module[id(module)] = (f"{region.name}.{index}.{path}", layer, path)
+    return {name: (layer, path) for name, layer, path in by_module.values()}
+
+
+def kept_by(patterns, names) -> Callable[[str], bool]:
+    """Which Linear names ``patterns`` keep at fp16: a layer (``language.3``), one projection of a layer
+    (``language.3.mlp.down_proj``), or a projection kind in every layer (``down_proj``, ``self_attn.o_proj``).
+    ValueError naming a pattern that matches nothing (a typo would otherwise quantise what it meant to keep)."""
+
+    def matches(pattern: str, name: str) -> bool:
+        region, index, path = name.split(".", 2)
+        return name == pattern or name.startswith(pattern + ".") or path == pattern or path.endswith("." + pattern)
+
+    patterns = [str(p) for p in patterns or ()]
+    for pattern in patterns:
+        if not pattern or not any(matches(pattern, name) for name in names):
+            layers = sorted({".".join(name.split(".")[:2]) for name in names})
+            kinds = sorted({name.split(".", 2)[2].rsplit(".", 1)[-1] for name in names})
+            raise ValueError(
+                f"precision_keep_fp16: {pattern!r} names no layer or projection of this model; expected a layer "
+                f"({layers[0]} .. {layers[-1]}), a projection of one, or a projection kind ({', '.join(kinds[:12])})"
+            )
+    return lambda name: any(matches(pattern, name) for pattern in patterns)
+
+
+def quantize_layers(regions, precision: str, options: PrecisionOptions, keep=()) -> tuple[int, int]:
+    """Swap every plain ``nn.Linear`` in the regions' layers as ``precision`` says, except those ``keep``
+    (``kept_by``'s patterns) names; returns (swapped, kept at fp16). The swapped-out weights are dropped
+    (their memory returns once nothing else holds them)."""
     swap = PRECISIONS[precision].swap
+    names = linear_names(regions)
+    kept = kept_by(keep, names)  # checked before anything is swapped
     if swap is None:
-        return 0
-    done, count = set(), 0
-    for layer in layers:
-        if id(layer) in done:
+        return 0, 0
+    count, held, previous = 0, 0, None
+    for name, (layer, path) in names.items():
+        if layer is not previous:  # layer by layer: the peak grows by one layer's fp16 weights at most
+            torch.cuda.empty_cache()
+            previous = layer
+        if kept(name):
+            held += 1
             continue
-        done.add(id(layer))
-        targets = [(name, module) for name, module in layer.named_modules() if type(module) is nn.Linear]
-        for name, linear in targets:
-            swapped = swap(linear, options)
-            replace_module(layer, name, swapped)
-            count += swapped is not linear
-        torch.cuda.empty_cache()  # layer by layer: the peak grows by one layer's fp16 weights at most
-    return count
+        linear = layer.get_submodule(path)
+        swapped = swap(linear, options)
+        replace_module(layer, path, swapped)
+        count += swapped is not linear
+    torch.cuda.empty_cache()
+    return count, held
 
 
 def quantize_token_tables(model: nn.Module, precision: str) -> int:

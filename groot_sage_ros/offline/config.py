@@ -55,6 +55,11 @@ class RuntimeOptions:
         "fp8: calls with fewer rows (tokens) use the fp16 weights, faster there",
         COUNT,
     )
+    precision_keep_fp16: list[str] = option(
+        [],
+        "layers (language.3), projections of one (language.3.mlp.down_proj) or projection kinds (down_proj) the "
+        "precision leaves at fp16; quantize-check --sensitivity ranks them (default: none)",
+    )
 
 
 @dataclass(kw_only=True)

@@ -178,6 +178,12 @@ class TeacherNodeConfig(ActionHeadParams, FeatureNodeConfig):
     fp8_min_rows: int = param(
         4096, "fp8 only: calls with fewer rows (tokens) use the fp16 weights, faster there", True, range=(0, 2**31 - 1)
     )
+    precision_keep_fp16: list[str] = param(
+        [""],
+        "layers (language.3), projections of one (language.3.mlp.down_proj) or projection kinds (down_proj) the "
+        "precision leaves at fp16 (groot-sage quantize-check --sensitivity ranks them); [''] = none",
+        True,
+    )
 
 
 @dataclass
