@@ -102,7 +102,7 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
             return {
                 **outputs(engine, frame_set, actions, args.embodiment, state, seeds),
                 "start": engine.start_report(),
-                "layers": engine.linear_layers,
+                "layers": engine.linear_layers,  # name -> weights
             }
         finally:
             del engine
@@ -111,7 +111,7 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
                 torch.cuda.empty_cache()
 
     reference = measure("fp16")
-    if getattr(args, "sensitivity", False):
+    if getattr(args, "sensitivity", False) or getattr(args, "auto", False):
         reference["layers"] = measure("fp16", actions=False)["layers"]  # the backbone's, by name
     report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
     for precision in args.precisions or ["int8_weight"]:
@@ -126,10 +126,34 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
             "start": candidate["start"],
         }
         passed = passed and all(met.values())
-    if getattr(args, "sensitivity", False):
+    if getattr(args, "sensitivity", False) or getattr(args, "auto", False):
         report["sensitivity"] = sensitivity(measure, (args.precisions or ["int8_weight"])[0], reference)
+    if getattr(args, "auto", False):
+        report["auto"] = auto_keep(measure, (args.precisions or ["int8_weight"])[0], reference, report["sensitivity"])
     report["passed"] = passed
     return report, passed
+
+
+def auto_keep(measure, precision: str, reference: dict, ranking: list[dict]) -> dict:
+    """The smallest prefix of the sensitivity ranking that, kept at fp16, passes ``precision``'s gates:
+    the layers to name in ``precision_keep_fp16``, the share of the backbone's Linear weights they hold,
+    and the figures with them kept (``passed`` false when even every layer kept misses a gate)."""
+    sizes, keep = reference["layers"], []
+    for row in [None, *ranking]:
+        if row is not None:
+            keep.append(row["layer"])
+        figures = compare(reference, measure(precision, keep=keep))
+        met = gates_met(precision, figures)
+        if all(met.values()):
+            break
+    kept = sum(n for name, n in sizes.items() if any(name.startswith(layer + ".") for layer in keep))
+    return {
+        "precision_keep_fp16": keep,
+        "kept_weight_fraction": kept / max(1, sum(sizes.values())),
+        "passed": all(met.values()),
+        "met": met,
+        **figures,
+    }
 
 
 def sensitivity(measure, precision: str, reference: dict) -> list[dict]:
@@ -148,6 +172,13 @@ def sensitivity(measure, precision: str, reference: dict) -> list[dict]:
 
 
 def print_report(report: dict) -> None:
+    if "auto" in report:
+        auto = report["auto"]
+        verdict = "passes" if auto["passed"] else "still fails"
+        print(
+            f"auto         keep {auto['precision_keep_fp16'] or 'nothing'} at fp16 "
+            f"({auto['kept_weight_fraction']:.1%} of the backbone's Linear weights): {verdict} the gates"
+        )
     for row in report.get("sensitivity", [])[:10]:
         print(
             f"sensitivity  {row['layer']:16s} rel L2 {row['rel_l2']:.5f}  token cosine {row['token_cosine_mean']:.5f}"

@@ -250,3 +250,26 @@ def test_keep_fp16_reaches_the_modules_and_an_unknown_name_is_one_line(tiny_chec
     assert main(argv + ["--dtype", "float32"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "precision_keep_fp16: 'down_porj' names no layer or projection" in err
+
+
+def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch):
+    """With a feature gate the plain int8 run misses on a checkpoint with one planted outlier layer, --auto
+    keeps the most sensitive layer, and that alone, at fp16."""
+    from test_checkpoint import SHARD1, edit_shard
+
+    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][:, :4] *= 300
+
+    edit_shard(tiny_copy, SHARD1, plant)
+    strict = Precision("int8_weight", Int8WeightLinear.from_linear, 0.99995, 0.1)
+    monkeypatch.setitem(PRECISIONS, "int8_weight", strict)
+    args = check_args(tiny_copy, ["int8_weight"], actions=False)
+    args.auto = True
+    report, passed = run_quantize_check(args, FRAMES[0], None)
+    assert not passed  # the plain int8 run misses the strict gate
+    auto = report["auto"]
+    assert auto["passed"] and auto["precision_keep_fp16"] == ["language.1"]
+    assert 0 < auto["kept_weight_fraction"] < 0.5 and auto["token_cosine_mean"] >= 0.99995

@@ -130,6 +130,8 @@ def drive(h, frames: int, stamp_offset_s: float = 0.0) -> None:
         )
         stamp = start + k * 5 * PERIOD_NS - int(stamp_offset_s * 1e9)
         msg_stamp = type(state.header.stamp)(sec=stamp // 10**9, nanosec=stamp % 10**9)
+        previous = h.node.chunks.schedule.last  # what this frame set's chunk continues
+        h.previous_positions = previous.positions.copy() if previous is not None else None
         h.publish_rgb(random_image(48, 64, k), frame_id="cam", stamp=msg_stamp)
         assert wait_for(lambda: len(h.chunks) > k)
         last = h.node.chunks.schedule.last
@@ -215,5 +217,33 @@ def test_sage_node_chunks_follow_the_schedule_through_the_teachers_head(ros, tin
         (first_stamp, first), (second_stamp, second) = h.records[:2]
         elapsed = (second_stamp - first_stamp) // PERIOD_NS
         assert np.array_equal(second[:3], first[elapsed : elapsed + 3])
+    finally:
+        h.close()
+
+
+def test_relative_action_prefix_keeps_the_committed_motion_in_robot_units(ros, tmp_path):
+    """N1.7's tiny embodiment predicts its arm relative to the current joint state: the prefix is moved to
+    each new state, so the committed steps command the same absolute positions as the previous chunk (where
+    the moved actions stay inside the relative statistics' range: min-max normalisation clips, so its range
+    is widened here)."""
+    import json
+
+    from groot_sage_ros.families.n1_7.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "n17")
+    statistics = json.loads((checkpoint / "statistics.json").read_text())
+    statistics["new_embodiment"]["relative_action"]["single_arm"].update(min=[-5.0] * 5, max=[5.0] * 5)
+    (checkpoint / "statistics.json").write_text(json.dumps(statistics))
+    h = rtc_harness(checkpoint, "prefix", **{"action_head.delay_steps": 3})
+    try:
+        drive(h, 3)  # each frame set with a different joint state
+        assert h.node.counters.snapshot().get("rtc_frozen_violations", 0) == 0
+        policy, schedule = h.node.chunks.policy, h.node.chunks.schedule
+        assert policy.normalizer.relative == {"single_arm": ("single_arm", "non_eef")}
+        last = schedule.last
+        (before_stamp, _), (after_stamp, _) = h.records[-2:]
+        elapsed = (after_stamp - before_stamp) // PERIOD_NS
+        previous_positions = h.previous_positions
+        np.testing.assert_allclose(last.positions[:3], previous_positions[elapsed : elapsed + 3], atol=1e-5)
     finally:
         h.close()

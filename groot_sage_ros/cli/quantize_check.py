@@ -38,6 +38,12 @@ def add_parser(sub) -> None:
         help="also quantise one layer at a time (the first --precision) and rank the layers by the feature "
         "error each adds: the candidates for --precision-keep-fp16",
     )
+    parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="with the ranking, propose the smallest set of most sensitive layers that, kept at fp16, passes "
+        "the gates (and the share of the weights it keeps)",
+    )
     parser.set_defaults(run=run)
 
 
