@@ -110,13 +110,15 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    precisions = args.precisions or ["int8_weight"]
+    ranked = getattr(args, "sensitivity", False) or getattr(args, "auto", False)
     reference = measure("fp16")
-    if getattr(args, "sensitivity", False) or getattr(args, "auto", False):
-        reference["layers"] = measure("fp16", actions=False)["layers"]  # the backbone's, by name
-    report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
-    for precision in args.precisions or ["int8_weight"]:
+    if ranked and args.actions:  # the ranking is of the backbone's layers: a load without the head names them
+        reference["layers"] = measure("fp16", actions=False)["layers"]
+    report, passed, plain = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True, {}
+    for precision in precisions:
         candidate = measure(precision)
-        figures = compare(reference, candidate)
+        plain[precision] = figures = compare(reference, candidate)
         met = gates_met(precision, figures)
         spec = PRECISIONS[precision]
         report["precisions"][precision] = {
@@ -126,23 +128,26 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
             "start": candidate["start"],
         }
         passed = passed and all(met.values())
-    if getattr(args, "sensitivity", False) or getattr(args, "auto", False):
-        report["sensitivity"] = sensitivity(measure, (args.precisions or ["int8_weight"])[0], reference)
+    if ranked:
+        report["sensitivity"] = sensitivity(measure, precisions[0], reference)
     if getattr(args, "auto", False):
-        report["auto"] = auto_keep(measure, (args.precisions or ["int8_weight"])[0], reference, report["sensitivity"])
+        # with nothing kept by the user, the plain run above is the search's first step
+        first = plain[precisions[0]] if not base.precision_keep_fp16 else None
+        report["auto"] = auto_keep(measure, precisions[0], reference, report["sensitivity"], first)
     report["passed"] = passed
     return report, passed
 
 
-def auto_keep(measure, precision: str, reference: dict, ranking: list[dict]) -> dict:
+def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], first: dict | None = None) -> dict:
     """The smallest prefix of the sensitivity ranking that, kept at fp16, passes ``precision``'s gates:
     the layers to name in ``precision_keep_fp16``, the share of the backbone's Linear weights they hold,
-    and the figures with them kept (``passed`` false when even every layer kept misses a gate)."""
+    and the figures with them kept (``passed`` false when even every layer kept misses a gate). ``first``:
+    the figures with nothing kept, when already measured."""
     sizes, keep = reference["layers"], []
     for row in [None, *ranking]:
         if row is not None:
             keep.append(row["layer"])
-        figures = compare(reference, measure(precision, keep=keep))
+        figures = first if row is None and first is not None else compare(reference, measure(precision, keep=keep))
         met = gates_met(precision, figures)
         if all(met.values()):
             break

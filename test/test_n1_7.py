@@ -198,7 +198,7 @@ def test_cross_attention_blocks_see_only_their_tokens(n17_engine):
     image = torch.zeros_like(token)
     image[0, slice(*layout.image_ranges[0])] = True
     context = head.encode_context(features)
-    condition = head.model.condition(context, token, image, torch.zeros(1, 1, dtype=torch.long))
+    condition = head.model.condition(context, torch.zeros(1, 1, dtype=torch.long), None, token, image)
     assert [None if m is None else int(m.sum()) for m in condition.masks] == [layout.seq_len - 64, None, 64, None]
 
 
@@ -229,6 +229,10 @@ def test_processor_config_that_needs_another_transform_is_refused(n17_checkpoint
     config["processor_kwargs"]["use_albumentations"] = True
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="processor_config.json: use_albumentations=true"):
+        load_engine(root, device="cpu", dtype="float32", warmup=False)
+    config["processor_kwargs"].update(use_albumentations=False, image_target_size=[224, 224])
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"image_target_size \[224, 224\].*reads 256x256 frames"):
         load_engine(root, device="cpu", dtype="float32", warmup=False)
 
 

@@ -149,7 +149,7 @@ def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_pertu
         return features.mean(dim=1, keepdim=True).expand_as(features)
 
     def fidelity(predict):
-        return action_fidelity(head, policy, predict, ignoring, data, indices, pad, seeds, "cpu")
+        return action_fidelity(policy, {"model": predict}, ignoring, data, indices, pad, seeds, "cpu")["model"]
 
     same = fidelity(lambda d: d["features"].float())
     assert same["action_cosine_min"] == pytest.approx(1.0, abs=1e-6) and same["action_rel_l2_mean"] == 0.0

@@ -25,6 +25,14 @@ def random_init_(model: torch.nn.Module, seed: int) -> None:
             param.fill_(1.0)
 
 
+def perturb_norms(state: dict[str, torch.Tensor], amount: float, generator: torch.Generator) -> None:
+    """In place: ``amount`` x N(0, 1) added to every norm scale (unit after ``random_init_``), so that a tiny
+    random checkpoint's norms carry information as trained ones do; nothing when ``amount`` is 0."""
+    for name, tensor in state.items():
+        if amount and tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):
+            tensor.add_(amount * torch.randn(tensor.shape, generator=generator))
+
+
 def random_state(module_factory, seed: int) -> dict[str, torch.Tensor]:
     """The state dict of ``module_factory()`` (built on meta, materialised on the CPU) with random weights."""
     with torch.device("meta"):

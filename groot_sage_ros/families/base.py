@@ -63,8 +63,11 @@ class FamilyModel(nn.Module):
         raise NotImplementedError
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
-        """(B, L) ids, (N, 3, S, S) frames normalised -> (B, L, D) per-token features."""
-        raise NotImplementedError
+        """(B, L) ids, (N, 3, S, S) frames normalised -> (B, L, D) per-token features: the family's module
+        at ``self.backbone`` (built when ``has_backbone``)."""
+        if not self.has_backbone:
+            raise ValueError("this model holds the action head only (loaded without its backbone)")
+        return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
     def action_chunk(
         self, features, token_mask, image_mask, state, embodiment_id, noise, calls=None, strength=None, prefix=None
@@ -76,7 +79,10 @@ class FamilyModel(nn.Module):
         raise NotImplementedError
 
     def materialize_buffers(self, device: torch.device) -> None:
-        """Rebuild non-persistent buffers (not in any checkpoint) after loading from the meta device."""
+        """Rebuild non-persistent buffers (not in any checkpoint) after loading from the meta device: the
+        backbone's (the heads have none)."""
+        if self.has_backbone:
+            self.backbone.materialize_buffers(device)
 
 
 class ModelFamily(ABC):

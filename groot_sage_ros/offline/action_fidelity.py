@@ -39,22 +39,36 @@ def chunk_pair(policy, reference: torch.Tensor, got: torch.Tensor, baseline: tor
     }
 
 
-def action_fidelity(head, policy, predict, baseline, dataset, indices, pad_id: int, seeds: list[int], device) -> dict:
-    """``predict(batch) -> (B, L, D)`` in teacher units, scored through ``head`` against the teacher's chunks,
-    with ``baseline(batch)`` (the mean-feature predictor) as the ratio's yardstick."""
+def action_fidelity(
+    policy, predictors: dict, baseline, dataset, indices, pad_id: int, seeds: list[int], device
+) -> dict:
+    """Each of ``predictors`` (name -> ``predict(batch) -> (B, L, D)`` in teacher units) scored through
+    ``policy``'s head against the teacher's chunks, with ``baseline(batch)`` (the mean-feature predictor) as
+    the ratio's yardstick; the teacher's and the yardstick's chunks are made once for all predictors.
+    Returns name -> figures."""
     from .student_data import collate
 
-    pairs = []
+    pairs: dict[str, list[dict]] = {name: [] for name in predictors}
     with torch.no_grad():
         for i in indices:
             sample = dataset[i]
             data = collate([sample], pad_id)
-            predicted = predict(data).float().to(device)[0]  # (L, D)
-            ignored = baseline(data).float().to(device)[0]  # (L, D)
             teacher = sample["features"].float().to(device)  # (L, D)
+            ignored = baseline(data).float().to(device)[0]  # (L, D)
+            predicted = {
+                name: None if predict is baseline else predict(data).float().to(device)[0]  # (L, D)
+                for name, predict in predictors.items()
+            }
             for seed in seeds:
-                chunks = [chunk_of(policy, f, sample["layout"], seed) for f in (teacher, predicted, ignored)]
-                pairs.append(chunk_pair(policy, *chunks))
+                reference, yardstick = (chunk_of(policy, f, sample["layout"], seed) for f in (teacher, ignored))
+                for name, features in predicted.items():
+                    got = yardstick if features is None else chunk_of(policy, features, sample["layout"], seed)
+                    pairs[name].append(chunk_pair(policy, reference, got, yardstick))
+    return {name: summary(rows, len(indices), len(seeds)) for name, rows in pairs.items()}
+
+
+def summary(pairs: list[dict], samples: int, seeds: int) -> dict:
+    """One predictor's figures over its (sample, seed) pairs."""
     cosines, ratios = [p["cosine"] for p in pairs], [p["ratio"] for p in pairs]
     keys = pairs[0]["max_abs_error"].keys() if pairs else ()
     return {
@@ -64,7 +78,7 @@ def action_fidelity(head, policy, predict, baseline, dataset, indices, pad_id: i
         "action_cosine_min": float(np.min(cosines)),
         "action_rel_l2_mean": float(np.mean([p["rel_l2"] for p in pairs])),
         "action_max_abs_error": {key: max(p["max_abs_error"][key] for p in pairs) for key in keys},
-        "action_samples": len(indices),
-        "action_seeds": len(seeds),
+        "action_samples": samples,
+        "action_seeds": seeds,
         "_action_cosines": cosines,
     }

@@ -236,14 +236,12 @@ def evaluate_into(
             table = torch.cat([table, mean.expand(length - table.shape[0], -1)])
         return table.unsqueeze(0).expand(d["input_ids"].shape[0], -1, -1)
 
-    results = {
-        name: score(fn, dataset, held, mean, std, device)
-        for name, fn in (
-            ("student", run(student)),
-            ("mean_feature_baseline", position_baseline),
-            ("untrained_baseline", run(untrained)),
-        )
+    predictors = {
+        "student": run(student),
+        "mean_feature_baseline": position_baseline,
+        "untrained_baseline": run(untrained),
     }
+    results = {name: score(fn, dataset, held, mean, std, device) for name, fn in predictors.items()}
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
     images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
     frame_set = [(images, dataset.source(held[0])["instruction"])]
@@ -260,25 +258,18 @@ def evaluate_into(
         results["teacher"] = {"parameters": teacher.parameter_count, **latency(lambda: teacher.forward(inputs), device)}
         if args.embodiment is not None:  # what the teacher's action head does with each predictor's features
             policy = teacher.action_policy(args.embodiment or None)
-            samples = held[: args.action_samples]
-            for name, fn in (
-                ("student", run(student)),
-                ("mean_feature_baseline", position_baseline),
-                ("untrained_baseline", run(untrained)),
-            ):
-                results[name].update(
-                    action_fidelity(
-                        teacher,
-                        policy,
-                        fn,
-                        position_baseline,
-                        dataset,
-                        samples,
-                        dataset.facts.pad_token_id,
-                        list(range(args.seeds)),
-                        device,
-                    )
-                )
+            scores = action_fidelity(
+                policy,
+                predictors,
+                position_baseline,
+                dataset,
+                held[: args.action_samples],
+                dataset.facts.pad_token_id,
+                list(range(args.seeds)),
+                device,
+            )
+            for name, figures in scores.items():
+                results[name].update(figures)
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))
     write_report(out, report, results)

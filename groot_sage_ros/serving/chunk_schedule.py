@@ -84,9 +84,9 @@ class ChunkSchedule:
             return True
         return self.elapsed_steps(stamp_ns) >= max(1, self.execution_horizon - delay)
 
-    def continuation(self, stamp_ns: int, horizon: int) -> tuple[np.ndarray, int, int] | None:
+    def continuation(self, stamp_ns: int, horizon: int) -> tuple[np.ndarray, int] | None:
         """The previous chunk from the new chunk's step 0 on: (actions (horizon, A) normalised, the steps it
-        still covers, the steps elapsed), or None when it is over or there is none."""
+        still covers), or None when it is over or there is none."""
         if self.last is None:
             return None
         elapsed = self.elapsed_steps(stamp_ns)
@@ -95,7 +95,7 @@ class ChunkSchedule:
             return None
         actions = np.zeros((horizon, self.last.normalised.shape[1]), dtype=self.last.normalised.dtype)
         actions[:covered] = self.last.normalised[elapsed : elapsed + covered]
-        return actions, covered, elapsed
+        return actions, covered
 
     def boundary_jump(self, stamp_ns: int, delay: int, positions: np.ndarray) -> float | None:
         """The largest change of any joint's command where the controller switches: the new chunk's first
@@ -123,7 +123,7 @@ class ChunkSchedule:
         prefix = None
         found = self.continuation(stamp_ns, horizon) if rtc != "off" else None
         if found is not None:
-            actions, covered, _ = found
+            actions, covered = found
             if policy.normalizer.relative:  # the same motion, relative to the state this chunk starts from
                 actions = policy.normalizer.rebase(actions, self.last.state, state).astype(np.float32)
             prefix = ChunkPrefix(torch.from_numpy(actions), min(delay, covered), covered, rtc)

@@ -81,6 +81,12 @@ def guided_step(prefix: ChunkPrefix) -> Callable[[Velocity, torch.Tensor, int, i
     return step
 
 
+def step_buckets(steps: int, num_buckets: int, batch: int, device) -> torch.Tensor:
+    """(steps, B) the Euler steps' timestep buckets, int(k / steps * num_buckets): 0, 250, 500, 750 for 4 of 1000."""
+    starts = [int(k / steps * num_buckets) for k in range(steps)]
+    return torch.stack([torch.full((batch,), start, device=device) for start in starts])
+
+
 def euler(
     velocity: Velocity,
     start: torch.Tensor,

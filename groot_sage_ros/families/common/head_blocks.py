@@ -233,4 +233,69 @@ class DiTCondition:
     context_kv: list[tuple[torch.Tensor, torch.Tensor] | None]  # per block: keys, values (B, H, S, d); None: self
     modulation: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (scale, shift), each (steps, B, D)
     out_modulation: tuple[torch.Tensor, torch.Tensor]  # (shift, scale) of norm_out, each (steps, B, D)
-    masks: list[torch.Tensor | None] | None = None  # per block: context tokens a cross block attends to; None: all
+    masks: list[torch.Tensor | None]  # per block: the context tokens a cross block attends to; None: all
+
+
+class DiT(nn.Module):
+    """GR00T's diffusion transformer (both families): timestep-modulated blocks, cross-attention to the VL
+    tokens in the blocks ``attends`` names (per block: "all", "text" or "image" tokens of the prompt; None:
+    self-attention), and a modulated output projection. What does not change between Euler steps is made
+    once per chunk (``condition``)."""
+
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, output_dim: int, context_dim: int, attends: list[str | None]
+    ):
+        super().__init__()
+        self.attends = attends
+        self.timestep_encoder = TimestepEncoder(dim)
+        self.transformer_blocks = nn.ModuleList(
+            [DiTBlock(dim, heads, head_dim, context_dim if kind else None) for kind in attends]
+        )
+        self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.proj_out_1 = nn.Linear(dim, 2 * dim)
+        self.proj_out_2 = nn.Linear(dim, output_dim)
+
+    def cross_blocks(self) -> list[DiTBlock]:
+        return [block for block in self.transformer_blocks if block.cross]
+
+    def condition(
+        self,
+        context: torch.Tensor,  # (B, S, C)
+        buckets: torch.Tensor,  # (steps, B)
+        calls=None,
+        token_mask: torch.Tensor | None = None,  # (B, S) bool: real tokens; None: every cross block sees all
+        image_mask: torch.Tensor | None = None,  # (B, S) bool: image tokens
+    ) -> DiTCondition:
+        """The cross blocks' context keys/values (and, given the masks, which tokens each attends to), and
+        every step's modulation, once per chunk. Without masks (N1.5, whose reference ignores them) every
+        cross block attends to every token."""
+        steps, batch = buckets.shape
+        temb = self.timestep_encoder(buckets.reshape(-1)).view(steps, batch, -1)  # (steps, B, D)
+        project = (calls or {}).get("context_kv") or [block.attn1.project_context for block in self.cross_blocks()]
+        projections = iter(project)
+        masks = [None] * len(self.attends)
+        if token_mask is not None:
+            by_kind = {
+                "text": (~image_mask & token_mask)[:, None, None, :],  # (B, 1, 1, S)
+                "image": (image_mask & token_mask)[:, None, None, :],
+                "all": token_mask[:, None, None, :],
+            }
+            masks = [by_kind[kind] if kind else None for kind in self.attends]
+        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # (shift, scale) order here
+        return DiTCondition(
+            context_kv=[next(projections)(context) if block.cross else None for block in self.transformer_blocks],
+            modulation=[block.norm1.modulation(temb) for block in self.transformer_blocks],
+            out_modulation=(shift, scale),
+            masks=masks,
+        )
+
+    def forward(self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0, calls=None) -> torch.Tensor:
+        # tokens (B, T, D) -> (B, T, out), at integration step ``step`` of ``condition``
+        block_calls = (calls or {}).get("dit") or self.transformer_blocks
+        for call, (scale, shift), kv, mask in zip(
+            block_calls, condition.modulation, condition.context_kv, condition.masks
+        ):
+            tokens = call(tokens, scale[step], shift[step], kv, mask)
+        shift, scale = (t[step] for t in condition.out_modulation)  # (B, D) each
+        tokens = self.norm_out(tokens) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+        return self.proj_out_2(tokens)

@@ -16,6 +16,12 @@ from ...api import ModelInputs, TokenFacts, TokenLayout
 from .tokens import right_pad
 
 
+def square_grid_facts(family: str, image_token_id: int, pad_token_id: int, tokens_per_image: int, image_size: int):
+    """A family's ``TokenFacts`` when each square frame is a square grid of image tokens."""
+    grid = int(round(tokens_per_image**0.5))
+    return TokenFacts(family, image_token_id, pad_token_id, tokens_per_image, (grid, grid), image_size)
+
+
 class PromptProcessor:
     def __init__(self, config, tokenizer, facts: TokenFacts):
         self.config, self.tokenizer, self.facts = config, tokenizer, facts

@@ -20,65 +20,19 @@ As in the backbone, the loops over repeated blocks take optional per-block calla
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...api import ChunkPrefix
-from ..common.flow import euler
+from ..common.flow import euler, step_buckets
 from ..common.head_blocks import (
     CategorySpecificMLP,
-    DiTBlock,
-    DiTCondition,
+    DiT,
     MultiEmbodimentActionEncoder,
     SelfAttentionTransformer,
-    TimestepEncoder,
     select_embodiments,
 )
 from .backbone import LayerCalls
 from .config import ActionHeadConfig
-
-
-class DiT(nn.Module):
-    def __init__(self, cfg: ActionHeadConfig):
-        super().__init__()
-        dim = cfg.dit_heads * cfg.dit_head_dim
-        self.timestep_encoder = TimestepEncoder(dim)
-        self.transformer_blocks = nn.ModuleList(
-            [
-                DiTBlock(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.dit_cross_attention_dim if i % 2 == 0 else None)
-                for i in range(cfg.dit_layers)
-            ]
-        )
-        self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
-        self.proj_out_1 = nn.Linear(dim, 2 * dim)
-        self.proj_out_2 = nn.Linear(dim, cfg.dit_output_dim)
-
-    def cross_blocks(self) -> list[DiTBlock]:
-        return [block for block in self.transformer_blocks if block.cross]
-
-    def condition(self, context: torch.Tensor, buckets: torch.Tensor, calls: LayerCalls | None = None) -> DiTCondition:
-        """context (B, S, C), buckets (steps, B) -> the blocks' context keys/values and per-step modulation."""
-        steps, batch = buckets.shape
-        temb = self.timestep_encoder(buckets.reshape(-1)).view(steps, batch, -1)  # (steps, B, D)
-        project = (calls or {}).get("context_kv") or [block.attn1.project_context for block in self.cross_blocks()]
-        projections = iter(project)
-        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # (shift, scale) order here
-        return DiTCondition(
-            context_kv=[next(projections)(context) if block.cross else None for block in self.transformer_blocks],
-            modulation=[block.norm1.modulation(temb) for block in self.transformer_blocks],
-            out_modulation=(shift, scale),
-        )
-
-    def forward(
-        self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0, calls: LayerCalls | None = None
-    ) -> torch.Tensor:
-        # tokens (B, 49, D) -> (B, 49, out), at integration step ``step`` of ``condition``
-        block_calls = (calls or {}).get("dit") or self.transformer_blocks
-        for call, (scale, shift), kv in zip(block_calls, condition.modulation, condition.context_kv):
-            tokens = call(tokens, scale[step], shift[step], kv)
-        shift, scale = (t[step] for t in condition.out_modulation)  # (B, D) each
-        tokens = self.norm_out(tokens) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-        return self.proj_out_2(tokens)
 
 
 class FlowMatchingActionHead(nn.Module):
@@ -95,7 +49,8 @@ class FlowMatchingActionHead(nn.Module):
         self.action_decoder = CategorySpecificMLP(cats, cfg.hidden_size, cfg.hidden_size, cfg.action_dim)
         self.future_tokens = nn.Embedding(cfg.num_target_vision_tokens, width)
         self.position_embedding = nn.Embedding(cfg.max_seq_len, width)
-        self.model = DiT(cfg)
+        dim, attends = cfg.dit_heads * cfg.dit_head_dim, ["all" if i % 2 == 0 else None for i in range(cfg.dit_layers)]
+        self.model = DiT(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.dit_output_dim, cfg.dit_cross_attention_dim, attends)
 
     def encode_context(self, features: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
         return self.vl_self_attention(self.vlln(features), (calls or {}).get("vl_self_attention"))  # (B, L, C)
@@ -141,8 +96,7 @@ class FlowMatchingActionHead(nn.Module):
             )
         actions = noise.to(device=features.device, dtype=context.dtype)
         steps = cfg.num_inference_timesteps
-        starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750
-        buckets = torch.stack([torch.full((batch,), s, device=features.device) for s in starts])  # (steps, B)
+        buckets = step_buckets(steps, cfg.num_timestep_buckets, batch, features.device)  # (steps, B)
         condition = self.model.condition(context, buckets, calls)  # once for all steps
 
         def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:

@@ -10,9 +10,7 @@ the code package, which we keep here as the built-in default. A checkpoint may o
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ..common.validation import check_divides, check_sizes
@@ -218,15 +216,6 @@ class GrootConfig:
             )
         except (ValueError, TypeError, AttributeError) as err:  # validated before anything is allocated
             raise ValueError(f"{source}: {err}") from None
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "GrootConfig":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: invalid JSON ({err})") from None
-        return cls.from_dict(raw, source=str(path))
 
     @property
     def feature_dim(self) -> int:

@@ -32,13 +32,6 @@ class GrootN15(FamilyModel):
         if with_action_head:
             self.action_head = FlowMatchingActionHead(head)
 
-    def features(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls: LayerCalls | None = None
-    ) -> torch.Tensor:
-        if not self.has_backbone:
-            raise ValueError("this model holds the action head only (loaded without its backbone)")
-        return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
-
     def action_chunk(
         self,
         features,
@@ -65,7 +58,3 @@ class GrootN15(FamilyModel):
         state_tokens = head.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
         condition = head.model.condition(context, bucket.unsqueeze(0))  # one step: (1, B) buckets
         return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id)
-
-    def materialize_buffers(self, device: torch.device) -> None:
-        if self.has_backbone:
-            self.backbone.materialize_buffers(device)

@@ -24,7 +24,7 @@ from ..common.images import (
     to_device,
     to_rgb_uint8,
 )
-from ..common.processor_base import PromptProcessor
+from ..common.processor_base import PromptProcessor, square_grid_facts
 from ..common.tokenizer import Tokenizer
 from .config import FAMILY_NAME
 from .prompt import (
@@ -47,15 +47,8 @@ def pixel_values(images: torch.Tensor) -> torch.Tensor:
 
 
 def token_facts(config: "ProcessorConfig") -> TokenFacts:
-    grid = int(round(config.tokens_per_image**0.5))  # a square grid of patches, one token each
-    return TokenFacts(
-        family=FAMILY_NAME,
-        image_token_id=IMAGE_TOKEN_ID,
-        pad_token_id=PAD_TOKEN_ID,
-        tokens_per_image=config.tokens_per_image,
-        patch_grid=(grid, grid),
-        image_size=config.image_size,
-    )
+    """The family's token facts for frames of ``config``'s size."""
+    return square_grid_facts(FAMILY_NAME, IMAGE_TOKEN_ID, PAD_TOKEN_ID, config.tokens_per_image, config.image_size)
 
 
 @dataclass

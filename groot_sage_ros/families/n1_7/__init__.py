@@ -17,8 +17,8 @@ import torch
 from ..base import FamilyModel, FastRegion, ModelFamily
 from .config import ARCHITECTURES, BACKBONE_MODEL, FAMILY_NAME, MODEL_TYPE, GrootN17Config, n17_3b_config
 from .keys import CHECKPOINT_KEYS, backbone_key_of
-from .processor import N17Processor, ProcessorConfig, pixel_values, token_facts
-from .statistics import PROCESSOR_FILE, load_normalizer, processor_kwargs
+from .processor import N17Processor, ProcessorConfig, checkpoint_processor_config, pixel_values, token_facts
+from .statistics import load_normalizer
 
 
 class N17Family(ModelFamily):
@@ -61,28 +61,11 @@ class N17Family(ModelFamily):
     ) -> N17Processor:
         """The processor, with the image sizes and language cleaning of the checkpoint's
         processor_config.json when ``root`` has one."""
-        kwargs = processor_kwargs(root) if root is not None else {}
-        source = f"{root / PROCESSOR_FILE}" if root is not None else PROCESSOR_FILE
-        for flag in ("use_albumentations", "letter_box_transform"):
-            if kwargs.get(flag):
-                raise ValueError(
-                    f"{source}: {flag}=true asks for an image transform the package does not implement "
-                    "(only NVIDIA's default resize-crop-resize); set it false or use LeRobot"
-                )
-        target = kwargs.get("image_target_size") or [256, 256]
-        crop = kwargs.get("image_crop_size") or [230, 230]
-        fraction = kwargs.get("crop_fraction") or crop[0] / target[0]
-        edge = kwargs.get("shortest_image_edge")
-        if edge not in (None, target[0]) or target[0] != target[1]:
-            raise ValueError(f"{source}: shortest_image_edge {edge} / image_target_size {target} are not supported")
-        formalized = kwargs.get("formalize_language", True) is not False
-        config = ProcessorConfig(
-            image_size=int(target[0]),
-            crop_fraction=float(fraction),
-            instruction_format=instruction_format or ("formalized" if formalized else "plain"),
-            tokenizer=tokenizer,
-        )
-        return N17Processor(config)
+        if root is None:
+            return N17Processor(
+                ProcessorConfig(instruction_format=instruction_format or "formalized", tokenizer=tokenizer)
+            )
+        return N17Processor(checkpoint_processor_config(root, tokenizer, instruction_format))
 
     def token_facts(self):
         return token_facts(ProcessorConfig())

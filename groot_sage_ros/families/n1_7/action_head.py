@@ -18,81 +18,19 @@ modulation) is computed once per chunk (``DiT.condition``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...api import ChunkPrefix
-from ..common.flow import euler
+from ..common.flow import euler, step_buckets
 from ..common.head_blocks import (
     CategorySpecificMLP,
-    DiTBlock,
-    DiTCondition,
+    DiT,
     MultiEmbodimentActionEncoder,
     SelfAttentionTransformer,
-    TimestepEncoder,
     select_embodiments,
 )
 from .backbone import LayerCalls
 from .config import ActionHeadConfig
-
-
-class DiT(nn.Module):
-    def __init__(self, cfg: ActionHeadConfig):
-        super().__init__()
-        dim = cfg.dit_heads * cfg.dit_head_dim
-        self.attends = [cfg.cross_attends(block) for block in range(cfg.dit_layers)]  # "text", "image", "all", None
-        self.timestep_encoder = TimestepEncoder(dim)
-        self.transformer_blocks = nn.ModuleList(
-            [
-                DiTBlock(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.backbone_embedding_dim if kind else None)
-                for kind in self.attends
-            ]
-        )
-        self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
-        self.proj_out_1 = nn.Linear(dim, 2 * dim)
-        self.proj_out_2 = nn.Linear(dim, cfg.dit_output_dim)
-
-    def cross_blocks(self) -> list[DiTBlock]:
-        return [block for block in self.transformer_blocks if block.cross]
-
-    def condition(
-        self,
-        context: torch.Tensor,  # (B, S, C)
-        token_mask: torch.Tensor,  # (B, S) bool: real tokens (not padding)
-        image_mask: torch.Tensor,  # (B, S) bool: image tokens
-        buckets: torch.Tensor,  # (steps, B)
-        calls: LayerCalls | None = None,
-    ) -> DiTCondition:
-        """The cross blocks' context keys/values and masks, and every step's modulation, once per chunk."""
-        steps, batch = buckets.shape
-        temb = self.timestep_encoder(buckets.reshape(-1)).view(steps, batch, -1)  # (steps, B, D)
-        project = (calls or {}).get("context_kv") or [block.attn1.project_context for block in self.cross_blocks()]
-        projections = iter(project)
-        masks = {
-            "text": (~image_mask & token_mask)[:, None, None, :],  # (B, 1, 1, S)
-            "image": (image_mask & token_mask)[:, None, None, :],
-            "all": token_mask[:, None, None, :],
-        }
-        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # (shift, scale) order here
-        return DiTCondition(
-            context_kv=[next(projections)(context) if block.cross else None for block in self.transformer_blocks],
-            modulation=[block.norm1.modulation(temb) for block in self.transformer_blocks],
-            out_modulation=(shift, scale),
-            masks=[masks[kind] if kind else None for kind in self.attends],
-        )
-
-    def forward(
-        self, tokens: torch.Tensor, condition: DiTCondition, step: int = 0, calls: LayerCalls | None = None
-    ) -> torch.Tensor:
-        # tokens (B, 41, D) -> (B, 41, out), at integration step ``step`` of ``condition``
-        block_calls = (calls or {}).get("dit") or self.transformer_blocks
-        for call, (scale, shift), kv, mask in zip(
-            block_calls, condition.modulation, condition.context_kv, condition.masks
-        ):
-            tokens = call(tokens, scale[step], shift[step], kv, mask)
-        shift, scale = (t[step] for t in condition.out_modulation)  # (B, D) each
-        tokens = self.norm_out(tokens) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-        return self.proj_out_2(tokens)
 
 
 class N17ActionHead(nn.Module):
@@ -109,7 +47,8 @@ class N17ActionHead(nn.Module):
         self.action_decoder = CategorySpecificMLP(cats, cfg.hidden_size, cfg.hidden_size, cfg.max_action_dim)
         if cfg.add_pos_embed:
             self.position_embedding = nn.Embedding(cfg.max_seq_len, width)
-        self.model = DiT(cfg)
+        dim, attends = cfg.dit_heads * cfg.dit_head_dim, [cfg.cross_attends(k) for k in range(cfg.dit_layers)]
+        self.model = DiT(dim, cfg.dit_heads, cfg.dit_head_dim, cfg.dit_output_dim, cfg.backbone_embedding_dim, attends)
 
     def encode_context(self, features: torch.Tensor, calls: LayerCalls | None = None) -> torch.Tensor:
         return self.vl_self_attention(self.vlln(features), (calls or {}).get("vl_self_attention"))  # (B, L, C)
@@ -147,9 +86,8 @@ class N17ActionHead(nn.Module):
         state_tokens = self.state_encoder(state.to(context.dtype), embodiment)  # (B, 1, W)
         actions = noise.to(device=features.device, dtype=context.dtype)
         steps, batch = cfg.num_inference_timesteps, features.shape[0]
-        starts = [int(k / steps * cfg.num_timestep_buckets) for k in range(steps)]  # 0, 250, 500, 750
-        buckets = torch.stack([torch.full((batch,), s, device=features.device) for s in starts])  # (steps, B)
-        condition = self.model.condition(context, token_mask, image_mask, buckets, calls)  # once for all steps
+        buckets = step_buckets(steps, cfg.num_timestep_buckets, batch, features.device)  # (steps, B)
+        condition = self.model.condition(context, buckets, calls, token_mask, image_mask)  # once for all steps
 
         def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:
             return self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)

@@ -14,9 +14,7 @@ released config 16 and 32), the checkpoint's own values win; the defaults below 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..common.validation import check_sizes
@@ -242,15 +240,6 @@ class GrootN17Config:
             )
         except (ValueError, TypeError, AttributeError, KeyError) as err:  # validated before anything is allocated
             raise ValueError(f"{source}: {err}") from None
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "GrootN17Config":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: invalid JSON ({err})") from None
-        return cls.from_dict(raw, source=str(path))
 
     @property
     def feature_dim(self) -> int:

@@ -12,7 +12,9 @@ are padded on the right (exact for the causal LLM: backbone.py).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,9 +23,9 @@ import torch.nn.functional as F
 
 from ...api import TokenFacts, TokenLayout
 from ..common.images import host_tensor, stack_frames, to_device, to_rgb_uint8
-from ..common.processor_base import PromptProcessor
+from ..common.processor_base import PromptProcessor, square_grid_facts
 from ..common.tokenizer import Tokenizer
-from .config import FAMILY_NAME
+from .config import FAMILY_NAME, backbone_from_dict
 from .prompt import (
     IMAGE_TOKEN_ID,
     INSTRUCTION_FORMATS,
@@ -33,6 +35,7 @@ from .prompt import (
     load_tokenizer,
     render_prompt,
 )
+from .statistics import PROCESSOR_FILE, processor_kwargs
 
 PIXEL_MEAN = PIXEL_STD = 0.5  # Qwen3-VL's image processor
 
@@ -77,16 +80,43 @@ class ProcessorConfig:
             )
 
 
-def token_facts(config: ProcessorConfig) -> TokenFacts:
-    grid = int(round(config.tokens_per_image**0.5))  # merged patches of a square frame
-    return TokenFacts(
-        family=FAMILY_NAME,
-        image_token_id=IMAGE_TOKEN_ID,
-        pad_token_id=PAD_TOKEN_ID,
-        tokens_per_image=config.tokens_per_image,
-        patch_grid=(grid, grid),
-        image_size=config.image_size,
+def checkpoint_processor_config(
+    root: Path, tokenizer: str | None = None, instruction_format: str | None = None
+) -> ProcessorConfig:
+    """The processor settings of a checkpoint folder: its config.json's frame size and crop, and what its
+    processor_config.json (if any) says of the crop and of cleaning the language. ValueError naming the file
+    for a transform the package does not implement or a frame size the model was not built for."""
+    kwargs = processor_kwargs(root)
+    source = root / PROCESSOR_FILE
+    for flag in ("use_albumentations", "letter_box_transform"):
+        if kwargs.get(flag):
+            raise ValueError(
+                f"{source}: {flag}=true asks for an image transform the package does not implement "
+                "(only NVIDIA's default resize-crop-resize); set it false or use LeRobot"
+            )
+    backbone = backbone_from_dict(json.loads((root / "config.json").read_text()))
+    size = backbone.image_size
+    target, edge = kwargs.get("image_target_size") or [size, size], kwargs.get("shortest_image_edge")
+    if list(target) != [size, size] or edge not in (None, size):
+        raise ValueError(
+            f"{source}: image_target_size {target} / shortest_image_edge {edge}: the model in config.json "
+            f"reads {size}x{size} frames"
+        )
+    crop = kwargs.get("image_crop_size")
+    fraction = kwargs.get("crop_fraction") or (crop[0] / size if crop else backbone.crop_fraction)
+    formalized = kwargs.get("formalize_language", True) is not False
+    return ProcessorConfig(
+        image_size=size,
+        crop_fraction=float(fraction),
+        tokens_per_image=backbone.tokens_per_image,
+        instruction_format=instruction_format or ("formalized" if formalized else "plain"),
+        tokenizer=tokenizer,
     )
+
+
+def token_facts(config: ProcessorConfig) -> TokenFacts:
+    """The family's token facts for frames of ``config``'s size."""
+    return square_grid_facts(FAMILY_NAME, IMAGE_TOKEN_ID, PAD_TOKEN_ID, config.tokens_per_image, config.image_size)
 
 
 class N17Processor(PromptProcessor):

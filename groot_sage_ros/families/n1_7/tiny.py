@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint.write import random_state, write_shards
+from ...checkpoint.write import perturb_norms, random_state, write_shards
 from ...output_folder import OutputFolder
 from ...owned_files import write_json_atomic
 from ..common.normalization import example_stats
@@ -121,9 +121,7 @@ def write_random_checkpoint(
 
         def backbone_shard() -> dict:
             state = random_state(lambda: Qwen3VLBackbone(config.backbone), seed)
-            for name, tensor in state.items():
-                if norm_noise and tensor.ndim == 1 and "norm" in name and name.endswith(".weight"):
-                    tensor.add_(norm_noise * torch.randn(tensor.shape, generator=generator))  # informative norms
+            perturb_norms(state, norm_noise, generator)  # informative norms
             return {f"backbone.{k}": v.to(torch.bfloat16).contiguous() for k, v in state.items()}
 
         def head_shard() -> dict:
