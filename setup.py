@@ -42,7 +42,14 @@ setup(
             "ros-trajectory-msgs",
         ],
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "colcon-common-extensions", "colcon-ros", "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "colcon-common-extensions",
+            "colcon-ros",
+            "ruff==0.17.6",
+            # the weight-only GEMM's Triton kernel runs on the CPU through Triton's interpreter in the tests
+            "triton>=3.2; platform_machine == 'x86_64' and sys_platform == 'linux'",
+        ],
     },
     zip_safe=True,
     maintainer="groot_sage_ros developers",

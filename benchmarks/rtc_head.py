@@ -1,6 +1,7 @@
 """The action head's time with real-time chunking off, prefix and guided, batch 1, for each family: random
 weights in the released shapes on the GPU (``random_engine``), the fast path (compiled regions, CUDA
-graphs; guided runs without graphs, a backward pass through the head at each step).
+graphs; guided's graphs hold a backward pass through the head at each guided denoising step), and guided
+with only the first 2 or 1 of the 4 steps guided.
 
     python benchmarks/rtc_head.py --out benchmarks/rtc_head_h100.json
 """
@@ -38,7 +39,10 @@ def main() -> int:
         modes = {
             "off": None,
             "prefix": ChunkPrefix(continued, 3, horizon - 4, "prefix"),
-            "guided": ChunkPrefix(continued, 3, horizon - 4, "guided"),
+            "guided": ChunkPrefix(continued, 3, horizon - 4, "guided"),  # every step through the Jacobian
+            "guided_first_2_steps": ChunkPrefix(continued, 3, horizon - 4, "guided", guided_steps=2),
+            "guided_first_step": ChunkPrefix(continued, 3, horizon - 4, "guided", guided_steps=1),  # the default
+            "guided_identity": ChunkPrefix(continued, 3, horizon - 4, "guided", guided_steps=0),
         }
         times = {}
         for name, prefix in modes.items():
@@ -52,8 +56,12 @@ def main() -> int:
                 torch.cuda.synchronize()
                 samples.append((time.perf_counter() - tick) * 1e3)
             times[f"{name}_ms_median"] = float(np.median(samples))
-        times["prefix_over_off"] = times["prefix_ms_median"] / times["off_ms_median"]
-        times["guided_over_off"] = times["guided_ms_median"] / times["off_ms_median"]
+        for name in list(modes)[1:]:
+            times[f"{name}_over_off"] = times[f"{name}_ms_median"] / times["off_ms_median"]
+        # the graphed guided chunk against the same call on the plain PyTorch path (the same arithmetic)
+        graphed = engine.predict_actions(result, state, 0, seed=1, prefix=modes["guided"]).float()
+        plain = engine.predict_actions(result, state, 0, seed=1, prefix=modes["guided"], reference=True).float()
+        times["guided_graph_vs_reference_rel_l2"] = float((graphed - plain).norm() / plain.norm())
         report["families"][family] = times
         print(family, times, file=sys.stderr)
         del engine

@@ -31,7 +31,8 @@ def replay(policy, engine, mode: str, delay_ms: float, ticks: int, rate: float, 
     period_ns = int(round(1e9 / rate))
     delay = math.ceil(round(delay_ms * 1e6 / period_ns, 6))
     horizon = max(execution_horizon, delay + 1)  # a chunk must outlast its own delay
-    schedule = ChunkSchedule(rate, horizon, fixed_delay=delay)
+    mode, _, steps = mode.partition(":")  # "guided:N": the first N denoising steps through the Jacobian, -1: all
+    schedule = ChunkSchedule(rate, horizon, fixed_delay=delay, guided_steps=int(steps or 1))
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
     state = policy.zero_state()
@@ -89,7 +90,13 @@ def main() -> int:
     )
     parser.add_argument("--embodiment", default=None, help="embodiment tag (default: the checkpoint's only one)")
     parser.add_argument("--delays", type=float, nargs="+", default=[0, 100, 200, 400], help="milliseconds")
-    parser.add_argument("--modes", nargs="+", default=["off", "prefix", "guided"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["off", "prefix", "guided:1", "guided:-1", "guided:0"],
+        help="off, prefix, guided:N (the first N denoising steps corrected through the head's Jacobian, the "
+        "rest through the identity; -1: all) (default: these five)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="simulated time per run (default: 10)")
     parser.add_argument("--rate", type=float, default=30.0, help="control rate, Hz (default: 30)")
     parser.add_argument(

@@ -41,6 +41,7 @@ class ChunkPrefix:
     mode: str = "prefix"  # "prefix" or "guided"
     ramp_rate: float = 6.0  # "prefix": the ramp 1 - exp(-r t) over the overlap after the frozen steps
     max_guidance: float = 10.0  # "guided": the largest guidance weight
+    guided_steps: int = -1  # "guided": the first denoising steps corrected through the head's Jacobian; -1: all
 
     def __post_init__(self) -> None:
         horizon = self.actions.shape[0]

@@ -58,7 +58,7 @@ def compare(reference: dict, candidate: dict) -> dict:
         "token_cosine_min": cosine.min().item(),
         "rel_l2": ((got - ref).norm() / ref.norm().clamp(min=1e-12)).item(),
     }
-    if reference["chunks"]:
+    if reference["chunks"] and candidate["chunks"]:  # the sensitivity ranking's loads have no head
         ratios = [
             action_error_ratio(c, r, b, reference["real"])
             for c, r, b in zip(candidate["chunks"], reference["chunks"], reference["ignoring_frame"])

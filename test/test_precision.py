@@ -4,11 +4,14 @@ should, outlier channels are planted, and the precision reaches the node and its
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from conftest import random_image
 from safetensors.torch import load_file
 from torch import nn
@@ -106,10 +109,40 @@ def test_fp8_module_multiplies_its_quantised_operands():
     xq = (x.reshape(-1, 64) / scale).to(torch.float8_e4m3fn).float() * scale  # the activations as fp8 sees them
     expected = (xq @ fp8.dequantized_weight().float().t()).to(torch.bfloat16).float() + linear.bias
     torch.testing.assert_close(fp8(x).reshape(-1, 48), expected.detach(), rtol=1e-2, atol=1e-2)  # bf16 output
-    assert torch.equal(fp8(x[:1, :3]), linear(x[:1, :3]).detach())  # 3 rows < min_rows: the fp16 weights
+    small = x[:1, :3]  # 3 rows < min_rows: the fp8 weight widened, the activations as they are (no fp16 copy)
+    torch.testing.assert_close(fp8(small), F.linear(small, fp8.dequantized_weight(), linear.bias).detach())
+    assert {name for name, _ in fp8.named_buffers()} == {"weight", "scale", "bias"}  # one copy: the fp8 weight
     fused = Fp8Linear.concatenate([fp8, Fp8Linear.from_linear(nn.Linear(64, 16), PrecisionOptions(8))])
     first, _ = fused.split(x)
     torch.testing.assert_close(first, fp8(x))
+
+
+KERNEL_CHECK = """
+import torch
+from groot_sage_ros.fastpath.weight_only_gemm import kernel_linear
+for weight_dtype in (torch.int8, torch.float8_e4m3fn):
+    for rows, inner, bias in ((5, 64, True), (37, 300, False)):  # 300: K not a multiple of the tile
+        torch.manual_seed(rows)
+        x = torch.randn(2, rows, inner)
+        weight = (torch.randn(200, inner) * 60).clamp(-127, 127).to(weight_dtype)
+        scale = torch.rand(200) / 50 + 1e-3
+        b = torch.randn(200) if bias else None
+        expected = x @ (weight.float() * scale[:, None]).t() + (b if bias else 0)
+        for split in (1, 2, 4):  # K in one program, or cut in 2 or 4 shares added into the output
+            out = kernel_linear(x, weight, scale, b, split=split)  # (2, rows, 200)
+            torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+        print("checked", weight_dtype, rows, inner, bias)
+"""
+
+
+def test_weight_only_kernel_computes_the_dequantised_weights_arithmetic():
+    """The Triton kernel itself, run by Triton's CPU interpreter (which must be chosen before Triton is
+    imported: a process of its own). On the GPU the same source is compiled; the GPU benchmark checks it too."""
+    pytest.importorskip("triton", reason="Triton is not installed (pip install -e .[test] installs it)")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("checked") == 4
 
 
 def check_args(checkpoint, precisions, actions=True):
@@ -266,10 +299,11 @@ def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch)
     edit_shard(tiny_copy, SHARD1, plant)
     strict = Precision("int8_weight", Int8WeightLinear.from_linear, 0.99995, 0.1)
     monkeypatch.setitem(PRECISIONS, "int8_weight", strict)
-    args = check_args(tiny_copy, ["int8_weight"], actions=False)
+    args = check_args(tiny_copy, ["int8_weight"], actions=True)  # the ranking's loads have no head: still works
     args.auto = True
     report, passed = run_quantize_check(args, FRAMES[0], None)
     assert not passed  # the plain int8 run misses the strict gate
     auto = report["auto"]
+    assert "action_error_ratio_mean" in auto  # the proposal is judged on the actions too
     assert auto["passed"] and auto["precision_keep_fp16"] == ["language.1"]
     assert 0 < auto["kept_weight_fraction"] < 0.5 and auto["token_cosine_mean"] >= 0.99995

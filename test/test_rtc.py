@@ -52,12 +52,15 @@ def test_prefix_freezes_the_committed_steps_and_guided_pulls_the_overlap(engines
     torch.testing.assert_close(
         hard, engine.predict_actions(result, state, embodiment, seed=2, prefix=prefix, reference=True)[0]
     )
-    guided = engine.predict_actions(
-        result, state, embodiment, seed=2, prefix=ChunkPrefix(continued, 3, horizon - elapsed, "guided")
-    )[0]
-    pulled = (guided[:3] - continued[:3]).abs().mean() / (free[:3] - continued[:3]).abs().mean()
-    assert pulled < 0.1  # the frozen steps move to the prefix
-    torch.testing.assert_close(guided[-2:], free[-2:], rtol=0, atol=1e-3)  # past the overlap: the free flow
+    chunks = {}
+    for jacobian_steps in (-1, 1, 0):  # every step through the head's Jacobian, the first only, none (identity)
+        guidance = ChunkPrefix(continued, 3, horizon - elapsed, "guided", guided_steps=jacobian_steps)
+        guided = engine.predict_actions(result, state, embodiment, seed=2, prefix=guidance)[0]
+        pulled = (guided[:3] - continued[:3]).abs().mean() / (free[:3] - continued[:3]).abs().mean()
+        assert pulled < 0.1, jacobian_steps  # the frozen steps move to the prefix
+        torch.testing.assert_close(guided[-2:], free[-2:], rtol=0, atol=1e-3)  # past the overlap: the free flow
+        chunks[jacobian_steps] = guided
+    assert not torch.equal(chunks[-1], chunks[1]) and not torch.equal(chunks[1], chunks[0])  # three products
 
 
 def test_schedule_delay_due_continuation_and_stamps():

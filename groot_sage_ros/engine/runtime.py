@@ -47,7 +47,7 @@ class RuntimeConfig:
     compile_cache_dir: str = ""
     # The repeated layers' Linear modules: fp16, int8_weight or fp8, a module swap at load (fastpath/precision.py)
     precision: str = "fp16"
-    fp8_min_rows: int = 4096  # fp8: calls with fewer rows (tokens) use the fp16 weights (faster there)
+    fp8_min_rows: int = 64  # fp8: smaller calls (the action head's) take the weight-only kernel
     # Layers (``language.3``), projections of one (``language.3.mlp.down_proj``) or projection kinds
     # (``down_proj``) the precision leaves at fp16 (mixed precision: ``quantize-check --sensitivity``)
     precision_keep_fp16: tuple[str, ...] = ()

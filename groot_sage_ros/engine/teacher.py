@@ -8,6 +8,7 @@ warm-up and the hot path. Family-generic: what differs between families it asks 
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +22,7 @@ from ..checkpoint.load import load_weights, meta_tensors
 from ..checkpoint.write import random_init_
 from ..families import detect
 from ..families.base import FamilyModel, ModelFamily
-from ..families.common.flow import start_and_strength
+from ..families.common.flow import Guidance, start_and_strength
 from ..fastpath.compile import (
     compile_cache_counts,
     install_fast_path,
@@ -71,6 +72,7 @@ class TeacherEngine:
         self._calls: dict | None = None  # per-layer fast callables, set by _ready when compiled or graphed
         self._backbone_graphs = GraphCache(self._fast_features, device) if self.graphed else None
         self._head_graphs = GraphCache(self._fast_chunk, device) if self.graphed else None
+        self._guided_graphs: dict[tuple, GraphCache] = {}  # RTC "guided": (max weight, steps) -> graphs
         # Start-up, in seconds: weights in place, then the warm-up call (compilation and graph capture).
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
@@ -238,7 +240,8 @@ class TeacherEngine:
 
     @property
     def _graph_caches(self) -> list[GraphCache]:
-        return [cache for cache in (self._backbone_graphs, self._head_graphs) if cache is not None]
+        caches = [self._backbone_graphs, self._head_graphs, *self._guided_graphs.values()]
+        return [cache for cache in caches if cache is not None]
 
     def start_report(self) -> dict[str, Any]:
         """How the start went: weights, warm-up (compilation, graph capture), and whether compiled kernels
@@ -341,8 +344,8 @@ class TeacherEngine:
         (B, state_width). Each sample sees only its own tokens (no padding), as at batch 1. A fixed ``seed``
         gives the same noise, hence the same chunk, every time (on either path); ``reference`` takes the
         plain PyTorch path, as ``forward_reference`` does. With ``prefix`` each chunk continues that one
-        (real-time chunking): "prefix" mode replays the same CUDA graph with other inputs; "guided" needs
-        a backward pass through the head at each step, so it runs without graphs."""
+        (real-time chunking): "prefix" mode replays the same CUDA graph with other inputs; "guided" one of its
+        own, which holds a backward pass through the head at each guided step."""
         if not self.has_action_head:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
@@ -364,7 +367,13 @@ class TeacherEngine:
             if guided:
                 with torch.inference_mode(False):  # guidance differentiates the head in the actions
                     cloned = [t.clone() for t in inputs]  # ordinary tensors: autograd may save them
-                    chunks.append(self.model.action_chunk(*cloned, calls, prefix=prefix).detach())
+                    guidance = Guidance.of(prefix, start.clone())
+                    if reference or not self.graphed:
+                        chunk = self.model.action_chunk(*cloned, calls, guidance=guidance)
+                    else:  # the backward passes replay in the graph too
+                        graphs = self._guided_graph_cache(guidance.max_weight, guidance.steps)
+                        chunk = graphs(*cloned, guidance.target, guidance.weights)
+                chunks.append(chunk.detach())
             elif reference:
                 chunks.append(self.model.action_chunk(*inputs, calls, strength))
             else:
@@ -399,6 +408,22 @@ class TeacherEngine:
             buckets,
             states.to(self.device, self.dtype).view(batch, 1, -1),
             category,
+        )
+
+    def _guided_graph_cache(self, max_weight: float, steps: int) -> GraphCache:
+        """The CUDA graphs of "guided" chunks with these constants (the rest are inputs)."""
+        key = (max_weight, steps)
+        if key not in self._guided_graphs:
+            self._guided_graphs[key] = GraphCache(functools.partial(self._fast_guided_chunk, *key), self.device)
+        return self._guided_graphs[key]
+
+    def _fast_guided_chunk(
+        self, max_weight, steps, features, token_mask, image_mask, state, category, start, target, weights
+    ) -> torch.Tensor:
+        """One "guided" chunk with the fast callables: the function its graphs replay."""
+        guidance = Guidance(target, weights, max_weight, steps)
+        return self.model.action_chunk(
+            features, token_mask, image_mask, state, category, start, self._calls, guidance=guidance
         )
 
     def _fast_chunk(self, features, token_mask, image_mask, state, category, start, strength) -> torch.Tensor:

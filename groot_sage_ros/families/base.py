@@ -70,12 +70,12 @@ class FamilyModel(nn.Module):
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
 
     def action_chunk(
-        self, features, token_mask, image_mask, state, embodiment_id, noise, calls=None, strength=None, prefix=None
+        self, features, token_mask, image_mask, state, embodiment_id, noise, calls=None, strength=None, guidance=None
     ) -> torch.Tensor:
         """One sample's chunk: features (1, L, D), token and image masks (1, L) bool, state (1, 1, state_width),
         id (1,), noise (1, H, A) -> (1, H, A). Real-time chunking (``common/flow.py``): ``strength``
-        (1, H, 1) scales each step's velocity ("prefix" mode, the prefix already in ``noise``); a "guided"
-        ``prefix`` corrects each step towards it."""
+        (1, H, 1) scales each step's velocity ("prefix" mode, the prefix already in ``noise``); ``guidance``
+        ("guided" mode) corrects each step towards the chunk it continues."""
         raise NotImplementedError
 
     def materialize_buffers(self, device: torch.device) -> None:

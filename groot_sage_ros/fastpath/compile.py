@@ -65,7 +65,7 @@ def install_fast_path(
 ) -> dict[str, list[Callable]]:
     """Build every region's fast modules onto ``model.fast`` (from the layers as loaded, at their precision),
     compile each region's function (with ``compile``) and return the per-layer callables the model takes."""
-    if compile and not dynamic_lengths:
+    if compile:  # one program per shape (without dynamic lengths) and per grad mode (RTC's guided mode)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     compile_kwargs = compile_arguments(mode) if compile else {}
     model.fast = nn.ModuleDict()

@@ -2,12 +2,13 @@
 
 - ``fp16``: the checkpoint's weights in the engine's dtype (no swap).
 - ``int8_weight``: int8 weights with one scale per output channel (symmetric, round to nearest), activations
-  in the engine's dtype; the product is ``x @ (W_int8 * scale)^T``, the dequantised weight's arithmetic.
-  Halves the bytes each frame streams; for Ampere and Orin, and the CPU.
-- ``fp8``: e4m3 weights with per-output-channel scales and e4m3 activations with per-token scales, multiplied
-  by ``torch._scaled_mm`` (FP8 tensor cores: compute capability 8.9 or newer). A call with fewer than
-  ``fp8_min_rows`` rows (tokens) uses the fp16 weights instead, kept for that: for a few rows the fp8 GEMMs
-  and the activation quantisation cost more than the fp16 GEMM they replace.
+  in the engine's dtype; the product is ``x @ (W_int8 * scale)^T``, the dequantised weight's arithmetic,
+  computed by ``weight_only_gemm.linear`` (dequantised in traced code, or read once by its kernel where that
+  is on). Halves the weights' memory; for Ampere and Orin, and the CPU.
+- ``fp8``: e4m3 weights with per-output-channel scales. Calls of ``fp8_min_rows`` rows (tokens) or more
+  quantise the activations per token too and multiply on the FP8 tensor cores (``torch._scaled_mm``: compute
+  capability 8.9 or newer); smaller calls, where quantising the activations and the FP8 GEMM cost more than
+  they save, widen the fp8 weight to the activations' dtype, as int8_weight does. One copy of each weight.
 
 ``quantize_layers`` swaps every plain ``nn.Linear`` inside the given layers (the family's fast regions: the
 SigLIP and Qwen3 layers, the head's VL self-attention and DiT blocks); norms and the small encoders stay in
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..api import PRECISION_NAMES
 from .fusion import SplitOutputs
+from .weight_only_gemm import dequantize, kernel_rows, linear
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 # Hopper's faster FP8 accumulation, as torchao's float8 inference uses; on the H200 its accuracy cost was
@@ -44,6 +46,7 @@ class Int8WeightLinear(SplitOutputs, nn.Module):
         self.register_buffer("weight", weight)  # (N, K) int8
         self.register_buffer("scale", scale)  # (N,)
         self.register_buffer("bias", bias)  # (N,) or None
+        self.kernel_rows = kernel_rows(weight)  # calls of at most this many rows take the weight-only kernel
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, options: "PrecisionOptions") -> "Int8WeightLinear":
@@ -55,11 +58,12 @@ class Int8WeightLinear(SplitOutputs, nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """(N, K) in the scale's dtype: what the product computes with."""
-        return self.weight.to(self.scale.dtype) * self.scale[:, None]
+        return dequantize(self.weight, self.scale, self.scale.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the weight dequantised before the product: (x @ W_int8^T) alone can overflow fp16 where the scale is small
-        return F.linear(x, self.weight.to(x.dtype) * self.scale[:, None], self.bias)  # (..., N)
+        # the weight dequantised before the product, (x @ W_int8^T) alone can overflow fp16 where the scale is
+        # small: in traced code (one fused kernel), or inside the weight-only kernel (fp32 accumulation)
+        return linear(x, self.weight, self.scale, self.bias, self.kernel_rows)  # (..., N)
 
     @classmethod
     def concatenate(cls, modules: list["Int8WeightLinear"]) -> "Int8WeightLinear":
@@ -83,21 +87,17 @@ class Fp8Linear(SplitOutputs, nn.Module):
     """fp8 (e4m3) weights with per-channel scales, activations quantised per token in the call."""
 
     def __init__(
-        self,
-        weight: torch.Tensor,
-        scale: torch.Tensor,
-        weight_half: torch.Tensor,
-        bias: torch.Tensor | None,
-        min_rows: int,
+        self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, min_rows: int, dtype: torch.dtype
     ):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.sizes = [self.out_features]
         self.min_rows = min_rows
+        self.dtype = dtype  # the engine's: what the layer computed in before the swap
         self.register_buffer("weight", weight)  # (N, K) float8_e4m3fn
         self.register_buffer("scale", scale)  # (1, N) float32
-        self.register_buffer("weight_half", weight_half)  # (N, K) engine dtype, for calls under min_rows
         self.register_buffer("bias", bias)
+        self.kernel_rows = kernel_rows(weight)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, options: "PrecisionOptions") -> "Fp8Linear":
@@ -105,15 +105,15 @@ class Fp8Linear(SplitOutputs, nn.Module):
         scale = (w.abs().amax(dim=1).float() / E4M3_MAX).clamp(min=1e-12)  # (N,)
         q = (w.float() / scale[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
         bias = linear.bias.detach() if linear.bias is not None else None
-        return cls(q, scale[None, :], w, bias, options.fp8_min_rows)
+        return cls(q, scale[None, :], bias, options.fp8_min_rows, w.dtype)
 
     def dequantized_weight(self) -> torch.Tensor:
-        return (self.weight.float() * self.scale.t()).to(self.weight_half.dtype)
+        return dequantize(self.weight, self.scale, self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows < self.min_rows:
-            return F.linear(x, self.weight_half, self.bias)
+        if rows < self.min_rows:  # the fp8 weight widened to the activations' dtype (no fp16 copy kept)
+            return linear(x, self.weight, self.scale, self.bias, self.kernel_rows)  # (..., N)
         x2 = x.reshape(rows, self.in_features)  # (M, K)
         x_scale = (x2.abs().amax(dim=-1, keepdim=True).float() / E4M3_MAX).clamp(min=1e-12)  # (M, 1)
         xq = (x2.float() / x_scale).to(torch.float8_e4m3fn)
@@ -135,15 +135,15 @@ class Fp8Linear(SplitOutputs, nn.Module):
         fused = cls(
             torch.cat([m.weight for m in modules]),
             torch.cat([m.scale for m in modules], dim=1),
-            torch.cat([m.weight_half for m in modules]),
             torch.cat([m.bias for m in modules]) if modules[0].bias is not None else None,
             modules[0].min_rows,
+            modules[0].dtype,
         )
         fused.sizes = [m.out_features for m in modules]
         start = 0
         for m in modules:
             rows = slice(start, start + m.out_features)
-            m.weight, m.scale, m.weight_half = fused.weight[rows], fused.scale[:, rows], fused.weight_half[rows]
+            m.weight, m.scale = fused.weight[rows], fused.scale[:, rows]
             if m.bias is not None:
                 m.bias = fused.bias[rows]
             start += m.out_features
@@ -178,7 +178,7 @@ TOKEN_TABLE_ROWS = 65536  # an nn.Embedding this long is a vocabulary (N1.5: 151
 
 @dataclass(frozen=True)
 class PrecisionOptions:
-    fp8_min_rows: int = 4096  # RuntimeConfig.fp8_min_rows
+    fp8_min_rows: int = 64  # RuntimeConfig.fp8_min_rows
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class RuntimeOptions:
     )
     fp8_min_rows: int = option(
         default_of(RuntimeConfig, "fp8_min_rows"),
-        "fp8: calls with fewer rows (tokens) use the fp16 weights, faster there",
+        "fp8: calls with fewer rows (tokens: the head's) take the weight-only kernel, activations not quantised",
         COUNT,
     )
     precision_keep_fp16: list[str] = option(

@@ -21,6 +21,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..api import ChunkPrefix
 from ..serving.chunk_schedule import ChunkSchedule
 from ..serving.embodiment import EmbodimentConfig
 from ..serving.stats import LatencyStats
@@ -77,7 +78,10 @@ class ActionChunks(NodePart):
         scheduled = cfg.action_head_execution_horizon > 0 or cfg.action_head_rtc != "off"
         self.schedule = (
             ChunkSchedule(
-                cfg.action_head_control_rate_hz, cfg.action_head_execution_horizon, cfg.action_head_delay_steps
+                cfg.action_head_control_rate_hz,
+                cfg.action_head_execution_horizon,
+                cfg.action_head_delay_steps,
+                guided_steps=cfg.action_head_rtc_guided_steps,
             )
             if scheduled
             else None
@@ -120,8 +124,16 @@ class ActionChunks(NodePart):
         self.node.latency.add("action", (time.perf_counter() - tick) * 1000.0)
 
     def warm_up(self, result) -> None:
-        """One chunk from the warm-up's features and a zero state, published nowhere."""
-        self.policy.chunk(result, self.policy.zero_state(), 0)
+        """One chunk from the warm-up's features and a zero state, published nowhere; with RTC on, one that
+        continues it too (guided mode's backward passes are compiled and captured here, not on a frame)."""
+        state = self.policy.zero_state()
+        self.policy.chunk(result, state, 0)
+        rtc = self.node.config.action_head_rtc
+        if rtc != "off":
+            previous = self.policy.normalised_chunk(result, state, 0)  # (H, A)
+            horizon = previous.shape[0]
+            prefix = ChunkPrefix(previous, 1, horizon, rtc, guided_steps=self.schedule.guided_steps)
+            self.policy.normalised_chunk(result, state, 0, prefix=prefix)
 
     def publish_chunk(self, result, header) -> None:
         """Run the action head on this frame set's features and publish a JointTrajectory, or skip (counted)."""

@@ -52,9 +52,12 @@ class PublishedChunk:
 
 
 class ChunkSchedule:
-    def __init__(self, rate_hz: float, execution_horizon: int, fixed_delay: int = -1, window: int = 50):
+    def __init__(
+        self, rate_hz: float, execution_horizon: int, fixed_delay: int = -1, window: int = 50, guided_steps: int = 1
+    ):
         self.period_ns = int(round(1e9 / rate_hz))
         self.execution_horizon, self.fixed_delay = execution_horizon, fixed_delay
+        self.guided_steps = guided_steps  # "guided": the first denoising steps through the Jacobian (-1: all)
         self.latencies_ms: deque[float] = deque(maxlen=window)
         self.last: PublishedChunk | None = None
 
@@ -126,7 +129,9 @@ class ChunkSchedule:
             actions, covered = found
             if policy.normalizer.relative:  # the same motion, relative to the state this chunk starts from
                 actions = policy.normalizer.rebase(actions, self.last.state, state).astype(np.float32)
-            prefix = ChunkPrefix(torch.from_numpy(actions), min(delay, covered), covered, rtc)
+            prefix = ChunkPrefix(
+                torch.from_numpy(actions), min(delay, covered), covered, rtc, guided_steps=self.guided_steps
+            )
         normalised = policy.normalised_chunk(result, state, seed, prefix=prefix).numpy()  # (H, A)
         return PlannedChunk(normalised, policy.normalizer.split_actions(normalised, state), delay, prefix)
 

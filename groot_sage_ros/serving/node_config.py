@@ -149,6 +149,14 @@ class ActionHeadParams:
         range=(-1, 100000),
         ros_name="action_head.delay_steps",
     )
+    action_head_rtc_guided_steps: int = param(
+        1,
+        "rtc guided: the head's first denoising steps whose correction goes through the head's Jacobian (a "
+        "backward pass each, about a quarter of the head's time again); the others use the identity; -1: all",
+        True,
+        range=(-1, 1000),
+        ros_name="action_head.rtc_guided_steps",
+    )
     joint_states_topic: str = param("joint_states", "sensor_msgs/JointState topic (action head only)", True)
 
 
@@ -176,7 +184,11 @@ class TeacherNodeConfig(ActionHeadParams, FeatureNodeConfig):
         choices=PRECISION_NAMES,
     )
     fp8_min_rows: int = param(
-        4096, "fp8 only: calls with fewer rows (tokens) use the fp16 weights, faster there", True, range=(0, 2**31 - 1)
+        64,
+        "fp8 only: calls with fewer rows (tokens: the action head's) read the fp8 weights through the weight-only "
+        "kernel instead of quantising activations",
+        True,
+        range=(0, 2**31 - 1),
     )
     precision_keep_fp16: list[str] = param(
         [""],

@@ -104,8 +104,9 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """gelu(linear(x), approximate="tanh"): on CUDA one cuBLASLt GEMM with a GELU epilogue (which is the
-    tanh approximation there; on the CPU the same aten op would use the exact GELU, so it is not used)."""
-    if not x.is_cuda or type(linear) is not nn.Linear or linear.bias is None:
+    tanh approximation there; on the CPU the same aten op would use the exact GELU, so it is not used). The
+    fused op has no derivative: RTC's guided mode, which differentiates the head, takes the plain one."""
+    if not x.is_cuda or type(linear) is not nn.Linear or linear.bias is None or torch.is_grad_enabled():
         return F.gelu(linear(x), approximate="tanh")
     out = torch._addmm_activation(linear.bias, x.flatten(0, -2), linear.weight.t(), use_gelu=True)  # (N, out)
     return out.view(*x.shape[:-1], -1)

@@ -12,10 +12,14 @@ without training, in one of two ways (``api.ChunkPrefix``):
   ``policies/rtc``): weights 1 on the frozen steps, falling linearly to 0 over the rest of the overlap, and
   the correction ``J^T W (prefix - x1)`` of the predicted end point ``x1 = x + (1 - t) v`` by one backward
   pass through the head, scaled by ``min(max_guidance, (1 - t) / t * (t^2 + (1 - t)^2) / (1 - t)^2)``.
+  A backward pass costs about a quarter of the head's time again, so only the first ``guided_steps``
+  denoising steps take it; the others use the identity for the Jacobian ``J = I + (1 - t) dv/dx`` (the
+  weighted error itself: no backward pass). The Jacobian matters most early, where ``x`` is mostly noise.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -61,24 +65,39 @@ def start_and_strength(prefix: ChunkPrefix | None, noise: torch.Tensor) -> tuple
     return start, prefix_strength(prefix, horizon).to(noise.device, noise.dtype)[None, :, None]
 
 
-def guided_step(prefix: ChunkPrefix) -> Callable[[Velocity, torch.Tensor, int, int], torch.Tensor]:
-    """``guided`` mode's velocity for one step: ``step(velocity, actions, k, steps)``."""
-    max_weight = prefix.max_guidance
+@dataclass(frozen=True)
+class Guidance:
+    """``guided`` mode as tensors (so a CUDA graph replays it with new ones): what the overlap is pulled
+    towards, how hard at each step of the chunk, the largest weight, and on how many denoising steps the
+    correction goes through the head's Jacobian (a backward pass each) rather than the identity."""
 
-    def step(velocity: Velocity, actions: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+    target: torch.Tensor  # (1, H, A) the previous chunk's actions at the new chunk's steps
+    weights: torch.Tensor  # (1, H, 1) guidance_weights
+    max_weight: float
+    steps: int  # the first ``steps`` denoising steps use the head's Jacobian, the rest the identity; -1: all
+
+    @classmethod
+    def of(cls, prefix: ChunkPrefix, like: torch.Tensor) -> "Guidance":
+        """``prefix``'s guidance on ``like``'s (1, H, A) device and dtype."""
+        target = prefix.actions.to(like.device, like.dtype)[None]  # (1, H, A)
+        weights = guidance_weights(prefix, like.shape[1]).to(like.device, like.dtype)[None, :, None]  # (1, H, 1)
+        return cls(target, weights, prefix.max_guidance, prefix.guided_steps)
+
+    def step(self, velocity: Velocity, actions: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+        """Step ``k``'s velocity, corrected towards the target: through the head's Jacobian (a backward pass)
+        on the first ``self.steps`` steps, through the identity in its place on the others."""
         t = k / steps
-        target = prefix.actions.to(actions.device, actions.dtype).expand_as(actions)
-        weights = guidance_weights(prefix, actions.shape[1]).to(actions.device, actions.dtype)[None, :, None]
+        weight = self.max_weight if t == 0 else min(self.max_weight, (1 - t) / t * (t**2 + (1 - t) ** 2) / (1 - t) ** 2)
+        if 0 <= self.steps <= k:  # J ~ I: the correction is the weighted error itself, no backward pass
+            v = velocity(actions, k)
+            return v + weight * (self.target - (actions + (1 - t) * v)) * self.weights
         with torch.enable_grad():
             x = actions.detach().requires_grad_(True)
             v = velocity(x, k)
             end = x + (1 - t) * v  # the end point this step predicts
-            error = ((target - end) * weights).detach()
-            correction = torch.autograd.grad(end, x, error)[0]
-        weight = max_weight if t == 0 else min(max_weight, (1 - t) / t * (t**2 + (1 - t) ** 2) / (1 - t) ** 2)
+            error = ((self.target - end) * self.weights).detach()
+            correction = torch.autograd.grad(end, x, error)[0]  # J^T W (target - end)
         return v.detach() + weight * correction
-
-    return step
 
 
 def step_buckets(steps: int, num_buckets: int, batch: int, device) -> torch.Tensor:
@@ -92,15 +111,14 @@ def euler(
     start: torch.Tensor,
     steps: int,
     strength: torch.Tensor | None = None,
-    prefix: ChunkPrefix | None = None,
+    guidance: Guidance | None = None,
 ) -> torch.Tensor:
     """Integrate from ``start`` (B, H, A) in ``steps`` Euler steps; ``strength`` (1, H, 1) scales each step's
-    velocity (``prefix`` mode), a ``guided`` ``prefix`` corrects it."""
-    guide = guided_step(prefix) if prefix is not None and prefix.mode == "guided" else None
+    velocity (``prefix`` mode), ``guidance`` corrects it (``guided`` mode)."""
     actions = start
     for k in range(steps):
-        v = velocity(actions, k) if guide is None else guide(velocity, actions, k, steps)
+        v = velocity(actions, k) if guidance is None else guidance.step(velocity, actions, k, steps)
         if strength is not None:
-            v = v * strength
+            v = v * strength.to(v.dtype)  # the noise's float32 must not promote an fp16 head's actions
         actions = actions + v / steps
     return actions

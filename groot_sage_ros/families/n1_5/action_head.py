@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...api import ChunkPrefix
-from ..common.flow import euler, step_buckets
+from ..common.flow import Guidance, euler, step_buckets
 from ..common.head_blocks import (
     CategorySpecificMLP,
     DiT,
@@ -79,7 +78,7 @@ class FlowMatchingActionHead(nn.Module):
         noise: torch.Tensor | None = None,  # (B, action_horizon, action_dim) starting noise; drawn if None
         calls: LayerCalls | None = None,  # per-block callables (the fast path); None: the modules as built
         strength: torch.Tensor | None = None,  # (1, H, 1) velocity scale per step (RTC "prefix": flow.py)
-        prefix: ChunkPrefix | None = None,  # RTC "guided": the chunk to continue
+        guidance: Guidance | None = None,  # RTC "guided": the correction towards the chunk to continue
     ) -> torch.Tensor:
         """Euler integration of the flow from Gaussian noise (or ``noise`` as given: RTC's start):
         (B, action_horizon, action_dim), normalised."""
@@ -102,7 +101,7 @@ class FlowMatchingActionHead(nn.Module):
         def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:
             return self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
 
-        return euler(velocity, actions, steps, strength, prefix)
+        return euler(velocity, actions, steps, strength, guidance)
 
 
 def flow_matching_loss(

@@ -42,12 +42,12 @@ class GrootN15(FamilyModel):
         noise,
         calls: LayerCalls | None = None,
         strength=None,
-        prefix=None,
+        guidance=None,
     ) -> torch.Tensor:
         """N1.5's head attends to every token (the reference ignores the masks)."""
         head = self.action_head
         return head.get_action(
-            features, state, embodiment_id, noise=noise, calls=calls, strength=strength, prefix=prefix
+            features, state, embodiment_id, noise=noise, calls=calls, strength=strength, guidance=guidance
         )  # (1, H, A)
 
     def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:

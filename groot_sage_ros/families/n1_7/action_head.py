@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...api import ChunkPrefix
-from ..common.flow import euler, step_buckets
+from ..common.flow import Guidance, euler, step_buckets
 from ..common.head_blocks import (
     CategorySpecificMLP,
     DiT,
@@ -77,7 +76,7 @@ class N17ActionHead(nn.Module):
         noise: torch.Tensor,  # (B, action_horizon, max_action_dim) starting noise (or RTC's start: flow.py)
         calls: LayerCalls | None = None,
         strength: torch.Tensor | None = None,  # (1, H, 1) velocity scale per step (RTC "prefix")
-        prefix: ChunkPrefix | None = None,  # RTC "guided": the chunk to continue
+        guidance: Guidance | None = None,  # RTC "guided": the correction towards the chunk to continue
     ) -> torch.Tensor:
         """Euler integration of the flow from ``noise``: (B, action_horizon, max_action_dim), normalised."""
         cfg = self.cfg
@@ -92,4 +91,4 @@ class N17ActionHead(nn.Module):
         def velocity(actions: torch.Tensor, k: int) -> torch.Tensor:
             return self.velocity(actions, buckets[k], condition, state_tokens, embodiment, step=k, calls=calls)
 
-        return euler(velocity, actions, steps, strength, prefix)
+        return euler(velocity, actions, steps, strength, guidance)

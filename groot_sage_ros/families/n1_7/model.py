@@ -40,10 +40,10 @@ class GrootN17(FamilyModel):
         noise,
         calls: LayerCalls | None = None,
         strength=None,
-        prefix=None,
+        guidance=None,
     ) -> torch.Tensor:
         head = self.action_head
-        return head.get_action(features, token_mask, image_mask, state, embodiment_id, noise, calls, strength, prefix)
+        return head.get_action(features, token_mask, image_mask, state, embodiment_id, noise, calls, strength, guidance)
 
     def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
         head = self.action_head
