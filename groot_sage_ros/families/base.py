@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..api import Processor, TokenFacts
+from .common.attention_maps import features_and_image_attention
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class FamilyModel(nn.Module):
     state_width: int
     timestep_buckets: int  # the head's flow-matching time, discretised
 
-    def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
+    def action_velocity(
+        self, features, token_mask, image_mask, actions, bucket, state, embodiment_id, calls=None
+    ) -> torch.Tensor:
         """The head's flow velocity (B, H, A) for noisy ``actions`` at timestep ``bucket`` (B,); differentiable.
         ``token_mask`` (B, L) bool marks real tokens (not padding), ``image_mask`` (B, L) the image tokens:
-        a family whose head attends to parts of the prompt (N1.7) needs them, N1.5's ignores them."""
+        a family whose head attends to parts of the prompt (N1.7) needs them, N1.5's ignores them. ``calls``:
+        the fast path's per-layer callables (fused, maybe compiled), or None for the modules as built."""
         raise NotImplementedError
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
@@ -68,6 +72,18 @@ class FamilyModel(nn.Module):
         if not self.has_backbone:
             raise ValueError("this model holds the action head only (loaded without its backbone)")
         return self.backbone(input_ids, pixel_values, calls)  # (B, L, D)
+
+    def features_and_image_attention(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features`` (B, L, D) and the last kept layer's attention from each token to the image tokens,
+        averaged over heads (B, L, T) (``common/attention_maps.py``); every sample has T image tokens."""
+        if not self.has_backbone:
+            raise ValueError("this model holds the action head only (loaded without its backbone)")
+        backbone = self.backbone
+        return features_and_image_attention(
+            backbone, backbone.language_layers, input_ids, pixel_values, backbone.image_token_id, calls
+        )
 
     def action_chunk(
         self, features, token_mask, image_mask, state, embodiment_id, noise, calls=None, strength=None, guidance=None

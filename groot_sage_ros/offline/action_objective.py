@@ -9,10 +9,16 @@ class ActionObjective:
     """The student's features through the teacher's frozen action head: at sampled flow-matching times, noisy
     actions and states, the head's velocity from the student's features is matched to its velocity from the
     teacher's (MSE over the embodiment's real action dimensions). Pads are zero for both, so the head sees
-    the same context length; each rank samples from (seed, step), so a resumed run draws the same."""
+    the same context length; each rank samples from (seed, step), so a resumed run draws the same.
 
-    def __init__(self, head, policy, seed: int):
-        self.head, self.seed = head, seed
+    ``fast`` (the default) runs the head's fast-path layers (fused projections; compiled on CUDA, where the
+    head is loaded in bfloat16), the reference its modules as built; the same arithmetic (a test compares
+    their gradients). The teacher's velocity needs no gradient and is computed once per step."""
+
+    def __init__(self, head, policy, seed: int, fast: bool = True):
+        self.head, self.seed, self.fast = head, seed, fast
+        if fast:
+            head.use_fast_layers()
         self.embodiment_id = policy.normalizer.embodiment_id
         self.action_width = sum(key.width for key in policy.normalizer.action_keys)
         self.state_width = sum(key.width for key in policy.normalizer.state_keys)
@@ -29,11 +35,10 @@ class ActionObjective:
         states[:, : self.state_width] = torch.rand(batch, self.state_width, generator=generator) * 2 - 1
         t, actions, states = t.to(device), actions.to(device), states.to(device)
         keep = mask.unsqueeze(-1).to(student.dtype)  # (B, L, 1)
+        args = (mask, image_mask, actions, t, states, self.embodiment_id, self.fast)
         with torch.no_grad():
-            target = self.head.action_velocity(teacher * keep, mask, image_mask, actions, t, states, self.embodiment_id)
-        got = self.head.action_velocity(
-            student * keep, mask, image_mask, actions, t, states, self.embodiment_id
-        )  # (B, H, A)
+            target = self.head.action_velocity(teacher * keep, *args)
+        got = self.head.action_velocity(student * keep, *args)  # (B, H, A)
         return ((got.float() - target.float())[..., : self.action_width] ** 2).mean()
 
 
@@ -51,12 +56,13 @@ def action_objective(args, dataset, device) -> ActionObjective | None:
             f"--teacher {teacher}: not the teacher whose features {dataset.root} holds (content hashes "
             "differ); the action objective needs that teacher's head"
         )
-    head = load_action_head(
+    on_cuda = torch.device(device).type == "cuda"
+    head = load_action_head(  # on CUDA: bfloat16, the head's layers compiled (training: no CUDA graphs)
         teacher,
         device=str(device),
-        dtype="float32",
+        dtype="bfloat16" if on_cuda else "float32",
         warmup=False,
-        runtime=RuntimeConfig(compile="off", cuda_graphs=False),
+        runtime=RuntimeConfig(compile="auto" if on_cuda else "off", cuda_graphs=False),
     )
     if head.feature_dim != dataset.feature_dim:
         raise ValueError(

@@ -84,6 +84,11 @@ class ExtractConfig(RuntimeOptions):
         0, "decode/preprocess threads (default: min(8, CPUs) with a GPU, half the CPUs without)", COUNT
     )
     threads: int = option(0, "PyTorch threads on the CPU (default: idle cores less the decode threads)", COUNT)
+    attention: bool = option(
+        False,
+        "also store the teacher's attention from each token to the image tokens in its last kept layer "
+        "(averaged over heads; for distill --attention-weight; the model runs without CUDA graphs)",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -132,6 +137,12 @@ class DistillConfig:
         "what the head needs",
         NON_NEGATIVE_FLOAT,
     )
+    attention_weight: float = option(
+        0.0,
+        "also match the teacher's attention from text tokens to image tokens in its last kept layer (KL; "
+        "a dataset extracted with --attention) with the student's last block's (0: off)",
+        NON_NEGATIVE_FLOAT,
+    )
     teacher: str | None = option(
         None, "checkpoint whose action head --action-weight uses (default: the dataset's teacher)"
     )
@@ -175,7 +186,11 @@ class EvaluateConfig:
     action_samples: int = option(32, "held-out samples for the action scores", POSITIVE_INT)
     seeds: int = option(3, "noise seeds per action comparison", POSITIVE_INT)
     teacher_dtype: str = option("float16", "dtype of the teacher", choices=DTYPES)
-    student_dtype: str = option("float32", "dtype of the student when timing it", choices=DTYPES)
+    student_dtype: str = option(
+        "auto",
+        "dtype of the student when timing it; auto: float16 on CUDA (as sage_node serves it), else float32",
+        choices=("auto", *DTYPES),
+    )
     device: str = option("cpu", "torch device string")
     json: str | None = option(None, "also write the results to this JSON file")
     report_dir: str | None = option(None, "report.md and plots (default: <student dir>/evaluation)")

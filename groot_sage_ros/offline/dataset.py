@@ -80,6 +80,7 @@ class Sample:
     features: torch.Tensor  # (L, D) float16
     stamp_ns: int
     source: dict  # bag, topics, frame_id, instruction
+    attention: torch.Tensor | None = None  # (L, T) float16: the teacher's attention to the T image tokens
 
 
 def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
@@ -120,6 +121,11 @@ def write_shard(
         "stamps": torch.tensor([s.stamp_ns for s in samples], dtype=torch.int64),
         "index": torch.tensor([s.index for s in samples], dtype=torch.int64),
     }
+    if samples and samples[0].attention is not None:  # extract --attention: (N, L, T), rows past a sample's end 0
+        attention = torch.zeros((n, length, samples[0].attention.shape[-1]), dtype=torch.float16)
+        for row, sample in enumerate(samples):
+            attention[row, : sample.attention.shape[0]] = sample.attention
+        tensors["attention"] = attention
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
     metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(sorted(skipped.items())))}
     with atomic_file(path) as tmp:
@@ -144,7 +150,7 @@ def sync_files(paths, threads: int = 8) -> None:
 SHARD_TENSORS = {"images": 5, "input_ids": 2, "lengths": 1, "features": 3, "stamps": 1, "index": 1}  # name -> ndim
 
 
-def read_shard_info(path: Path, feature_dim: int | None = None) -> tuple[int, dict]:
+def read_shard_info(path: Path, feature_dim: int | None = None, attention: bool = False) -> tuple[int, dict]:
     """(number of samples, skipped counts) of a shard, from its header only; ValueError naming a damaged
     one. With ``feature_dim``, its tensors must also have the dataset's shapes (a manifest that lies about the
     feature width, or a shard of another dataset, is refused, naming the tensor)."""
@@ -156,11 +162,18 @@ def read_shard_info(path: Path, feature_dim: int | None = None) -> tuple[int, di
     except (SafetensorError, OSError, ValueError, KeyError, IndexError) as err:
         raise ValueError(f"{path}: not a readable dataset shard ({err})") from None
     if feature_dim is not None:
-        check_shard_shapes(path, shapes, count, feature_dim)
+        check_shard_shapes(path, shapes, count, feature_dim, attention)
     return count, skipped
 
 
-def check_shard_shapes(path: Path, shapes: dict, count: int, feature_dim: int) -> None:
+def check_shard_shapes(path: Path, shapes: dict, count: int, feature_dim: int, attention: bool = False) -> None:
+    if attention:  # (N, L, T) beside input_ids (N, L): extract --attention
+        shape = shapes.get("attention")
+        if shape is None or len(shape) != 3 or shape[0] != count or shape[1] != shapes["input_ids"][1]:
+            raise ValueError(
+                f"{path}: tensor 'attention' has shape {shape}, expected (N, L, T) beside input_ids "
+                f"{shapes['input_ids']}: the manifest says the dataset holds the teacher's attention"
+            )
     for name, ndim in SHARD_TENSORS.items():
         shape = shapes.get(name)
         if shape is None or len(shape) != ndim or shape[0] != count:
@@ -238,7 +251,7 @@ class FeatureDataset(torch.utils.data.Dataset):
                     f"{path}: {path.stat().st_size} bytes, the manifest says {shard.get('bytes')}; "
                     "the shard was changed or damaged after extract wrote it"
                 )
-            count, _ = read_shard_info(path, self.feature_dim)  # with every tensor's shape
+            count, _ = read_shard_info(path, self.feature_dim, self.has_attention)  # with every tensor's shape
             if count != shard["num_samples"]:
                 raise ValueError(f"{path}: holds {count} samples, the manifest says {shard['num_samples']}")
             self._paths.append(path)
@@ -268,6 +281,11 @@ class FeatureDataset(torch.utils.data.Dataset):
     def facts(self) -> TokenFacts:
         """The teacher family's token facts (image token id, pad id, grid) the samples were made with."""
         return TokenFacts.from_dict(self.manifest.get("tokens"), f"{self.root / MANIFEST}: tokens")
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the shards hold the teacher's attention to the image tokens (``extract --attention``)."""
+        return self.manifest.get("attention") is True
 
     @property
     def feature_dim(self) -> int:
@@ -312,7 +330,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         handle, meta = self._shard(k)
         length = int(handle.get_slice("lengths")[row : row + 1][0])
         info = meta[row]
-        return {
+        sample = {
             "images": handle.get_slice("images")[row : row + 1][0],
             "input_ids": handle.get_slice("input_ids")[row : row + 1][0, :length].long(),
             "features": handle.get_slice("features")[row : row + 1][0, :length],
@@ -320,6 +338,9 @@ class FeatureDataset(torch.utils.data.Dataset):
             "source": {k: v for k, v in info.items() if k != "layout"}
             | {"stamp_ns": int(handle.get_slice("stamps")[row : row + 1][0])},
         }
+        if self.has_attention:  # (L, T): the teacher's attention to the image tokens (extract --attention)
+            sample["attention"] = handle.get_slice("attention")[row : row + 1][0, :length]
+        return sample
 
     def __getstate__(self):  # DataLoader workers open their own memory maps (verified shards stay verified)
         state = dict(self.__dict__)

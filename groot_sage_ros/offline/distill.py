@@ -85,8 +85,10 @@ def claim_run_folder(args, out: Path, world: int, device: torch.device) -> Outpu
 
 
 def run_distill(args) -> dict:
-    if not (args.mse_weight or args.cosine_weight or args.action_weight):
-        raise ValueError("--mse-weight, --cosine-weight and --action-weight are all 0: nothing to learn")
+    if not (args.mse_weight or args.cosine_weight or args.action_weight or args.attention_weight):
+        raise ValueError(
+            "--mse-weight, --cosine-weight, --action-weight and --attention-weight are all 0: nothing to learn"
+        )
     rank, world, local_rank = distributed(args.device)
     device = resolve_device(rank_device(args.device, world, local_rank))  # before a pass over the data
     if args.batch_size % world:

@@ -245,10 +245,13 @@ def evaluate_into(
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
     images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
     frame_set = [(images, dataset.source(held[0])["instruction"])]
-    serving = load_engine(student_file, device=args.device, dtype=args.student_dtype)
+    serving_dtype = args.student_dtype
+    if serving_dtype == "auto":
+        serving_dtype = "float16" if torch.device(args.device).type == "cuda" else "float32"
+    serving = load_engine(student_file, device=args.device, dtype=serving_dtype)
     student_inputs = serving.prepare(frame_set)
     results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
-    results["student"]["serving_dtype"] = args.student_dtype
+    results["student"]["serving_dtype"] = serving_dtype
     results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
         teacher = load_engine(

@@ -85,6 +85,7 @@ def extract_identity(args, device: str) -> dict:
         "batch_size": args.batch_size,
         "shard_size": args.shard_size,
         "sync_slop_s": args.sync_slop_s,
+        **({"attention": True} if args.attention else {}),  # so that datasets from before it resume as they were
     }
 
 
@@ -147,7 +148,7 @@ def extract_into(args, out: Path, rank: int, world: int, device: str, total: int
     size = args.shard_size
     counts: Counter = Counter()
     progress = Progress(total)
-    pipeline = ShardPipeline(engine, out, args.batch_size, size, progress)
+    pipeline = ShardPipeline(engine, out, args.batch_size, size, progress, attention=args.attention)
     start, captured_before = time.perf_counter(), engine.capture_seconds
     stream = read_frame_sets(
         args.bags,
@@ -266,6 +267,8 @@ def write_manifest(
         "instruction_override": args.instruction,
         "source_bags": [str(b) for b in args.bags],
         "shard_size": args.shard_size,
+        # extract --attention: each sample's (L, T) attention to the image tokens in the last kept layer
+        "attention": bool(args.attention),
         "run": folder.recorded_identity(),
         "shards": shards,
         "timing": timing,

@@ -43,8 +43,11 @@ class ShardPipeline:
     A failed write (no space, permission, I/O) surfaces on the main thread at the next batch, not at the
     end: the run stops within one batch, and the shards already renamed into place are complete."""
 
-    def __init__(self, engine: FeatureEngine, out: Path, batch_size: int, shard_size: int, progress):
+    def __init__(
+        self, engine: FeatureEngine, out: Path, batch_size: int, shard_size: int, progress, attention: bool = False
+    ):
         self.engine, self.out, self.batch_size, self.shard_size = engine, out, batch_size, shard_size
+        self.attention = attention  # also the teacher's attention to the image tokens (extract --attention)
         self.progress = progress
         self.phases: Counter = Counter()
         self.phases_lock = threading.Lock()
@@ -92,7 +95,7 @@ class ShardPipeline:
     def _flush(self) -> None:
         self._raise_failed_write()
         tick = time.perf_counter()
-        pending = launch(self.engine, self.batch, self.batch_size, self.copy_stream)
+        pending = launch(self.engine, self.batch, self.batch_size, self.copy_stream, self.attention)
         self.phases["launch_s"] += time.perf_counter() - tick
         self.gathering.append(self.collector.submit(self._gather, list(self.batch), pending, self.samples, self.skips))
         self.batch.clear()
@@ -209,6 +212,7 @@ class InFlight:
     frames: torch.Tensor  # (B, C, 3, S, S) uint8, the model's input frames, on the CPU once ``done`` has fired
     features: torch.Tensor  # (B, L, D) float16, on the CPU once ``done`` has fired
     finite: torch.Tensor  # (B,) bool, likewise
+    attention: torch.Tensor | None = None  # (B, L, T) float16, likewise (extract --attention)
     done: torch.cuda.Event | None = None
 
     def wait(self) -> None:
@@ -222,6 +226,7 @@ class InFlight:
         it goes back at once); the samples are views of that copy, not 2 x B copies of their own."""
         finite = self.finite.tolist()  # one conversion, not a tensor index a row
         features, frames = self.features.clone(), self.frames.clone()  # (B, L, D), (B, C, 3, S, S)
+        attention = self.attention.clone() if self.attention is not None else None  # (B, L, T)
         samples = []
         for row, item in enumerate(self.kept):
             if not finite[row]:
@@ -243,12 +248,15 @@ class InFlight:
                     features[row, : layout.seq_len],
                     frame_set.stamp_ns,
                     source,
+                    attention[row, : layout.seq_len] if attention is not None else None,
                 )
             )
         return samples
 
 
-def launch(engine: FeatureEngine, prepared: list[Prepared], batch_size: int, copy_stream=None) -> InFlight | None:
+def launch(
+    engine: FeatureEngine, prepared: list[Prepared], batch_size: int, copy_stream=None, attention: bool = False
+) -> InFlight | None:
     """Queue the teacher on the good frame sets of a batch, and the copies of its results to pinned host
     memory on ``copy_stream`` (so they overlap the next batch's compute); returns at once on CUDA, so the
     host prepares the next batch while the device computes this one. A short batch (a shard's last, or one
@@ -260,12 +268,15 @@ def launch(engine: FeatureEngine, prepared: list[Prepared], batch_size: int, cop
     rows, filled = len(kept), kept + [kept[-1]] * (batch_size - len(kept))
     device, processor = engine.device, engine.processor
     images = processor.resize_frames([frame for item in filled for frame in item.frames], device)  # (B*C, 3, S, S)
-    result = engine.forward(processor.collate([item.prompt for item in filled], images, device))
+    inputs = processor.collate([item.prompt for item in filled], images, device)
+    result = engine.forward(inputs, image_attention=True) if attention else engine.forward(inputs)
     features = result.features[:rows].to(torch.float16)  # (rows, L, D)
     finite = torch.isfinite(features).flatten(1).all(dim=1)  # (rows,), checked on the device
-    outputs = (images.view(len(filled), -1, *images.shape[1:])[:rows], features, finite)
+    outputs = [images.view(len(filled), -1, *images.shape[1:])[:rows], features, finite]
+    if attention:
+        outputs.append(result.image_attention[:rows].to(torch.float16))  # (rows, L, T)
     if device.type != "cuda":
-        return InFlight(kept, *outputs)  # (B, C, 3, S, S) uint8, (B, L, D) float16, (B,) bool
+        return InFlight(kept, *outputs)  # (B, C, 3, S, S) uint8, (B, L, D) float16, (B,) bool, (B, L, T)
     copy_stream.wait_stream(torch.cuda.current_stream(device))
     host = [torch.empty(out.shape, dtype=out.dtype, pin_memory=True) for out in outputs]
     with torch.cuda.stream(copy_stream):
@@ -274,4 +285,4 @@ def launch(engine: FeatureEngine, prepared: list[Prepared], batch_size: int, cop
             out.record_stream(copy_stream)  # not reused by the compute stream before the copy has read it
         done = torch.cuda.Event()
         done.record(copy_stream)
-    return InFlight(kept, *host, done)
+    return InFlight(kept, *host[:3], attention=host[3] if attention else None, done=done)

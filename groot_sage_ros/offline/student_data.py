@@ -69,7 +69,8 @@ def training_stats(
 
 def collate(samples: list[dict], pad_id: int) -> dict:
     """Right-padded batch: ids (B, L) padded with ``pad_id``, features (B, L, D) float16 as stored (half the
-    bytes to move; cast on the device), mask (B, L), frames (B*C, 3, S, S) uint8."""
+    bytes to move; cast on the device), mask (B, L), frames (B*C, 3, S, S) uint8; the teacher's attention
+    (B, L, T) float16 where the dataset holds it."""
     length = max(s["input_ids"].shape[0] for s in samples)
     dim = samples[0]["features"].shape[1]
     ids = torch.full((len(samples), length), pad_id, dtype=torch.int64)
@@ -79,13 +80,19 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         n = sample["input_ids"].shape[0]
         ids[row, :n], features[row, :n], mask[row, :n] = sample["input_ids"], sample["features"], True
     frames = torch.cat([s["images"] for s in samples])
-    return {
+    batch = {
         "input_ids": ids,
         "features": features,
         "mask": mask,
         "frames": frames,
         "sources": [s["source"] for s in samples],
     }
+    if "attention" in samples[0]:  # extract --attention: (B, L, T) float16, zero past each sample's end
+        attention = torch.zeros((len(samples), length, samples[0]["attention"].shape[-1]), dtype=torch.float16)
+        for row, sample in enumerate(samples):
+            attention[row, : sample["attention"].shape[0]] = sample["attention"]
+        batch["attention"] = attention
+    return batch
 
 
 def batch_indices(train: list[int], step: int, batch: int, seed: int) -> list[int]:

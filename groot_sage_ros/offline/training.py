@@ -4,8 +4,10 @@ evaluation, checkpoints, progress) and ``finish`` (the student file, plots, timi
 
 Loss per real token: ``mse_weight * MSE + cosine_weight * (1 - cosine)`` on standardised features (the
 training split's mean and std, stored with the student), averaged over the batch's tokens, plus
-``action_weight`` times the action objective. AdamW, linear warm-up then cosine decay, bf16 autocast on
-the GPU. Under torchrun DDP averages the gradients, so the steps equal one process's.
+``action_weight`` times the action objective and ``attention_weight`` times the attention transfer
+(``attention_loss``: the last block's attention from text to image tokens against the teacher's). AdamW,
+linear warm-up then cosine decay, bf16 autocast on the GPU. Under torchrun DDP averages the gradients, so
+the steps equal one process's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,22 @@ from .student_data import LOADER_THREADS, batch_indices, collate, split, trainin
 def token_losses(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token MSE and (1 - cosine) of standardised (B, L, D) tensors -> (B, L) each."""
     return ((pred - target) ** 2).mean(-1), 1 - F.cosine_similarity(pred, target, dim=-1)
+
+
+def attention_loss(
+    student: torch.Tensor, teacher: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, image_token_id: int
+) -> torch.Tensor:
+    """KL(teacher || student) of each text token's attention over the image tokens, each side normalised
+    over them, averaged over the real text tokens that follow an image (the others see none).
+    student (B, L, L) the last block's weights; teacher (B, L, T) as extract --attention stores it."""
+    batch, length, images = teacher.shape
+    image = input_ids == image_token_id  # (B, L)
+    to_images = student.masked_select(image[:, None, :]).view(batch, length, images)  # (B, L, T)
+    p = teacher.float() / teacher.float().sum(-1, keepdim=True).clamp(min=1e-12)
+    q = to_images / to_images.sum(-1, keepdim=True).clamp(min=1e-12)
+    kl = (p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log())).sum(-1)  # (B, L)
+    rows = mask & ~image & (teacher.float().sum(-1) > 0)
+    return kl[rows].mean() if rows.any() else kl.sum() * 0
 
 
 def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
@@ -115,6 +133,11 @@ class StudentTraining:
         run being resumed has already done all its steps (it says so)."""
         setup = time.monotonic()
         dataset = FeatureDataset(config.dataset, verify="all")  # every shard's hash, in parallel, up front
+        if config.attention_weight and not dataset.has_attention:
+            raise ValueError(
+                f"--attention-weight {config.attention_weight}: {dataset.root} holds no teacher attention; "
+                "extract it with --attention"
+            )
         train, held_out, held_groups = split(dataset, config.eval_fraction, config.seed)
         vocab, mean, std = training_stats(dataset, train, rank, world, device)
         teacher = dataset.manifest["teacher"]
@@ -160,6 +183,7 @@ class StudentTraining:
                 "mse_weight": config.mse_weight,
                 "cosine_weight": config.cosine_weight,
                 "action_weight": config.action_weight,
+                "attention_weight": config.attention_weight,
             },
         }
         if device.type == "cpu":  # after every check that can fail: a user error stays one line
@@ -211,9 +235,18 @@ class StudentTraining:
         pixels = by_name(self.dataset.facts.family).pixel_values
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         with autocast:
-            pred = self.trained(ids, pixels(data["frames"].to(device))).float()  # (B, L, D) standardised
+            if cfg.attention_weight:
+                pred, weights = self.trained(ids, pixels(data["frames"].to(device)), attention=True)  # (B, L, L)
+            else:
+                pred = self.trained(ids, pixels(data["frames"].to(device)))
+        pred = pred.float()  # (B, L, D) standardised
         mse, cos_loss = token_losses(pred, target)  # (B, L) each
         loss = (cfg.mse_weight * mse + cfg.cosine_weight * cos_loss)[mask].sum() / tokens * world  # DDP averages
+        attention = torch.zeros((), device=device)
+        if cfg.attention_weight:  # this rank's samples; DDP averages over ranks
+            image_id = self.dataset.facts.image_token_id
+            attention = attention_loss(weights.float(), data["attention"].to(device), ids, mask, image_id)
+            loss = loss + cfg.attention_weight * attention
         action_loss = torch.zeros((), device=device)
         if self.objective is not None:  # this rank's samples; DDP averages over ranks
             teacher_units = data["features"].to(device).float()
@@ -238,6 +271,7 @@ class StudentTraining:
                 mse[mask].sum().detach() / tokens,
                 (1 - cos_loss[mask]).sum().detach() / tokens,
                 action_loss.detach() / world,
+                attention.detach() / world,
             ]
         )
         if world > 1:
@@ -257,6 +291,8 @@ class StudentTraining:
         }
         if self.objective is not None:
             record["train_action_loss"] = logged[3].item()
+        if cfg.attention_weight:
+            record["train_attention_loss"] = logged[4].item()
         last = done == cfg.max_steps
         if self.held_out and (done % cfg.eval_every == 0 or last):
             record.update(evaluate_split(self.model, self.dataset, self.held_out, self.device))

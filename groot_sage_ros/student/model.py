@@ -32,12 +32,21 @@ class StudentBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: bool = False):
+        """(B, L, W) -> (B, L, W); with ``weights``, also the attention weights averaged over heads (B, L, L),
+        computed explicitly (SDPA does not return them) for ``distill --attention-weight``."""
         batch, length, width = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, L, d)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # right padding needs no mask
+        if weights:
+            scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # (B, H, L, L)
+            causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            probabilities = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            attended = probabilities.to(v.dtype) @ v  # (B, H, L, d)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # right padding needs no mask
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.mlp(self.norm2(x))
+        return (x, probabilities.mean(dim=1)) if weights else x
 
 
 class SageStudent(nn.Module):
@@ -62,8 +71,9 @@ class SageStudent(nn.Module):
         known = self.vocab[position] == input_ids
         return torch.where(known, position, torch.full_like(position, len(self.vocab)))
 
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids, (N, 3, S, S) normalised frames -> standardised features (B, L, D)."""
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention: bool = False):
+        """(B, L) ids, (N, 3, S, S) normalised frames -> standardised features (B, L, D); with ``attention``,
+        also the last block's attention weights averaged over heads (B, L, L)."""
         if input_ids.shape[1] > self.cfg.max_len:
             raise ValueError(
                 f"sequence of {input_ids.shape[1]} tokens exceeds the student's max_len {self.cfg.max_len}"
@@ -72,9 +82,12 @@ class SageStudent(nn.Module):
         patches = self.patch_embed(pixel_values.to(x.dtype)).flatten(2).transpose(1, 2)  # (N, T, W)
         x = scatter_image_embeddings(x, patches, input_ids == self.image_token_id)
         x = x + self.pos_embed.weight[: input_ids.shape[1]].unsqueeze(0)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x)
-        return self.head(self.norm(x))
+        if attention:
+            x, weights = self.blocks[-1](x, weights=True)
+            return self.head(self.norm(x)), weights
+        return self.head(self.norm(self.blocks[-1](x)))
 
     def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Predictions in the teacher's units (un-standardised): what the node publishes."""

@@ -89,6 +89,15 @@ class EagleBackbone(nn.Module):
         else:
             self.eagle_linear = nn.Identity()
 
+    @property
+    def language_layers(self) -> nn.ModuleList:
+        """The kept Qwen3 decoder layers (the last one's attention: ``common/attention_maps.py``)."""
+        return self.eagle_model.language_model.model.layers
+
+    @property
+    def image_token_id(self) -> int:
+        return self.cfg.image_token_id
+
     def materialize_buffers(self, device: torch.device | str) -> None:
         """Rebuild the non-persistent buffers (not in any checkpoint) after loading onto ``device``.
 

@@ -50,11 +50,13 @@ class GrootN15(FamilyModel):
             features, state, embodiment_id, noise=noise, calls=calls, strength=strength, guidance=guidance
         )  # (1, H, A)
 
-    def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
+    def action_velocity(
+        self, features, token_mask, image_mask, actions, bucket, state, embodiment_id, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
         """The head's flow velocity (B, H, A) for ``actions`` (B, H, A) at timestep ``bucket`` (B,), from features
         (B, L, D) and normalised states (B, 1, S): one training-time call, differentiable in the features."""
         head = self.action_head
-        context = head.encode_context(features)  # (B, L, C)
+        context = head.encode_context(features, calls)  # (B, L, C)
         state_tokens = head.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
-        condition = head.model.condition(context, bucket.unsqueeze(0))  # one step: (1, B) buckets
-        return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id)
+        condition = head.model.condition(context, bucket.unsqueeze(0), calls)  # one step: (1, B) buckets
+        return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id, calls=calls)

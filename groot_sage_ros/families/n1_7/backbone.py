@@ -152,6 +152,15 @@ class Qwen3VLBackbone(nn.Module):
     def language_model(self) -> Qwen3VLTextModel:
         return self.model.model.language_model
 
+    @property
+    def language_layers(self) -> nn.ModuleList:
+        """The kept decoder layers (the last one's attention: ``common/attention_maps.py``)."""
+        return self.language_model.layers
+
+    @property
+    def image_token_id(self) -> int:
+        return IMAGE_TOKEN_ID
+
     def materialize_buffers(self, device: torch.device | str) -> None:
         """Rebuild the non-persistent buffers (rotary tables, the frame grid) after loading onto ``device``."""
         lm = self.language_model

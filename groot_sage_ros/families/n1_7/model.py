@@ -45,9 +45,11 @@ class GrootN17(FamilyModel):
         head = self.action_head
         return head.get_action(features, token_mask, image_mask, state, embodiment_id, noise, calls, strength, guidance)
 
-    def action_velocity(self, features, token_mask, image_mask, actions, bucket, state, embodiment_id) -> torch.Tensor:
+    def action_velocity(
+        self, features, token_mask, image_mask, actions, bucket, state, embodiment_id, calls: LayerCalls | None = None
+    ) -> torch.Tensor:
         head = self.action_head
-        context = head.encode_context(features)  # (B, L, C)
+        context = head.encode_context(features, calls)  # (B, L, C)
         state_tokens = head.state_encoder(state.to(context.dtype), embodiment_id)  # (B, 1, W)
-        condition = head.model.condition(context, bucket.unsqueeze(0), None, token_mask, image_mask)  # one step
-        return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id)
+        condition = head.model.condition(context, bucket.unsqueeze(0), calls, token_mask, image_mask)  # one step
+        return head.velocity(actions.to(context.dtype), bucket, condition, state_tokens, embodiment_id, calls=calls)
