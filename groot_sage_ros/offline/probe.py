@@ -20,6 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,12 +75,14 @@ class ProbeHead(nn.Module):
         return self.linear(pooled).split([GRID_SIDES, GRID_SIDES, COLOURS], dim=-1)
 
 
-def probe_loss(logits, labels: ArcLabels, rows) -> torch.Tensor:
+def probe_loss(logits, labels: ArcLabels, rows: torch.Tensor) -> torch.Tensor:
+    """The three heads' losses on the labels of ``rows`` (indices into ``labels``, kept on the CPU)."""
     height, width, colours = logits
+    rows = rows.cpu()
     return (
-        F.cross_entropy(height, labels.height[rows])
-        + F.cross_entropy(width, labels.width[rows])
-        + F.binary_cross_entropy_with_logits(colours, labels.colours[rows])
+        F.cross_entropy(height, labels.height[rows].to(height.device))
+        + F.cross_entropy(width, labels.width[rows].to(width.device))
+        + F.binary_cross_entropy_with_logits(colours, labels.colours[rows].to(colours.device))
     )
 
 
@@ -183,11 +186,17 @@ class Probe:
                 scores[split] = probe_scores(joined, self.labels["train" if split == "train" else "held"])
         return scores
 
-    def student_latency(self, student) -> float:
-        data = collate([self.dataset[self.held[0]]], self.pad_id)
-        ids, pixels, _ = self.inputs(data)
-        with torch.no_grad():
-            return latency_ms(lambda: student.features(ids, pixels), self.device)
+    def student_latency(self, student_file) -> float:
+        """Batch-1 milliseconds of the student as sage_node serves it (its engine: float16 and a CUDA graph on
+        CUDA), on a held-out frame set."""
+        from ..engine import load_engine
+
+        dtype = "float16" if self.device.type == "cuda" else "float32"
+        serving = load_engine(student_file, device=str(self.device), dtype=dtype)
+        sample = self.dataset[self.held[0]]
+        images = [np.ascontiguousarray(frame.permute(1, 2, 0).numpy()) for frame in sample["images"]]
+        inputs = serving.prepare([(images, self.dataset.source(self.held[0])["instruction"])])
+        return latency_ms(lambda: serving.forward(inputs), self.device)
 
 
 def run_probe(dataset_root, student_file, steps: int | None, batch: int, device: str, seed: int) -> dict:
@@ -218,5 +227,5 @@ def run_probe(dataset_root, student_file, steps: int | None, batch: int, device:
         "distilled": {**probe.frozen_arm(distilled, steps), "parameters": parameters},
         "scratch": {**probe.scratch_arm(scratch, steps), "parameters": parameters},
     }
-    report["distilled"]["batch1_ms_median"] = probe.student_latency(distilled)
+    report["distilled"]["batch1_ms_median"] = probe.student_latency(student_file)
     return report
