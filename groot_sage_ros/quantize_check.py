@@ -139,24 +139,40 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
 
 
 def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], first: dict | None = None) -> dict:
-    """The smallest prefix of the sensitivity ranking that, kept at fp16, passes ``precision``'s gates:
-    the layers to name in ``precision_keep_fp16``, the share of the backbone's Linear weights they hold,
-    and the figures with them kept (``passed`` false when even every layer kept misses a gate). ``first``:
-    the figures with nothing kept, when already measured."""
-    sizes, keep = reference["layers"], []
+    """The smallest set of Linear layers that, kept at fp16, passes ``precision``'s gates, found in two passes:
+    the shortest prefix of the sensitivity ranking (whole layers), then, within those layers, each projection
+    quantised again, largest first, where the gates still pass. Returns the names for
+    ``precision_keep_fp16`` (projections, e.g. ``vision.0.mlp.fc2``), the share of the backbone's Linear
+    weights they hold, the layer-level set and its share, and the figures with them kept (``passed`` false
+    when even every layer kept misses a gate). ``first``: the figures with nothing kept, when measured."""
+    sizes, layers = reference["layers"], []
     for row in [None, *ranking]:
         if row is not None:
-            keep.append(row["layer"])
-        figures = first if row is None and first is not None else compare(reference, measure(precision, keep=keep))
+            layers.append(row["layer"])
+        figures = first if row is None and first is not None else compare(reference, measure(precision, keep=layers))
         met = gates_met(precision, figures)
         if all(met.values()):
             break
-    kept = sum(n for name, n in sizes.items() if any(name.startswith(layer + ".") for layer in keep))
+    keep = list(layers)
+    if layers and all(met.values()):  # the second pass: projection by projection, the largest first
+        keep = sorted((n for n in sizes if any(n.startswith(layer + ".") for layer in layers)), key=lambda n: -sizes[n])
+        for name in list(keep):
+            trial = [n for n in keep if n != name]
+            trial_figures = compare(reference, measure(precision, keep=trial))
+            if all(gates_met(precision, trial_figures).values()):
+                keep, figures = trial, trial_figures
+
+    def share(names) -> float:
+        kept = sum(n for name, n in sizes.items() if any(name == k or name.startswith(k + ".") for k in names))
+        return kept / max(1, sum(sizes.values()))
+
     return {
         "precision_keep_fp16": keep,
-        "kept_weight_fraction": kept / max(1, sum(sizes.values())),
-        "passed": all(met.values()),
-        "met": met,
+        "kept_weight_fraction": share(keep),
+        "layers": layers,
+        "layers_weight_fraction": share(layers),
+        "passed": all(gates_met(precision, figures).values()),
+        "met": gates_met(precision, figures),
         **figures,
     }
 
@@ -182,7 +198,8 @@ def print_report(report: dict) -> None:
         verdict = "passes" if auto["passed"] else "still fails"
         print(
             f"auto         keep {auto['precision_keep_fp16'] or 'nothing'} at fp16 "
-            f"({auto['kept_weight_fraction']:.1%} of the backbone's Linear weights): {verdict} the gates"
+            f"({auto['kept_weight_fraction']:.1%} of the backbone's Linear weights; whole layers "
+            f"{auto['layers'] or 'none'}: {auto['layers_weight_fraction']:.1%}): {verdict} the gates"
         )
     for row in report.get("sensitivity", [])[:10]:
         print(

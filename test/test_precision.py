@@ -286,8 +286,8 @@ def test_keep_fp16_reaches_the_modules_and_an_unknown_name_is_one_line(tiny_chec
 
 
 def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch):
-    """With a feature gate the plain int8 run misses on a checkpoint with one planted outlier layer, --auto
-    keeps the most sensitive layer, and that alone, at fp16."""
+    """With a feature gate the plain int8 run misses on a checkpoint with one planted outlier projection,
+    --auto keeps the most sensitive layer, then within it that projection alone, at fp16."""
     from test_checkpoint import SHARD1, edit_shard
 
     key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
@@ -305,5 +305,7 @@ def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch)
     assert not passed  # the plain int8 run misses the strict gate
     auto = report["auto"]
     assert "action_error_ratio_mean" in auto  # the proposal is judged on the actions too
-    assert auto["passed"] and auto["precision_keep_fp16"] == ["language.1"]
-    assert 0 < auto["kept_weight_fraction"] < 0.5 and auto["token_cosine_mean"] >= 0.99995
+    assert auto["passed"] and auto["layers"] == ["language.1"]  # the first pass: the planted layer
+    assert auto["precision_keep_fp16"] == ["language.1.mlp.down_proj"]  # the second: its planted projection
+    assert 0 < auto["kept_weight_fraction"] < auto["layers_weight_fraction"] < 0.5
+    assert auto["token_cosine_mean"] >= 0.99995
