@@ -30,7 +30,8 @@ def main() -> int:
     import torch
 
     from groot_sage_ros.engine import load_engine
-    from groot_sage_ros.offline.probe import latency_ms, run_probe
+    from groot_sage_ros.offline.evaluate import latency
+    from groot_sage_ros.offline.probe import run_probe
 
     report = run_probe(args.dataset, args.student, args.steps or None, args.batch, args.device, args.seed)
     device = torch.device(args.device)
@@ -39,7 +40,7 @@ def main() -> int:
         teacher = load_engine(args.teacher, device=args.device)
         inputs = teacher.prepare([([np.full((480, 640, 3), 127, dtype=np.uint8)], "solve the puzzle")])
         report["teacher"]["parameters"] = teacher.parameter_count
-        report["teacher"]["batch1_ms_median"] = latency_ms(lambda: teacher.forward(inputs), device)
+        report["teacher"]["batch1_ms_median"] = latency(lambda: teacher.forward(inputs), device)["batch1_ms_median"]
     report["command"] = "python benchmarks/arc_probe.py " + " ".join(sys.argv[1:])
     print(json.dumps(report, indent=2))
     if args.out:

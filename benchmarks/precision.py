@@ -57,8 +57,8 @@ def main() -> int:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
 
-    def step(section: str, name: str, argv: list[str], routes=None, timeout: float = 240) -> dict | None:
-        """Run ``groot-sage argv`` in a fresh process; the JSON it wrote (``--out``/``--json``), or None."""
+    def step(section: str, name: str, argv: list[str], result=None, routes=None, timeout: float = 240) -> dict | None:
+        """Run ``groot-sage argv`` in a fresh process; the JSON it wrote to ``result``, or None."""
         left = args.limit_s - (time.time() - start)
         entry = report.setdefault(section, {})[name] = {"argv": argv, "kernel_max_rows": routes}
         if left < 30:
@@ -75,18 +75,13 @@ def main() -> int:
         entry.update(rc=done.returncode, seconds=round(time.time() - tick, 1))
         if done.returncode not in (0, 1):
             entry["stderr_tail"] = done.stderr[-1500:]
-        path = (
-            argv[argv.index("--out" if "--out" in argv else "--json") + 1]
-            if "--out" in argv or "--json" in argv
-            else None
-        )
-        result = json.load(open(path)) if path and os.path.isfile(path) else None
         save()
-        return result
+        return json.load(open(result)) if result and os.path.isfile(result) else None
 
     for name, precision, extra, routes in ROUTES:
         out = os.path.join(work, f"{name}.json")
-        result = step("speed", name, ["bench", *BENCH.split(), "--precision", precision, *extra, "--out", out], routes)
+        argv = ["bench", *BENCH.split(), "--precision", precision, *extra, "--out", out]
+        result = step("speed", name, argv, out, routes)
         if result is not None:
             report["speed"][name]["figures"] = {key: result[key] for key in KEYS}
             base = report["speed"].get("fp16", {}).get("figures")
@@ -109,7 +104,8 @@ def main() -> int:
         ("int8_weight_auto", ["--precision", "int8_weight", "--auto"]),
         ("fp8_auto", ["--precision", "fp8", "--auto"]),
     ]:
-        result = step("gates", name, [*check, *extra, "--json", os.path.join(work, f"{name}.json")])
+        out = os.path.join(work, f"{name}.json")
+        result = step("gates", name, [*check, *extra, "--json", out], out)
         if result is not None:
             report["gates"][name]["report"] = result
             save()

@@ -162,6 +162,8 @@ def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], fir
             if all(gates_met(precision, trial_figures).values()):
                 keep, figures = trial, trial_figures
 
+    met = gates_met(precision, figures)
+
     def share(names) -> float:
         kept = sum(n for name, n in sizes.items() if any(name == k or name.startswith(k + ".") for k in names))
         return kept / max(1, sum(sizes.values()))
@@ -171,8 +173,8 @@ def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], fir
         "kept_weight_fraction": share(keep),
         "layers": layers,
         "layers_weight_fraction": share(layers),
-        "passed": all(gates_met(precision, figures).values()),
-        "met": gates_met(precision, figures),
+        "passed": all(met.values()),
+        "met": met,
         **figures,
     }
 

@@ -83,6 +83,14 @@ class Sample:
     attention: torch.Tensor | None = None  # (L, T) float16: the teacher's attention to the T image tokens
 
 
+def pad_rows(rows: list[torch.Tensor], length: int, dtype: torch.dtype) -> torch.Tensor:
+    """(L_i, ...) tensors -> one (N, length, ...) tensor in ``dtype``, zero past each row's end."""
+    padded = torch.zeros((len(rows), length, *rows[0].shape[1:]), dtype=dtype)
+    for index, row in enumerate(rows):
+        padded[index, : row.shape[0]] = row
+    return padded
+
+
 def file_digest(path: Path, chunk: int = 1 << 24) -> tuple[int, str]:
     """(size in bytes, sha256 hex) of a file."""
     digest, size = hashlib.sha256(), 0
@@ -121,11 +129,8 @@ def write_shard(
         "stamps": torch.tensor([s.stamp_ns for s in samples], dtype=torch.int64),
         "index": torch.tensor([s.index for s in samples], dtype=torch.int64),
     }
-    if samples and samples[0].attention is not None:  # extract --attention: (N, L, T), rows past a sample's end 0
-        attention = torch.zeros((n, length, samples[0].attention.shape[-1]), dtype=torch.float16)
-        for row, sample in enumerate(samples):
-            attention[row, : sample.attention.shape[0]] = sample.attention
-        tensors["attention"] = attention
+    if samples and samples[0].attention is not None:  # extract --attention: (N, L, T)
+        tensors["attention"] = pad_rows([s.attention for s in samples], length, torch.float16)
     rows = [{"layout": s.layout.to_dict(), **s.source} for s in samples]
     metadata = {"samples": json.dumps(rows), "skipped": json.dumps(dict(sorted(skipped.items())))}
     with atomic_file(path) as tmp:

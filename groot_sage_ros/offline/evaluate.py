@@ -157,6 +157,20 @@ def score(predict, dataset, indices, mean, std, device) -> dict:
     }
 
 
+def recorded_frame_set(dataset: FeatureDataset, index: int) -> tuple[list[np.ndarray], str]:
+    """Sample ``index``'s frames (HxWx3 uint8, as the processor left them) and instruction: a frame set an
+    engine takes, to time it on the data it was scored on."""
+    images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[index]["images"]]
+    return images, dataset.source(index)["instruction"]
+
+
+def student_serving_dtype(choice: str, device: torch.device) -> str:
+    """``auto``: float16 on CUDA (as sage_node serves the student), else float32; another choice as it is."""
+    if choice != "auto":
+        return choice
+    return "float16" if device.type == "cuda" else "float32"
+
+
 def latency(fn, device: torch.device, iters: int = 20) -> dict:
     for _ in range(3):
         fn()
@@ -243,15 +257,12 @@ def evaluate_into(
     }
     results = {name: score(fn, dataset, held, mean, std, device) for name, fn in predictors.items()}
     # Serving latency at batch 1, each model through its engine (the student's replays a CUDA graph on GPUs).
-    images = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in dataset[held[0]]["images"]]
-    frame_set = [(images, dataset.source(held[0])["instruction"])]
-    serving_dtype = args.student_dtype
-    if serving_dtype == "auto":
-        serving_dtype = "float16" if torch.device(args.device).type == "cuda" else "float32"
-    serving = load_engine(student_file, device=args.device, dtype=serving_dtype)
+    frame_set = [recorded_frame_set(dataset, held[0])]
+    dtype = student_serving_dtype(args.student_dtype, device)
+    serving = load_engine(student_file, device=args.device, dtype=dtype)
     student_inputs = serving.prepare(frame_set)
     results["student"]["parameters"] = sum(p.numel() for p in student.parameters())
-    results["student"]["serving_dtype"] = serving_dtype
+    results["student"]["serving_dtype"] = dtype
     results["student"].update(latency(lambda: serving.forward(student_inputs), device))
     if args.teacher:
         teacher = load_engine(

@@ -16,11 +16,8 @@ colour set, and their mean; also batch-1 latency and parameters of each feature 
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,19 +108,6 @@ def fit_probe(train_x: torch.Tensor, labels: ArcLabels, steps: int, batch: int, 
     return head.eval()
 
 
-def latency_ms(fn, device: torch.device, iters: int = 20) -> float:
-    """Median batch-1 time of ``fn`` after 3 warm-up calls, synchronised on CUDA."""
-    times = []
-    for k in range(iters + 3):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if k >= 3:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 class Probe:
     """The three arms on one dataset and split (``run`` gives the report)."""
 
@@ -181,7 +165,10 @@ class Probe:
         scores = {}
         with torch.no_grad():
             for split, indices in (("train", self.train), ("held_out", self.held)):
-                logits = [head(pool(student(*self.inputs(d)[:2]), self.inputs(d)[2])) for d in self.batches(indices)]
+                logits = []
+                for data in self.batches(indices):
+                    ids, pixels, mask = self.inputs(data)
+                    logits.append(head(pool(student(ids, pixels), mask)))
                 joined = tuple(torch.cat(parts) for parts in zip(*logits))  # (N, 30), (N, 30), (N, 10)
                 scores[split] = probe_scores(joined, self.labels["train" if split == "train" else "held"])
         return scores
@@ -190,13 +177,12 @@ class Probe:
         """Batch-1 milliseconds of the student as sage_node serves it (its engine: float16 and a CUDA graph on
         CUDA), on a held-out frame set."""
         from ..engine import load_engine
+        from .evaluate import latency, recorded_frame_set, student_serving_dtype
 
-        dtype = "float16" if self.device.type == "cuda" else "float32"
+        dtype = student_serving_dtype("auto", self.device)
         serving = load_engine(student_file, device=str(self.device), dtype=dtype)
-        sample = self.dataset[self.held[0]]
-        images = [np.ascontiguousarray(frame.permute(1, 2, 0).numpy()) for frame in sample["images"]]
-        inputs = serving.prepare([(images, self.dataset.source(self.held[0])["instruction"])])
-        return latency_ms(lambda: serving.forward(inputs), self.device)
+        inputs = serving.prepare([recorded_frame_set(self.dataset, self.held[0])])
+        return latency(lambda: serving.forward(inputs), self.device)["batch1_ms_median"]
 
 
 def run_probe(dataset_root, student_file, steps: int | None, batch: int, device: str, seed: int) -> dict:

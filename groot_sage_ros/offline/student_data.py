@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from .dataset import FeatureDataset
+from .dataset import FeatureDataset, pad_rows
 from .distributed import gather_json
 
 LOADER_THREADS = 4  # read and collate the next batches while the device trains on this one
@@ -88,10 +88,7 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         "sources": [s["source"] for s in samples],
     }
     if "attention" in samples[0]:  # extract --attention: (B, L, T) float16, zero past each sample's end
-        attention = torch.zeros((len(samples), length, samples[0]["attention"].shape[-1]), dtype=torch.float16)
-        for row, sample in enumerate(samples):
-            attention[row, : sample["attention"].shape[0]] = sample["attention"]
-        batch["attention"] = attention
+        batch["attention"] = pad_rows([s["attention"] for s in samples], length, torch.float16)
     return batch
 
 

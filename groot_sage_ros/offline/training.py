@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..cpu_threads import set_cpu_threads
 from ..families import by_name
+from ..families.common.attention_maps import image_columns
 from ..output_folder import read_identity
 from ..owned_files import atomic_file, open_append, write_bytes_atomic, write_json_atomic
 from ..student.checkpoint import RESUME_FILE, STUDENT_FILE, StudentCheckpointError, load_training_state, save_student
@@ -47,9 +48,8 @@ def attention_loss(
     """KL(teacher || student) of each text token's attention over the image tokens, each side normalised
     over them, averaged over the real text tokens that follow an image (the others see none).
     student (B, L, L) the last block's weights; teacher (B, L, T) as extract --attention stores it."""
-    batch, length, images = teacher.shape
     image = input_ids == image_token_id  # (B, L)
-    to_images = student.masked_select(image[:, None, :]).view(batch, length, images)  # (B, L, T)
+    to_images = image_columns(student, image)  # (B, L, T)
     p = teacher.float() / teacher.float().sum(-1, keepdim=True).clamp(min=1e-12)
     q = to_images / to_images.sum(-1, keepdim=True).clamp(min=1e-12)
     kl = (p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log())).sum(-1)  # (B, L)

@@ -15,11 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
 
 def attention_probabilities(layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -32,8 +28,7 @@ def attention_probabilities(layer: nn.Module, hidden: torch.Tensor, cos: torch.T
     q = attention.q_norm(attention.q_proj(h).view(batch, length, -1, d)).transpose(1, 2)  # (B, Hq, L, d)
     k = attention.k_norm(attention.k_proj(h).view(batch, length, -1, d)).transpose(1, 2)  # (B, Hk, L, d)
     v = attention.v_proj(h).view(batch, length, -1, d).transpose(1, 2)  # (B, Hk, L, d)
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, L, d)
-    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)  # as the layer (and the fused one, fast_blocks.py) applies them
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, Hq, L, d)
     scores = (q.float() @ k.float().transpose(-1, -2)) * attention.scaling  # (B, Hq, L, L)
@@ -41,13 +36,17 @@ def attention_probabilities(layer: nn.Module, hidden: torch.Tensor, cos: torch.T
     return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1), v
 
 
-def to_images(probabilities: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
-    """(B, H, L, L) weights, (B, L) image tokens (the same count T in every sample) -> (B, L, T): each token's
-    attention to the image tokens, averaged over heads (rows before the first image token are 0)."""
-    mean = probabilities.mean(dim=1)  # (B, L, L)
-    batch, length, _ = mean.shape
+def image_columns(weights: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, L) attention weights, (B, L) image tokens (the same count T in every sample) -> (B, L, T): each
+    token's weights on the image tokens (rows before the first image token are 0)."""
+    batch, length, _ = weights.shape
     images = int(image_mask[0].sum())
-    return mean.masked_select(image_mask[:, None, :]).view(batch, length, images)
+    return weights.masked_select(image_mask[:, None, :]).view(batch, length, images)
+
+
+def to_images(probabilities: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, L) weights -> (B, L, T): each token's attention to the image tokens, averaged over heads."""
+    return image_columns(probabilities.mean(dim=1), image_mask)
 
 
 @contextmanager
