@@ -58,9 +58,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "groot-sage = groot_sage_ros.cli:main",
-            "groot_node = groot_sage_ros.ros.teacher_node:main",
-            "sage_node = groot_sage_ros.ros.student_node:main",
+            "groot-sage = groot_sage_ros.entry_points:groot_sage",
+            "groot_node = groot_sage_ros.entry_points:groot_node",
+            "sage_node = groot_sage_ros.entry_points:sage_node",
         ],
     },
 )

@@ -22,6 +22,9 @@ from pathlib import Path
 STAGES = r"""
 import json, sys, time
 start = time.perf_counter()
+if sys.argv[3] == "lean":  # as the console scripts start (groot_sage_ros/entry_points.py)
+    from groot_sage_ros.entry_points import keep_unused_packages_out
+    keep_unused_packages_out()
 import torch
 times = {"import_torch_s": time.perf_counter() - start}
 tick = time.perf_counter()
@@ -45,11 +48,15 @@ times["warmup_s"] = time.perf_counter() - tick
 times["total_s"] = time.perf_counter() - start
 times = {k: round(v, 3) for k, v in times.items()}
 times["family"], times["bytecode_written"] = engine.facts.family, not sys.dont_write_bytecode
+times["imports"] = sys.argv[3]  # lean: SciPy and scikit-learn kept out; all: whatever transformers imports
 print(json.dumps(times))
 """
 
 PROFILE = r"""
-import cProfile, io, pstats, sys, torch
+import cProfile, io, pstats, sys
+from groot_sage_ros.entry_points import keep_unused_packages_out
+keep_unused_packages_out()
+import torch
 import transformers.modeling_utils  # the process-level imports, outside the profile
 from groot_sage_ros.engine import load_engine
 
@@ -84,11 +91,17 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
     parser.add_argument("--device", default="cuda", help="torch device string (default: cuda)")
     parser.add_argument("--runs", type=int, default=2, help="fresh processes in a row (default: 2)")
+    parser.add_argument(
+        "--compare-imports",
+        action="store_true",
+        help="after the runs as the console scripts start, as many with whatever transformers imports (default: off)",
+    )
     parser.add_argument("--out", help="also write the JSON here (and the profile beside it, .txt)")
     args = parser.parse_args()
     runs = []
-    for _ in range(args.runs):
-        runs.append(json.loads(run(STAGES, args.checkpoint, args.device).strip().splitlines()[-1]))
+    for imports in ["lean", "all"] if args.compare_imports else ["lean"]:
+        for _ in range(args.runs):
+            runs.append(json.loads(run(STAGES, args.checkpoint, args.device, imports).strip().splitlines()[-1]))
     profile = run(PROFILE, args.checkpoint, args.device)
     report = {"runs": runs, "command": "python benchmarks/engine_start.py " + " ".join(sys.argv[1:])}
     if args.device.startswith("cuda"):

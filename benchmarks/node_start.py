@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     marks = {}
+    from groot_sage_ros.entry_points import keep_unused_packages_out
+
+    keep_unused_packages_out()  # as the groot_node console script starts
     import numpy as np
     import rclpy
     import torch  # noqa: F401  (timed with the rest of the imports)

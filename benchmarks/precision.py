@@ -1,16 +1,18 @@
-"""Every precision and route on one GPU, then the accuracy gates on a checkpoint with outlier channels.
+"""Every precision, and the mixed ones ``quantize-check --auto`` proposes, on one GPU; the gates on checkpoints
+with and without outlier channels.
 
-Speed and memory: ``groot-sage bench`` (batch 1 with the head, back-to-back calls at batch 64) on random
-weights in the released shapes, in a fresh process per precision and route: fp16; int8_weight dequantising
-in traced code (the default) and through the weight-only Triton kernel; fp8 with its defaults, with
-``--fp8-min-rows 0`` (the FP8 GEMM for every call) and with the small calls dequantised in traced code. A route
-is chosen by setting ``weight_only_gemm.KERNEL_MAX_ROWS`` in that process. Then ``groot-sage quantize-check``
-for int8_weight and fp8 on a full-size checkpoint with outlier channels, and ``--auto`` for each (the
-mixed precision that passes). Each step writes into the JSON as it ends; steps past ``--limit-s`` are
-skipped, so a cut-off run still reports what it measured. Random weights are a proxy: run quantize-check
-on your own weights.
+Gates (``groot-sage quantize-check``): int8_weight and fp8 against fp16 on a full-size random N1.5 checkpoint
+with planted outlier channels and on one without, and ``--auto`` for each precision on the outlier one (the
+smallest set of projections kept at fp16 that passes the gates). Speed and memory (``groot-sage bench``,
+batch 1 with the head, back-to-back calls at batch 64, random weights in the released shapes, a fresh process
+each): fp16, int8_weight, fp8 and the two mixes for N1.5, then fp16, int8_weight and fp8 for N1.7. The
+routes inside a precision (int8 through the Triton kernel, fp8's FP8 GEMM for every call) are set with
+``--route NAME`` (``ROUTES``), off by default. Random weights are a proxy: run quantize-check on your own.
 
-    python benchmarks/precision.py --out benchmarks/precision_h100.json
+Each step writes into the JSON as it ends and is skipped when the JSON already has it, so a run cut off by
+``--limit-s`` goes on where it stopped when called again with the same ``--out`` and ``--work``.
+
+    python benchmarks/precision.py --out precision_h100.json --work /tmp/precision
 """
 
 from __future__ import annotations
@@ -20,20 +22,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 BENCH = "--full-size-random --batch 1 --actions --iters 40 --warmup 5 --throughput-batch 64 --throughput-calls 10"
-# (name, precision, extra bench arguments, {weight dtype: KERNEL_MAX_ROWS} or None for the defaults)
-ROUTES = [
-    ("fp16", "fp16", [], None),
-    ("int8_weight", "int8_weight", [], None),
-    ("int8_weight_kernel", "int8_weight", [], {"torch.int8": 2048}),
-    ("fp8", "fp8", [], None),
-    ("fp8_scaled_mm_every_call", "fp8", ["--fp8-min-rows", "0"], None),
-    ("fp8_small_calls_dequantised", "fp8", [], {"torch.float8_e4m3fn": 0}),
-]
 KEYS = ("backbone_ms_median", "action_head_ms_median", "full_ms_median", "throughput_fps", "peak_allocated_gb")
+# --route NAME: (precision, extra bench arguments, {weight dtype: weight_only_gemm.KERNEL_MAX_ROWS})
+ROUTES = {
+    "int8_weight_kernel": ("int8_weight", [], {"torch.int8": 2048}),
+    "fp8_scaled_mm_every_call": ("fp8", ["--fp8-min-rows", "0"], {}),
+    "fp8_small_calls_dequantised": ("fp8", [], {"torch.float8_e4m3fn": 0}),
+}
 CLI = (
     "import sys, torch\n"
     "import groot_sage_ros.fastpath.weight_only_gemm as gemm\n"
@@ -46,68 +44,98 @@ CLI = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit-s", type=float, default=520.0, help="skip steps past this (default: 520)")
-    parser.add_argument("--skip-gates", action="store_true", help="speed and memory only")
-    parser.add_argument("--out", required=True, help="the JSON, rewritten after each step")
+    parser.add_argument(
+        "--work", default="/tmp/precision", help="checkpoints and step outputs (default: /tmp/precision)"
+    )
+    parser.add_argument("--route", action="append", default=[], choices=sorted(ROUTES), help="also bench a route")
+    parser.add_argument("--out", required=True, help="the JSON, rewritten after each step and read to resume")
     args = parser.parse_args()
-    start, work = time.time(), tempfile.mkdtemp(prefix="precision_")
+    start = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    report = json.load(open(args.out)) if os.path.isfile(args.out) else {}
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-    report = {"gpu": gpu.stdout.strip(), "command": "python benchmarks/precision.py " + " ".join(sys.argv[1:])}
+    report.setdefault("gpu", gpu.stdout.strip())
+    report["command"] = "python benchmarks/precision.py " + " ".join(sys.argv[1:])
 
     def save() -> None:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
 
-    def step(section: str, name: str, argv: list[str], result=None, routes=None, timeout: float = 240) -> dict | None:
-        """Run ``groot-sage argv`` in a fresh process; the JSON it wrote to ``result``, or None."""
+    def step(section: str, name: str, argv: list[str], result=None, routes=None, timeout: float = 300) -> dict | None:
+        """Run ``groot-sage argv`` in a fresh process (unless done before); the JSON it wrote, or None."""
+        entry = report.setdefault(section, {}).get(name)
+        if entry and entry.get("rc") in (0, 1):
+            return entry.get("report")
         left = args.limit_s - (time.time() - start)
-        entry = report.setdefault(section, {})[name] = {"argv": argv, "kernel_max_rows": routes}
+        entry = report[section][name] = {"argv": argv, "kernel_max_rows": routes}
         if left < 30:
             entry["skipped"] = "out of time"
             save()
             return None
         tick = time.time()
-        done = subprocess.run(
-            [sys.executable, "-c", CLI.format(routes=routes or {}), *argv],
-            capture_output=True,
-            text=True,
-            timeout=min(timeout, left),
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", CLI.format(routes=routes or {}), *argv],
+                capture_output=True,
+                text=True,
+                timeout=min(timeout, left),
+            )
+        except subprocess.TimeoutExpired:
+            entry["skipped"] = f"timed out after {min(timeout, left):.0f} s"
+            save()
+            return None
         entry.update(rc=done.returncode, seconds=round(time.time() - tick, 1))
         if done.returncode not in (0, 1):
             entry["stderr_tail"] = done.stderr[-1500:]
+        elif result and os.path.isfile(result):
+            entry["report"] = json.load(open(result))
         save()
-        return json.load(open(result)) if result and os.path.isfile(result) else None
+        return entry.get("report")
 
-    for name, precision, extra, routes in ROUTES:
-        out = os.path.join(work, f"{name}.json")
-        argv = ["bench", *BENCH.split(), "--precision", precision, *extra, "--out", out]
-        result = step("speed", name, argv, out, routes)
-        if result is not None:
-            report["speed"][name]["figures"] = {key: result[key] for key in KEYS}
-            base = report["speed"].get("fp16", {}).get("figures")
-            if base:
-                report["speed"][name]["vs_fp16"] = {key: round(result[key] / base[key], 3) for key in KEYS}
-            save()
-    if args.skip_gates:
-        return 0
-    checkpoint, image = os.path.join(work, "outliers"), os.path.join(work, "camera.png")
-    step("gates", "make_checkpoint", ["tiny-checkpoint", "--full-size", "--outliers", "--out", checkpoint])
-    import numpy as np
-    from PIL import Image
+    # The gates, and the mixes --auto proposes (the benches below need their sets).
+    outliers, plain = os.path.join(args.work, "n15_outliers"), os.path.join(args.work, "n15_plain")
+    step("checkpoints", "outliers", ["tiny-checkpoint", "--full-size", "--outliers", "--out", outliers])
+    step("checkpoints", "plain", ["tiny-checkpoint", "--full-size", "--out", plain])
+    image = os.path.join(args.work, "camera.png")
+    if not os.path.isfile(image):
+        import numpy as np
+        from PIL import Image
 
-    y, x = np.mgrid[0:480, 0:640]
-    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(image)
-    check = ["quantize-check", "--checkpoint", checkpoint, "--image", image, "--instruction", "pick up the cube"]
-    check += ["--device", "cuda", "--compile", "off", "--actions", "--seeds", "2"]
-    for name, extra in [
-        ("int8_weight_and_fp8", ["--precision", "int8_weight", "--precision", "fp8"]),
-        ("int8_weight_auto", ["--precision", "int8_weight", "--auto"]),
-        ("fp8_auto", ["--precision", "fp8", "--auto"]),
+        y, x = np.mgrid[0:480, 0:640]
+        Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(image)
+    check = ["quantize-check", "--image", image, "--instruction", "pick up the cube", "--device", "cuda"]
+    check += ["--compile", "off", "--actions", "--seeds", "2"]
+    keep = {}
+    for name, checkpoint, extra in [
+        ("int8_weight_auto_outliers", outliers, ["--precision", "int8_weight", "--precision", "fp8", "--auto"]),
+        ("fp8_auto_outliers", outliers, ["--precision", "fp8", "--auto"]),
+        ("both_plain", plain, ["--precision", "int8_weight", "--precision", "fp8"]),
     ]:
-        out = os.path.join(work, f"{name}.json")
-        result = step("gates", name, [*check, *extra, "--json", out], out)
+        out = os.path.join(args.work, f"{name}.json")
+        result = step("gates", name, [*check, "--checkpoint", checkpoint, *extra, "--json", out], out, timeout=420)
+        if result and "auto" in result:
+            keep[extra[1]] = result["auto"]["precision_keep_fp16"]
+
+    # Speed and memory: each precision, the mixes, N1.7.
+    benches = [("n1_5", "fp16", "fp16", [], None), ("n1_5", "int8_weight", "int8_weight", [], None)]
+    benches += [("n1_5", "fp8", "fp8", [], None)]
+    for precision, names in keep.items():
+        if names:
+            benches.append(("n1_5", f"{precision}_mixed", precision, ["--precision-keep-fp16", *names], None))
+    benches += [("n1_5", route, *ROUTES[route]) for route in args.route]
+    benches += [("n1_7", precision, precision, [], None) for precision in ("fp16", "int8_weight", "fp8")]
+    for family, name, precision, extra, routes in benches:
+        out = os.path.join(args.work, f"bench_{family}_{name}.json")
+        argv = ["bench", *BENCH.split(), "--family", f"gr00t_{family}", "--precision", precision, *extra]
+        result = step(f"speed_{family}", name, [*argv, "--out", out], out, routes)
         if result is not None:
-            report["gates"][name]["report"] = result
+            entry = report[f"speed_{family}"][name]
+            entry["figures"] = {key: result.get(key) for key in KEYS}
+            base = report[f"speed_{family}"].get("fp16", {}).get("figures")
+            if base:
+                entry["vs_fp16"] = {
+                    key: round(result[key] / base[key], 3) for key in KEYS if result.get(key) and base[key]
+                }
             save()
     return 0
 

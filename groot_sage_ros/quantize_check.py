@@ -26,11 +26,19 @@ from dataclasses import replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .api import FeatureResult
 from .engine import RuntimeConfig, load_engine
 from .engine.actions import action_error_ratio
-from .fastpath.precision import PRECISIONS
+from .fastpath.precision import (
+    PRECISIONS,
+    PrecisionOptions,
+    linear_names,
+    quantize_layers,
+    quantize_token_tables,
+    replace_module,
+)
 
 
 def outputs(engine, frame_set, actions: bool, embodiment: str | None, state: dict | None, seeds: list[int]) -> dict:
@@ -79,6 +87,40 @@ def compare(reference: dict, candidate: dict) -> dict:
     return report
 
 
+class InPlaceTrials:
+    """The search's many trials (``--sensitivity``, ``--auto``) on one fp16 engine, quantised in place for
+    each trial and put back after it: one load of the checkpoint instead of one per trial. The engine runs
+    its modules as built (no compiled regions, no CUDA graphs), which computes what the fast path does."""
+
+    def __init__(self, args, base: RuntimeConfig, frame_set, state: dict | None, seeds: list[int]):
+        runtime = replace(base, precision="fp16", compile="off", cuda_graphs=False, precision_keep_fp16=())
+        self.engine = load_engine(
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
+        )
+        self.inputs = (frame_set, args.embodiment, state, seeds)
+        self.regions = self.engine.family.fast_regions(self.engine.model)
+        model, linear = self.engine.model, linear_names(self.regions).values()
+        self.originals = [(layer, path, layer.get_submodule(path)) for layer, path in linear]  # (root, name, module)
+        self.originals += [(model, name, m) for name, m in model.named_modules() if type(m) is nn.Embedding]
+
+    def measure(self, precision: str, keep=(), actions: bool = True) -> dict:
+        """The outputs with ``precision`` everywhere but ``keep``, as a fresh load at that precision gives them."""
+        frame_set, embodiment, state, seeds = self.inputs
+        quantize_layers(self.regions, precision, PrecisionOptions(fp8_min_rows=0), keep)
+        quantize_token_tables(self.engine.model, precision)
+        try:
+            return outputs(self.engine, frame_set, actions and self.engine.has_action_head, embodiment, state, seeds)
+        finally:
+            for root, name, module in self.originals:
+                replace_module(root, name, module)
+
+    def close(self) -> None:
+        del self.engine, self.originals
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def gates_met(precision: str, report: dict) -> dict:
     spec = PRECISIONS[precision]
     met = {"features": report["token_cosine_mean"] >= spec.feature_gate}
@@ -115,10 +157,10 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     reference = measure("fp16")
     if ranked and args.actions:  # the ranking is of the backbone's layers: a load without the head names them
         reference["layers"] = measure("fp16", actions=False)["layers"]
-    report, passed, plain = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True, {}
+    report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
     for precision in precisions:
         candidate = measure(precision)
-        plain[precision] = figures = compare(reference, candidate)
+        figures = compare(reference, candidate)
         met = gates_met(precision, figures)
         spec = PRECISIONS[precision]
         report["precisions"][precision] = {
@@ -129,27 +171,30 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
         }
         passed = passed and all(met.values())
     if ranked:
-        report["sensitivity"] = sensitivity(measure, precisions[0], reference)
-    if getattr(args, "auto", False):
-        # with nothing kept by the user, the plain run above is the search's first step
-        first = plain[precisions[0]] if not base.precision_keep_fp16 else None
-        report["auto"] = auto_keep(measure, precisions[0], reference, report["sensitivity"], first)
+        trials = InPlaceTrials(args, base, frame_set, state, seeds)
+        try:  # the trials' own fp16 outputs are their reference: the same modules, quantised or not
+            fp16 = {**trials.measure("fp16"), "layers": reference["layers"]}
+            report["sensitivity"] = sensitivity(trials.measure, precisions[0], fp16)
+            if getattr(args, "auto", False):
+                report["auto"] = auto_keep(trials.measure, precisions[0], fp16, report["sensitivity"])
+        finally:
+            trials.close()
     report["passed"] = passed
     return report, passed
 
 
-def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], first: dict | None = None) -> dict:
+def auto_keep(measure, precision: str, reference: dict, ranking: list[dict]) -> dict:
     """The smallest set of Linear layers that, kept at fp16, passes ``precision``'s gates, found in two passes:
     the shortest prefix of the sensitivity ranking (whole layers), then, within those layers, each projection
     quantised again, largest first, where the gates still pass. Returns the names for
     ``precision_keep_fp16`` (projections, e.g. ``vision.0.mlp.fc2``), the share of the backbone's Linear
     weights they hold, the layer-level set and its share, and the figures with them kept (``passed`` false
-    when even every layer kept misses a gate). ``first``: the figures with nothing kept, when measured."""
+    when even every layer kept misses a gate)."""
     sizes, layers = reference["layers"], []
     for row in [None, *ranking]:
         if row is not None:
             layers.append(row["layer"])
-        figures = first if row is None and first is not None else compare(reference, measure(precision, keep=layers))
+        figures = compare(reference, measure(precision, keep=layers))
         met = gates_met(precision, figures)
         if all(met.values()):
             break

@@ -1,6 +1,7 @@
 """The installed ``groot-sage`` entry point: tiny-checkpoint and features, output and errors."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,29 @@ def test_every_option_of_every_subcommand_has_help_and_says_its_default():
             if not action.help or (has_default and "default" not in action.help):
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
+
+
+def test_the_console_scripts_keep_transformers_optional_extras_out(tmp_path, tiny_checkpoint):
+    """SciPy and scikit-learn, imported by transformers whenever installed (1-1.5 s of a start), stay out of
+    the processes the console scripts start; a plain ``import groot_sage_ros.cli`` shows they would load."""
+    fakes, marker = tmp_path / "site", tmp_path / "imported.txt"
+    for name in ("scipy", "sklearn"):
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('{name} ')\n")
+    (fakes / "scipy" / "optimize.py").write_text("def linear_sum_assignment(cost):\n    raise NotImplementedError\n")
+    env = {**os.environ, "PYTHONPATH": str(fakes)}
+    control = subprocess.run([sys.executable, "-c", "import groot_sage_ros.cli"], env=env, capture_output=True)
+    assert control.returncode == 0 and marker.read_text().strip(), "transformers no longer imports SciPy"
+    marker.unlink()
+    Image.fromarray(random_image(40, 40)).save(tmp_path / "front.png")
+    out = subprocess.run(
+        [GROOT_SAGE, "features", "--checkpoint", str(tiny_checkpoint), "--image", str(tmp_path / "front.png")]
+        + ["--instruction", "go", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["finite"] is True
+    assert not marker.exists(), marker.read_text()

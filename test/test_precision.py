@@ -309,3 +309,28 @@ def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch)
     assert auto["precision_keep_fp16"] == ["language.1.mlp.down_proj"]  # the second: its planted projection
     assert 0 < auto["kept_weight_fraction"] < auto["layers_weight_fraction"] < 0.5
     assert auto["token_cosine_mean"] >= 0.99995
+
+
+def test_in_place_trials_equal_fresh_loads_and_put_the_fp16_modules_back(tiny_checkpoint):
+    """--sensitivity and --auto quantise one loaded engine per trial: each trial's outputs are those of a
+    fresh load at that precision and keep set, and the trial after it sees the fp16 modules again."""
+    from dataclasses import replace
+
+    from groot_sage_ros.engine import RuntimeConfig, load_engine
+    from groot_sage_ros.quantize_check import InPlaceTrials, outputs
+
+    args = check_args(tiny_checkpoint, ["int8_weight"])
+    base = RuntimeConfig.from_attributes(args)
+    trials = InPlaceTrials(args, base, FRAMES[0], None, [0, 1])
+    keep = ["vision.1", "down_proj"]
+    try:
+        for precision, kept in [("fp16", ()), ("int8_weight", keep), ("int8_weight", ()), ("fp16", ())]:
+            got = trials.measure(precision, keep=kept)
+            runtime = replace(base, precision=precision, precision_keep_fp16=tuple(kept))
+            fresh = load_engine(tiny_checkpoint, device="cpu", dtype="float32", action_head=True, runtime=runtime)
+            want = outputs(fresh, FRAMES[0], True, None, None, [0, 1])
+            torch.testing.assert_close(got["features"], want["features"], rtol=1e-5, atol=1e-5)
+            for a, b in zip(got["chunks"], want["chunks"]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    finally:
+        trials.close()
