@@ -92,10 +92,9 @@ def main() -> int:
         save()
         return entry.get("report")
 
-    # The gates, and the mixes --auto proposes (the benches below need their sets).
+    # In the order of what matters most when time runs out: the mixes --auto proposes and their speed first.
     outliers, plain = os.path.join(args.work, "n15_outliers"), os.path.join(args.work, "n15_plain")
     step("checkpoints", "outliers", ["tiny-checkpoint", "--full-size", "--outliers", "--out", outliers])
-    step("checkpoints", "plain", ["tiny-checkpoint", "--full-size", "--out", plain])
     image = os.path.join(args.work, "camera.png")
     if not os.path.isfile(image):
         import numpy as np
@@ -105,26 +104,12 @@ def main() -> int:
         Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(image)
     check = ["quantize-check", "--image", image, "--instruction", "pick up the cube", "--device", "cuda"]
     check += ["--compile", "off", "--actions", "--seeds", "2"]
-    keep = {}
-    for name, checkpoint, extra in [
-        ("int8_weight_auto_outliers", outliers, ["--precision", "int8_weight", "--precision", "fp8", "--auto"]),
-        ("fp8_auto_outliers", outliers, ["--precision", "fp8", "--auto"]),
-        ("both_plain", plain, ["--precision", "int8_weight", "--precision", "fp8"]),
-    ]:
-        out = os.path.join(args.work, f"{name}.json")
-        result = step("gates", name, [*check, "--checkpoint", checkpoint, *extra, "--json", out], out, timeout=420)
-        if result and "auto" in result:
-            keep[extra[1]] = result["auto"]["precision_keep_fp16"]
 
-    # Speed and memory: each precision, the mixes, N1.7.
-    benches = [("n1_5", "fp16", "fp16", [], None), ("n1_5", "int8_weight", "int8_weight", [], None)]
-    benches += [("n1_5", "fp8", "fp8", [], None)]
-    for precision, names in keep.items():
-        if names:
-            benches.append(("n1_5", f"{precision}_mixed", precision, ["--precision-keep-fp16", *names], None))
-    benches += [("n1_5", route, *ROUTES[route]) for route in args.route]
-    benches += [("n1_7", precision, precision, [], None) for precision in ("fp16", "int8_weight", "fp8")]
-    for family, name, precision, extra, routes in benches:
+    def gates(name: str, checkpoint: str, extra: list[str]) -> dict | None:
+        out = os.path.join(args.work, f"{name}.json")
+        return step("gates", name, [*check, "--checkpoint", checkpoint, *extra, "--json", out], out, timeout=420)
+
+    def bench(family: str, name: str, precision: str, extra=(), routes=None) -> None:
         out = os.path.join(args.work, f"bench_{family}_{name}.json")
         argv = ["bench", *BENCH.split(), "--family", f"gr00t_{family}", "--precision", precision, *extra]
         result = step(f"speed_{family}", name, [*argv, "--out", out], out, routes)
@@ -133,10 +118,29 @@ def main() -> int:
             entry["figures"] = {key: result.get(key) for key in KEYS}
             base = report[f"speed_{family}"].get("fp16", {}).get("figures")
             if base:
-                entry["vs_fp16"] = {
-                    key: round(result[key] / base[key], 3) for key in KEYS if result.get(key) and base[key]
-                }
+                ratios = {key: (result.get(key), base.get(key)) for key in KEYS}
+                entry["vs_fp16"] = {key: round(a / b, 3) for key, (a, b) in ratios.items() if a and b}
             save()
+
+    keep = {}
+    for precision in ("int8_weight", "fp8"):
+        others = [arg for p in ("int8_weight", "fp8") if p != precision for arg in ("--precision", p)]
+        result = gates(f"{precision}_auto_outliers", outliers, ["--precision", precision, *others, "--auto"])
+        if result and "auto" in result:
+            keep[precision] = result["auto"]["precision_keep_fp16"]
+    bench("n1_5", "fp16", "fp16")
+    for precision, names in keep.items():
+        if names:
+            bench("n1_5", f"{precision}_mixed", precision, ["--precision-keep-fp16", *names])
+    bench("n1_5", "int8_weight", "int8_weight")
+    bench("n1_5", "fp8", "fp8")
+    for route in args.route:
+        precision, extra, routes = ROUTES[route]
+        bench("n1_5", route, precision, extra, routes)
+    step("checkpoints", "plain", ["tiny-checkpoint", "--full-size", "--out", plain])
+    gates("both_plain", plain, ["--precision", "int8_weight", "--precision", "fp8"])
+    for precision in ("fp16", "int8_weight", "fp8"):
+        bench("n1_7", precision, precision)
     return 0
 
 

@@ -34,8 +34,8 @@ g="python3 -m groot_sage_ros.cli"
 if [ ! -f $W/features/manifest.json ]; then
   $g extract $W/arc_bag --checkpoint $W/full --camera-topics /camera/image_raw/compressed --out $W/features \
       --device $DEVICE --batch-size $BATCH --attention
-  python3 -c "import json; m = json.load(open('$W/features/manifest.json')); json.dump(m['timing'], open('$OUT/extract_with_attention_timing.json', 'w'), indent=2)"
 fi
+python3 -c "import json; m = json.load(open('$W/features/manifest.json')); json.dump(m['timing'], open('$OUT/extract_with_attention_timing.json', 'w'), indent=2)"
 common="--device $DEVICE --max-steps $STEPS --batch-size $BATCH --eval-every 500 --save-every 500 --log-every 250"
 for arm in "$@"; do
   case $arm in
@@ -44,18 +44,22 @@ for arm in "$@"; do
     actions) objective="--mse-weight 0 --cosine-weight 0 --action-weight 1 --teacher $W/full" ;;
     attention) objective="--attention-weight 1" ;;
     probe)
-      [ -f "$OUT/arc_probe.json" ] || python3 benchmarks/arc_probe.py --student $W/s_features/student.safetensors \
-          --dataset $W/features --teacher $W/full --device $DEVICE --batch $BATCH --out "$OUT/arc_probe.json"
+      [ -f $W/arc_probe.json ] || python3 benchmarks/arc_probe.py --student $W/s_features/student.safetensors \
+          --dataset $W/features --teacher $W/full --device $DEVICE --batch $BATCH --out $W/arc_probe.json
+      cp $W/arc_probe.json "$OUT/"
       continue ;;
     latency)
-      python3 benchmarks/student_head_latency.py --student $W/s_both/student.safetensors --teacher $W/full \
-          --device $DEVICE --out "$OUT/student_head_latency.json"
+      [ -f $W/student_head_latency.json ] || python3 benchmarks/student_head_latency.py \
+          --student $W/s_both/student.safetensors --teacher $W/full --device $DEVICE --out $W/student_head_latency.json
+      cp $W/student_head_latency.json "$OUT/"
       continue ;;
     *) echo "unknown stage $arm: expected features, both, actions, attention, probe or latency" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
   [ -f $W/s_$arm/student.safetensors ] || $g distill $W/features --out $W/s_$arm $common $objective
   cp $W/s_$arm/metrics.jsonl "$OUT/metrics_$arm.jsonl"
-  $g evaluate --student $W/s_$arm/student.safetensors --dataset $W/features --teacher $W/full --device $DEVICE \
-      --embodiment --action-samples $SAMPLES --seeds 3 --json "$OUT/eval_$arm.json" --report-dir $W/s_$arm/evaluation
+  [ -f $W/eval_$arm.json ] || $g evaluate --student $W/s_$arm/student.safetensors --dataset $W/features \
+      --teacher $W/full --device $DEVICE --embodiment --action-samples $SAMPLES --seeds 3 --json $W/eval_$arm.json \
+      --report-dir $W/s_$arm/evaluation
+  cp $W/eval_$arm.json "$OUT/"
 done
