@@ -16,6 +16,11 @@ int8_weight 0.1: the quantised backbone's effect on the actions at most a fifth,
 frame; chunk cosine cannot fail, as most of a chunk comes from the state, the noise and the embodiment), in
 ``fastpath/precision.py``; the command exits 1 when one does not. fp8 is checked on its fp8 GEMMs
 whatever the batch (``fp8_min_rows=0``).
+
+``--sensitivity`` ranks the backbone's layers by the feature error each adds when quantised alone and, with
+the head, the head's layers by the action error ratio each adds; ``--auto`` proposes the smallest set kept at
+fp16 that passes both gates (``auto_keep``). Their trials run on one fp16 engine quantised in place and put
+back after each trial (``InPlaceTrials``): one load of the checkpoint, not one per trial.
 """
 
 from __future__ import annotations
@@ -99,8 +104,11 @@ class InPlaceTrials:
         )
         self.inputs = (frame_set, args.embodiment, state, seeds)
         self.regions = self.engine.family.fast_regions(self.engine.model)
-        model, linear = self.engine.model, linear_names(self.regions).values()
-        self.originals = [(layer, path, layer.get_submodule(path)) for layer, path in linear]  # (root, name, module)
+        model, linear = self.engine.model, linear_names(self.regions)
+        self.sizes = {name: layer.get_submodule(path).weight.numel() for name, (layer, path) in linear.items()}
+        self.originals = [
+            (layer, path, layer.get_submodule(path)) for layer, path in linear.values()
+        ]  # (root, name, m)
         self.originals += [(model, name, m) for name, m in model.named_modules() if type(m) is nn.Embedding]
 
     def measure(self, precision: str, keep=(), actions: bool = True) -> dict:
@@ -173,31 +181,41 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     if ranked:
         trials = InPlaceTrials(args, base, frame_set, state, seeds)
         try:  # the trials' own fp16 outputs are their reference: the same modules, quantised or not
-            fp16 = {**trials.measure("fp16"), "layers": reference["layers"]}
+            backbone = reference["layers"]
+            head = {name: n for name, n in trials.sizes.items() if name not in backbone}
+            fp16 = {**trials.measure("fp16"), "layers": backbone, "head_layers": head}
             report["sensitivity"] = sensitivity(trials.measure, precisions[0], fp16)
+            if head:
+                report["head_sensitivity"] = head_sensitivity(trials.measure, precisions[0], fp16)
             if getattr(args, "auto", False):
-                report["auto"] = auto_keep(trials.measure, precisions[0], fp16, report["sensitivity"])
+                rankings = (report["sensitivity"], report.get("head_sensitivity", []))
+                report["auto"] = auto_keep(trials.measure, precisions[0], fp16, *rankings)
         finally:
             trials.close()
     report["passed"] = passed
     return report, passed
 
 
-def auto_keep(measure, precision: str, reference: dict, ranking: list[dict]) -> dict:
-    """The smallest set of Linear layers that, kept at fp16, passes ``precision``'s gates, found in two passes:
-    the shortest prefix of the sensitivity ranking (whole layers), then, within those layers, each projection
-    quantised again, largest first, where the gates still pass. Returns the names for
-    ``precision_keep_fp16`` (projections, e.g. ``vision.0.mlp.fc2``), the share of the backbone's Linear
-    weights they hold, the layer-level set and its share, and the figures with them kept (``passed`` false
-    when even every layer kept misses a gate)."""
-    sizes, layers = reference["layers"], []
-    for row in [None, *ranking]:
-        if row is not None:
-            layers.append(row["layer"])
+def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], head_ranking=()) -> dict:
+    """The smallest set of Linear layers that, kept at fp16, passes ``precision``'s gates, found in two passes.
+    First whole layers: the backbone's in ``ranking``'s order while the feature gate fails, the head's in
+    ``head_ranking``'s order while the action gate fails (a quantised head moves the actions on its own),
+    then whichever is left. Second, within those layers, each projection quantised again, largest first,
+    where the gates still pass. Returns the names for ``precision_keep_fp16`` (projections, e.g.
+    ``vision.0.mlp.fc2``), the share of the backbone's (and the head's) Linear weights they hold, the
+    layer-level set and its share, and the figures with them kept (``passed`` false when even every layer
+    kept misses a gate)."""
+    sizes = {**reference["layers"], **reference.get("head_layers", {})}
+    backbone, head = [row["layer"] for row in ranking], [row["layer"] for row in head_ranking]
+    layers, figures = [], compare(reference, measure(precision, keep=[]))
+    met = gates_met(precision, figures)
+    while not all(met.values()) and (backbone or head):
+        if backbone and (not met["features"] or not head):
+            layers.append(backbone.pop(0))
+        else:
+            layers.append(head.pop(0))
         figures = compare(reference, measure(precision, keep=layers))
         met = gates_met(precision, figures)
-        if all(met.values()):
-            break
     keep = list(layers)
     if layers and all(met.values()):  # the second pass: projection by projection, the largest first
         keep = sorted((n for n in sizes if any(n.startswith(layer + ".") for layer in layers)), key=lambda n: -sizes[n])
@@ -206,37 +224,53 @@ def auto_keep(measure, precision: str, reference: dict, ranking: list[dict]) -> 
             trial_figures = compare(reference, measure(precision, keep=trial))
             if all(gates_met(precision, trial_figures).values()):
                 keep, figures = trial, trial_figures
-
     met = gates_met(precision, figures)
 
-    def share(names) -> float:
-        kept = sum(n for name, n in sizes.items() if any(name == k or name.startswith(k + ".") for k in names))
-        return kept / max(1, sum(sizes.values()))
+    def share(names, of: dict) -> float:
+        kept = sum(n for name, n in of.items() if any(name == k or name.startswith(k + ".") for k in names))
+        return kept / max(1, sum(of.values()))
 
+    head_sizes = reference.get("head_layers", {})
     return {
         "precision_keep_fp16": keep,
-        "kept_weight_fraction": share(keep),
+        "kept_weight_fraction": share(keep, reference["layers"]),  # of the backbone's Linear weights
+        "head_kept_weight_fraction": share(keep, head_sizes) if head_sizes else 0.0,
         "layers": layers,
-        "layers_weight_fraction": share(layers),
+        "layers_weight_fraction": share(layers, reference["layers"]),
         "passed": all(met.values()),
         "met": met,
         **figures,
     }
 
 
+def layer_groups(names) -> list[str]:
+    """``vision.3.mlp.fc1`` -> ``vision.3``: the layers the names belong to, in model order."""
+    groups = {".".join(name.split(".")[:2]) for name in names}
+    return sorted(groups, key=lambda g: (g.split(".")[0], int(g.split(".")[1])))
+
+
 def sensitivity(measure, precision: str, reference: dict) -> list[dict]:
     """The backbone's layers, most sensitive first: each quantised alone (every other Linear kept at fp16),
     with the feature error it adds against fp16 (relative L2, mean token cosine)."""
     layers = reference["layers"]
-    groups = sorted(
-        {".".join(name.split(".")[:2]) for name in layers}, key=lambda g: (g.split(".")[0], int(g.split(".")[1]))
-    )
     ranking = []
-    for group in groups:
+    for group in layer_groups(layers):
         others = [name for name in layers if not name.startswith(group + ".")]
         figures = compare(reference, measure(precision, keep=others, actions=False))
         ranking.append({"layer": group, "rel_l2": figures["rel_l2"], "token_cosine_mean": figures["token_cosine_mean"]})
     return sorted(ranking, key=lambda row: -row["rel_l2"])
+
+
+def head_sensitivity(measure, precision: str, reference: dict) -> list[dict]:
+    """The action head's layers, most sensitive first: each quantised alone (the backbone and every other
+    head layer at fp16), with the action error ratio it adds."""
+    everything = [*reference["layers"], *reference["head_layers"]]
+    ranking = []
+    for group in layer_groups(reference["head_layers"]):
+        others = [name for name in everything if not name.startswith(group + ".")]
+        figures = compare(reference, measure(precision, keep=others))
+        ranking.append({"layer": group, "action_error_ratio_mean": figures["action_error_ratio_mean"]})
+    return sorted(ranking, key=lambda row: -row["action_error_ratio_mean"])
 
 
 def print_report(report: dict) -> None:
@@ -245,13 +279,16 @@ def print_report(report: dict) -> None:
         verdict = "passes" if auto["passed"] else "still fails"
         print(
             f"auto         keep {auto['precision_keep_fp16'] or 'nothing'} at fp16 "
-            f"({auto['kept_weight_fraction']:.1%} of the backbone's Linear weights; whole layers "
+            f"({auto['kept_weight_fraction']:.1%} of the backbone's Linear weights, "
+            f"{auto['head_kept_weight_fraction']:.1%} of the head's; whole layers "
             f"{auto['layers'] or 'none'}: {auto['layers_weight_fraction']:.1%}): {verdict} the gates"
         )
     for row in report.get("sensitivity", [])[:10]:
         print(
             f"sensitivity  {row['layer']:16s} rel L2 {row['rel_l2']:.5f}  token cosine {row['token_cosine_mean']:.5f}"
         )
+    for row in report.get("head_sensitivity", [])[:5]:
+        print(f"sensitivity  {row['layer']:16s} action error ratio {row['action_error_ratio_mean']:.5f}")
     for precision, figures in report["precisions"].items():
         verdict = "PASS" if all(figures["met"].values()) else "FAIL"
         print(

@@ -334,3 +334,56 @@ def test_in_place_trials_equal_fresh_loads_and_put_the_fp16_modules_back(tiny_ch
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     finally:
         trials.close()
+
+
+def test_a_fused_group_of_mixed_precision_runs_each_layer_at_its_own(tiny_checkpoint):
+    """precision_keep_fp16 naming q_proj but not k_proj/v_proj: the fast path runs the group side by side
+    (fp16 q, int8 k and v) and computes what the modules as built compute."""
+    from groot_sage_ros.fastpath.fusion import SideBySideLinears
+
+    runtime = RuntimeConfig(precision="int8_weight", precision_keep_fp16=("q_proj", "language.1.mlp.up_proj"))
+    engine = TeacherEngine.from_pretrained(
+        tiny_checkpoint, device="cpu", dtype="float32", action_head=True, warmup=False, runtime=runtime
+    )
+    calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=False)
+    qkv, gate_up = engine.model.fast["language"][0].qkv, engine.model.fast["language"][1].gate_up
+    assert isinstance(qkv, SideBySideLinears) and [type(m) for m in qkv.linears] == [
+        torch.nn.Linear,
+        Int8WeightLinear,
+        Int8WeightLinear,
+    ]
+    assert isinstance(gate_up, SideBySideLinears) and isinstance(
+        engine.model.fast["language"][0].gate_up, Int8WeightLinear
+    )
+    inputs = engine.prepare(FRAMES)
+    pixels = engine.family.pixel_values(inputs.images)
+    with torch.inference_mode():
+        fused, plain = (
+            engine.model.features(inputs.input_ids, pixels, calls),
+            engine.model.features(inputs.input_ids, pixels),
+        )
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_keeps_a_head_layer_when_the_head_moves_the_actions(tiny_copy, monkeypatch):
+    """A planted outlier in one DiT projection: quantising the head alone misses the action gate while the
+    features pass, so --auto ranks the head's layers by the action error each adds and keeps that projection."""
+    from test_checkpoint import SHARD2, edit_shard
+
+    key = "action_head.model.transformer_blocks.1.ff.net.2.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][:, :4] *= 300
+
+    edit_shard(tiny_copy, SHARD2, plant)
+    monkeypatch.setitem(PRECISIONS, "int8_weight", Precision("int8_weight", Int8WeightLinear.from_linear, 0.995, 0.045))
+    args = check_args(tiny_copy, ["int8_weight"], actions=True)
+    args.auto = True
+    report, passed = run_quantize_check(args, FRAMES[0], None)
+    assert not passed and report["precisions"]["int8_weight"]["met"] == {"features": True, "actions": False}
+    assert report["head_sensitivity"][0]["layer"] == "dit.1"
+    auto = report["auto"]
+    assert auto["passed"] and auto["layers"] == ["dit.1"]
+    assert auto["precision_keep_fp16"] == ["dit.1.ff.net.2"]
+    assert auto["kept_weight_fraction"] == 0 and 0 < auto["head_kept_weight_fraction"] < 0.2

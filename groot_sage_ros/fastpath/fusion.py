@@ -5,7 +5,8 @@ A family's fast regions own one ``FusedLinear`` per group, filled from the check
 after loading. The separate layers keep views of the fused weight, so nothing is stored twice and the
 reference path still reads the modules as built. It is an ``nn.Linear``, so a precision swap at load
 (``precision.py``) reaches it like any other Linear; after a swap, ``fuse_linears`` joins the swapped
-modules with their own ``concatenate``.
+modules with their own ``concatenate``. A group of mixed precision (``precision_keep_fp16`` naming ``q_proj``
+but not ``k_proj``) is not fused: ``SideBySideLinears`` runs its layers one GEMM each, at their own precision.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class SplitOutputs:
 
 
 def fuse_linears(linears: list[nn.Module]) -> nn.Module:
-    """One module computing ``linears`` (same input) in one GEMM: a ``FusedLinear`` of plain Linear layers,
-    or the ``concatenate`` of a precision's modules (all of one kind)."""
+    """One module computing ``linears`` (same input): one GEMM for a ``FusedLinear`` of plain Linear layers or
+    the ``concatenate`` of a precision's modules (all of one kind); one GEMM each for layers of mixed kinds."""
     kinds = {type(linear) for linear in linears}
     if len(kinds) != 1:
-        raise ValueError(f"cannot fuse Linear layers of different kinds: {sorted(k.__name__ for k in kinds)}")
+        return SideBySideLinears(linears)
     kind = kinds.pop()
     return FusedLinear(linears) if kind is nn.Linear else kind.concatenate(linears)
 
@@ -54,3 +55,16 @@ class FusedLinear(SplitOutputs, nn.Linear):
             if bias is not None:
                 linear.bias = nn.Parameter(bias[rows], requires_grad=False)
             start += linear.out_features
+
+
+class SideBySideLinears(SplitOutputs, nn.Module):
+    """Linear layers of different precisions that share their input, each run as it is, outputs side by side:
+    (..., in) -> (..., sum of outputs), what a fused module of them would compute."""
+
+    def __init__(self, linears: list[nn.Module]):
+        super().__init__()
+        self.linears = nn.ModuleList(linears)
+        self.sizes = [linear.out_features for linear in linears]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([linear(x) for linear in self.linears], dim=-1)
