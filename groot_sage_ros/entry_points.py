@@ -3,7 +3,7 @@
 Before anything else they keep two optional packages out of the process: transformers imports
 scikit-learn (assisted generation's ROC curve; eagerly up to 5.2x) and SciPy (object-detection losses) as
 soon as a model class is imported, whenever they are installed, as they are on most robot images. Neither
-is used here, and together they cost 1-1.5 s of every start (``docs/start-up.md``). Marked absent in
+is used here, and together they cost 1-1.5 s of every start (``docs/speed.md``). Marked absent in
 ``sys.modules``, transformers sees them as not installed. A package already imported is left alone, and
 code that imports the package as a library (``groot_sage_ros.api``, the tests) is not affected.
 """

@@ -2,7 +2,8 @@
 
 Layers (docs/architecture.md): ``api`` and the small utilities at the bottom; ``families``, ``fastpath``,
 ``checkpoint`` and ``serving`` above them; ``engine`` and ``student`` above those; ``offline``, ``ros``, the
-CLI, the benchmarks' ``bench`` and the demo on top. A module imports from its own layer or below.
+CLI, the benchmarks' ``bench`` and the demo on top; the console scripts' ``entry_points`` above all. A module
+imports from its own layer or below.
 """
 
 import ast
@@ -30,6 +31,7 @@ LAYERS = {
     "bench": 3,
     "demo": 3,
     "quantize_check": 3,
+    "entry_points": 4,  # the console scripts: above everything they start
 }
 # Within layer 1, the generic pieces never ask a family: the family hands them what they need.
 NEVER = {"checkpoint": {"families"}, "fastpath": {"families"}, "serving": {"families", "fastpath", "checkpoint"}}

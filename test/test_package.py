@@ -21,7 +21,7 @@ def test_package_xml_setup_py_and_layout_agree():
     assert (ROOT / "resource" / "groot_sage_ros").is_file()
     for folder in ("launch", "config", "test", "groot_sage_ros"):
         assert (ROOT / folder).is_dir()
-    assert re.search(r'"groot-sage = groot_sage_ros\.cli:main"', setup_py)
+    assert re.search(r'"groot-sage = groot_sage_ros\.entry_points:groot_sage"', setup_py)
     assert "$base/lib/groot_sage_ros" in (ROOT / "setup.cfg").read_text()
 
 
