@@ -74,3 +74,20 @@ def test_fast_objective_matches_the_reference_gradients_and_loss_curve(heads, fa
         curves[name] = curve
     assert curves["reference"][-1] < curves["reference"][0]
     torch.testing.assert_close(torch.tensor(curves["fast"]), torch.tensor(curves["reference"]), rtol=1e-4, atol=1e-7)
+
+
+def test_the_action_term_on_part_of_each_batch_is_that_part_s_term(heads):
+    """--action-samples-per-step 2: the loss (and the gradient it gives) of the batch's first two samples
+    alone; the third sample's features get no action gradient."""
+    head = heads["gr00t_n1_5"]
+    policy = head.action_policy(None)
+    student, teacher, mask, image_mask = batch(head, 1)
+    part = ActionObjective(head, policy, seed=3, samples=2)
+    whole = ActionObjective(head, policy, seed=3)
+    features = student.clone().requires_grad_(True)
+    loss = part.loss(features, teacher, mask, image_mask, step=7)
+    loss.backward()
+    alone = whole.loss(student[:2], teacher[:2], mask[:2], image_mask[:2], step=7)
+    torch.testing.assert_close(loss.detach(), alone.detach())
+    assert features.grad[:2].abs().sum() > 0 and features.grad[2].abs().sum() == 0
+    assert not torch.isclose(whole.loss(student, teacher, mask, image_mask, step=7), alone, rtol=1e-3, atol=0)

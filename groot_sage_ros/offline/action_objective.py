@@ -13,10 +13,14 @@ class ActionObjective:
 
     ``fast`` (the default) runs the head's fast-path layers (fused projections; compiled on CUDA, where the
     head is loaded in bfloat16), the reference its modules as built; the same arithmetic (a test compares
-    their gradients). The teacher's velocity needs no gradient and is computed once per step."""
+    their gradients). The teacher's velocity needs no gradient and is computed once per step.
 
-    def __init__(self, head, policy, seed: int, fast: bool = True):
-        self.head, self.seed, self.fast = head, seed, fast
+    ``samples`` (0: all) takes the action term on the first ``samples`` of each batch only (the batch order
+    is already shuffled): the head's passes cost in proportion, and at batch 32 they are most of a step
+    (docs/offline.md)."""
+
+    def __init__(self, head, policy, seed: int, fast: bool = True, samples: int = 0):
+        self.head, self.seed, self.fast, self.samples = head, seed, fast, samples
         if fast:
             head.use_fast_layers()
         self.embodiment_id = policy.normalizer.embodiment_id
@@ -27,6 +31,8 @@ class ActionObjective:
         self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor, step: int
     ) -> torch.Tensor:
         """student, teacher (B, L, D) in teacher units, mask (B, L) real tokens, image_mask (B, L) -> scalar."""
+        if self.samples:  # the first rows: (S, L, D), (S, L)
+            student, teacher, mask, image_mask = (t[: self.samples] for t in (student, teacher, mask, image_mask))
         batch, device = student.shape[0], student.device
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
@@ -69,4 +75,4 @@ def action_objective(args, dataset, device) -> ActionObjective | None:
             f"--teacher {teacher}: its head reads {head.feature_dim}-d features, {dataset.root} holds "
             f"{dataset.feature_dim}-d ones"
         )
-    return ActionObjective(head, head.action_policy(args.embodiment), args.seed)
+    return ActionObjective(head, head.action_policy(args.embodiment), args.seed, samples=args.action_samples_per_step)

@@ -137,6 +137,12 @@ class DistillConfig:
         "what the head needs",
         NON_NEGATIVE_FLOAT,
     )
+    action_samples_per_step: int = option(
+        0,
+        "--action-weight on the first N samples of each batch (per rank) only: the head's passes cost in "
+        "proportion (0: every sample)",
+        COUNT,
+    )
     attention_weight: float = option(
         0.0,
         "also match the teacher's attention from text tokens to image tokens in its last kept layer (KL; "

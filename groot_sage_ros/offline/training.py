@@ -183,6 +183,7 @@ class StudentTraining:
                 "mse_weight": config.mse_weight,
                 "cosine_weight": config.cosine_weight,
                 "action_weight": config.action_weight,
+                "action_samples_per_step": config.action_samples_per_step,
                 "attention_weight": config.attention_weight,
             },
         }
