@@ -71,7 +71,7 @@ def compare(reference: dict, candidate: dict) -> dict:
         "token_cosine_min": cosine.min().item(),
         "rel_l2": ((got - ref).norm() / ref.norm().clamp(min=1e-12)).item(),
     }
-    if reference["chunks"] and candidate["chunks"]:  # the sensitivity ranking's loads have no head
+    if reference["chunks"] and candidate["chunks"]:  # the backbone ranking's trials make no chunks
         ratios = [
             action_error_ratio(c, r, b, reference["real"])
             for c, r, b in zip(candidate["chunks"], reference["chunks"], reference["ignoring_frame"])
@@ -104,11 +104,14 @@ class InPlaceTrials:
         )
         self.inputs = (frame_set, args.embodiment, state, seeds)
         self.regions = self.engine.family.fast_regions(self.engine.model)
-        model, linear = self.engine.model, linear_names(self.regions)
-        self.sizes = {name: layer.get_submodule(path).weight.numel() for name, (layer, path) in linear.items()}
-        self.originals = [
-            (layer, path, layer.get_submodule(path)) for layer, path in linear.values()
-        ]  # (root, name, m)
+        model = self.engine.model
+        head = set(model.action_head.modules()) if model.has_action_head else set()
+        self.backbone_sizes, self.head_sizes = {}, {}  # Linear layer name -> its weights' element count
+        self.originals = []  # (root, name, module): what each trial puts back
+        for name, (layer, path) in sorted(linear_names(self.regions).items()):  # by name: ties in size keep this order
+            module = layer.get_submodule(path)
+            (self.head_sizes if layer in head else self.backbone_sizes)[name] = module.weight.numel()
+            self.originals.append((layer, path, module))
         self.originals += [(model, name, m) for name, m in model.named_modules() if type(m) is nn.Embedding]
 
     def measure(self, precision: str, keep=(), actions: bool = True) -> dict:
@@ -142,17 +145,15 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     base = RuntimeConfig.from_attributes(args)
     seeds = list(range(args.seeds))
 
-    def measure(precision: str, keep=None, actions: bool = args.actions) -> dict:
-        keep = base.precision_keep_fp16 if keep is None else keep
-        runtime = replace(base, precision=precision, fp8_min_rows=0, precision_keep_fp16=tuple(keep))
+    def measure(precision: str) -> dict:
+        runtime = replace(base, precision=precision, fp8_min_rows=0)
         engine = load_engine(
-            args.checkpoint, device=args.device, dtype=args.dtype, action_head=actions, runtime=runtime
+            args.checkpoint, device=args.device, dtype=args.dtype, action_head=args.actions, runtime=runtime
         )
         try:
             return {
-                **outputs(engine, frame_set, actions, args.embodiment, state, seeds),
+                **outputs(engine, frame_set, args.actions, args.embodiment, state, seeds),
                 "start": engine.start_report(),
-                "layers": engine.linear_layers,  # name -> weights
             }
         finally:
             del engine
@@ -163,8 +164,6 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     precisions = args.precisions or ["int8_weight"]
     ranked = getattr(args, "sensitivity", False) or getattr(args, "auto", False)
     reference = measure("fp16")
-    if ranked and args.actions:  # the ranking is of the backbone's layers: a load without the head names them
-        reference["layers"] = measure("fp16", actions=False)["layers"]
     report, passed = {"checkpoint": str(args.checkpoint), "seeds": seeds, "precisions": {}}, True
     for precision in precisions:
         candidate = measure(precision)
@@ -181,11 +180,9 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
     if ranked:
         trials = InPlaceTrials(args, base, frame_set, state, seeds)
         try:  # the trials' own fp16 outputs are their reference: the same modules, quantised or not
-            backbone = reference["layers"]
-            head = {name: n for name, n in trials.sizes.items() if name not in backbone}
-            fp16 = {**trials.measure("fp16"), "layers": backbone, "head_layers": head}
+            fp16 = {**trials.measure("fp16"), "layers": trials.backbone_sizes, "head_layers": trials.head_sizes}
             report["sensitivity"] = sensitivity(trials.measure, precisions[0], fp16)
-            if head:
+            if trials.head_sizes:
                 report["head_sensitivity"] = head_sensitivity(trials.measure, precisions[0], fp16)
             if getattr(args, "auto", False):
                 rankings = (report["sensitivity"], report.get("head_sensitivity", []))
@@ -205,7 +202,8 @@ def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], hea
     ``vision.0.mlp.fc2``), the share of the backbone's (and the head's) Linear weights they hold, the
     layer-level set and its share, and the figures with them kept (``passed`` false when even every layer
     kept misses a gate)."""
-    sizes = {**reference["layers"], **reference.get("head_layers", {})}
+    head_sizes = reference.get("head_layers", {})
+    sizes = {**reference["layers"], **head_sizes}
     backbone, head = [row["layer"] for row in ranking], [row["layer"] for row in head_ranking]
     layers, figures = [], compare(reference, measure(precision, keep=[]))
     met = gates_met(precision, figures)
@@ -230,7 +228,6 @@ def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], hea
         kept = sum(n for name, n in of.items() if any(name == k or name.startswith(k + ".") for k in names))
         return kept / max(1, sum(of.values()))
 
-    head_sizes = reference.get("head_layers", {})
     return {
         "precision_keep_fp16": keep,
         "kept_weight_fraction": share(keep, reference["layers"]),  # of the backbone's Linear weights

@@ -76,6 +76,18 @@ def test_int8_weights_compute_the_dequantised_weights_arithmetic(tiny_checkpoint
     assert not torch.equal(int8.forward(inputs).features, engine(tiny_checkpoint).forward(inputs).features)
 
 
+def assert_fast_features_equal_the_modules(engine, calls) -> None:
+    """The fast path's callables give the features the modules as built give."""
+    inputs = engine.prepare(FRAMES)
+    pixels = engine.family.pixel_values(inputs.images)
+    with torch.inference_mode():
+        fused, plain = (
+            engine.model.features(inputs.input_ids, pixels, calls),
+            engine.model.features(inputs.input_ids, pixels),
+        )
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
     engine = TeacherEngine.from_pretrained(
         tiny_checkpoint,
@@ -90,14 +102,7 @@ def test_fused_int8_modules_compute_what_the_separate_ones_do(tiny_checkpoint):
     assert isinstance(qkv, Int8WeightLinear) and len(qkv.sizes) == 3
     k_proj = engine.model.backbone.eagle_model.language_model.model.layers[0].self_attn.k_proj
     assert k_proj.weight.untyped_storage().data_ptr() == qkv.weight.untyped_storage().data_ptr()  # stored once
-    inputs = engine.prepare(FRAMES)
-    pixels = engine.family.pixel_values(inputs.images)
-    with torch.inference_mode():
-        fused, plain = (
-            engine.model.features(inputs.input_ids, pixels, calls),
-            engine.model.features(inputs.input_ids, pixels),
-        )
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    assert_fast_features_equal_the_modules(engine, calls)
 
 
 def test_fp8_module_multiplies_its_quantised_operands():
@@ -355,14 +360,7 @@ def test_a_fused_group_of_mixed_precision_runs_each_layer_at_its_own(tiny_checkp
     assert isinstance(gate_up, SideBySideLinears) and isinstance(
         engine.model.fast["language"][0].gate_up, Int8WeightLinear
     )
-    inputs = engine.prepare(FRAMES)
-    pixels = engine.family.pixel_values(inputs.images)
-    with torch.inference_mode():
-        fused, plain = (
-            engine.model.features(inputs.input_ids, pixels, calls),
-            engine.model.features(inputs.input_ids, pixels),
-        )
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    assert_fast_features_equal_the_modules(engine, calls)
 
 
 def test_auto_keeps_a_head_layer_when_the_head_moves_the_actions(tiny_copy, monkeypatch):

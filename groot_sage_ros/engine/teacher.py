@@ -33,7 +33,6 @@ from ..fastpath.padding import pad_batch, pad_to_bucket
 from ..fastpath.precision import (
     PrecisionOptions,
     check_supported,
-    linear_names,
     quantize_layers,
     quantize_token_tables,
 )
@@ -79,8 +78,6 @@ class TeacherEngine:
         self.compile_cache: dict[str, int] = {}
         self.quantize_seconds, self.modules_swapped = 0.0, 0  # the precision swap at load
         self.modules_kept_fp16 = 0  # Linear layers runtime.precision_keep_fp16 kept out of the swap
-        self.linear_layers: dict[str, int] = {}  # the fast regions' Linear layers by name (precision_keep_fp16's
-        # names) -> their weights' element count
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -171,10 +168,6 @@ class TeacherEngine:
         runtime = engine.runtime
         regions = family.fast_regions(model)
         tick = time.perf_counter()
-        engine.linear_layers = {
-            name: layer.get_submodule(path).weight.numel()
-            for name, (layer, path) in sorted(linear_names(regions).items())
-        }
         engine.modules_swapped, engine.modules_kept_fp16 = quantize_layers(
             regions, runtime.precision, PrecisionOptions(runtime.fp8_min_rows), runtime.precision_keep_fp16
         )

@@ -32,7 +32,7 @@ class ActionObjective:
     ) -> torch.Tensor:
         """student, teacher (B, L, D) in teacher units, mask (B, L) real tokens, image_mask (B, L) -> scalar."""
         if self.samples:  # the first rows: (S, L, D), (S, L)
-            student, teacher, mask, image_mask = (t[: self.samples] for t in (student, teacher, mask, image_mask))
+            student, teacher, mask, image_mask = (x[: self.samples] for x in (student, teacher, mask, image_mask))
         batch, device = student.shape[0], student.device
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
