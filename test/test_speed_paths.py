@@ -51,6 +51,21 @@ def test_compiled_layers_match_eager(compiled_engine):
     torch.testing.assert_close(chunks, eager_chunks, rtol=1e-4, atol=1e-4)
 
 
+def test_a_new_prompt_length_reuses_the_programs_traced_at_warm_up(compiled_engine):
+    """The regions' varying dims (batch, length) are marked dynamic: after the warm-up's prompt, a prompt of
+    another length runs the backbone and the head on the programs already traced, none traced again."""
+    from torch._dynamo.utils import counters
+
+    engine = compiled_engine
+    traced = counters["stats"]["unique_graphs"]
+    assert traced > 0
+    instruction = "stack every red block on the blue plate, then push the plate to the left edge of the table"
+    result = engine.extract_batch([([random_image(64, 64, 3)], instruction)])
+    assert result.features.shape[1] != engine.prepare([([random_image(64, 64, 3)], "warm up")]).input_ids.shape[1]
+    engine.predict_actions(result, torch.zeros(1, engine.state_width), embodiment_id=0, seed=1)
+    assert counters["stats"]["unique_graphs"] == traced
+
+
 def test_regions_compile_with_one_pass_reductions(tiny_checkpoint):
     """Every region compiles with the one-pass reductions of reductions.py (a GPU heuristic: C++ code here)."""
     engine = TeacherEngine.from_pretrained(
@@ -58,7 +73,7 @@ def test_regions_compile_with_one_pass_reductions(tiny_checkpoint):
     )
     calls = install_fast_path(engine.model, engine.family.fast_regions(engine.model), compile=True)
     assert set(calls) == {"vision", "language", "vl_self_attention", "context_kv", "dit"}
-    compiled = {call.func for per_layer in calls.values() for call in per_layer}
+    compiled = {call.func.compiled for per_layer in calls.values() for call in per_layer}
     assert len(compiled) == len(calls)  # one compiled function per region, shared by its layers
     assert all(fn.get_compiler_config()["inductor_choices_class"] is WidePersistentReductions for fn in compiled)
 

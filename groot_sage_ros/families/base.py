@@ -37,13 +37,15 @@ class FastRegion:
     ``build(layer)`` returns the layer's fast module: the ``FusedLinear`` groups it computes in one GEMM and
     the layer's other modules, shared (not copied). ``forward(fast_module, *inputs)`` is the layer's
     computation from that module; the engine compiles it once for every layer of the region and hands the
-    model one callable per layer. ``lengths_vary``: the token count changes between calls (prompt length)."""
+    model one callable per layer. ``varying_dims``: for each input after the fast module, the dims whose size
+    changes between calls (batch, prompt length; a tuple input's tensors share one entry); they are compiled
+    as symbols and every other dim (widths, heads) as a constant. Empty: fixed shapes."""
 
     name: str
     layers: Sequence[nn.Module]
     build: Callable[[nn.Module], nn.Module]
     forward: Callable[..., torch.Tensor]
-    lengths_vary: bool
+    varying_dims: tuple[tuple[int, ...], ...] = ()
 
 
 class FamilyModel(nn.Module):

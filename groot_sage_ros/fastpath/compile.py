@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -60,6 +61,26 @@ def compile_cache_counts() -> dict[str, int]:
     return {"hits": int(inductor["fxgraph_cache_hit"]), "misses": int(inductor["fxgraph_cache_miss"])}
 
 
+@dataclass(frozen=True)
+class MarkVaryingDims:
+    """A region's compiled function, called after marking the dims of its inputs that vary between calls
+    (``FastRegion.varying_dims``) as dynamic: dynamo traces one program for every batch and length in which
+    the other dims (widths, heads) are constants. ``dynamic=True`` would make every dim a symbol and take about
+    twice as long to trace at each start (measured on the CPU; docs/speed.md). The marks cost a few
+    microseconds a call, and nothing under a CUDA graph."""
+
+    compiled: Callable
+    varying_dims: tuple[tuple[int, ...], ...]
+
+    def __call__(self, module: nn.Module, *inputs):
+        for value, dims in zip(inputs, self.varying_dims):
+            for tensor in value if isinstance(value, tuple) else (value,):
+                if isinstance(tensor, torch.Tensor):
+                    for dim in dims:
+                        torch._dynamo.maybe_mark_dynamic(tensor, dim)  # a size-1 dim is still specialised
+        return self.compiled(module, *inputs)
+
+
 def install_fast_path(
     model: nn.Module, regions: Sequence, compile: bool, mode: str = "default", dynamic_lengths: bool = True
 ) -> dict[str, list[Callable]]:
@@ -79,9 +100,9 @@ def install_fast_path(
             torch.cuda.empty_cache()
         forward = region.forward
         if compile:
-            # None: PyTorch's default, dynamic only once a shape changes; False: one program per shape
-            dynamic = (True if region.lengths_vary else None) if dynamic_lengths else False
-            forward = torch.compile(forward, dynamic=dynamic, **compile_kwargs)
+            # None: PyTorch's default (dynamic once a shape changes) and our marks; False: one program per shape
+            forward = torch.compile(forward, dynamic=None if dynamic_lengths else False, **compile_kwargs)
+            forward = MarkVaryingDims(forward, region.varying_dims if dynamic_lengths else ())
         model.fast[region.name] = modules
         calls[region.name] = [functools.partial(forward, module) for module in modules]
     return calls

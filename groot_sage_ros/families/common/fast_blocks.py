@@ -30,6 +30,9 @@ class FastQwen3Layer(nn.Module):
         self.head_dim, self.scaling = attn.head_dim, attn.scaling
 
 
+QWEN3_VARYING_DIMS = ((0, 1), (0, 1), (0, 1))  # batch and length of hidden, cos and sin
+
+
 def qwen3_layer(fast: FastQwen3Layer, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """``Qwen3DecoderLayer.forward`` with one q/k/v GEMM and one gate/up GEMM; causal, no mask, no cache
     (right padding needs no mask: backbone.run_decoder). hidden (B, L, D), cos and sin (1, L, d)."""
@@ -114,11 +117,11 @@ def linear_gelu_tanh(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 
 def head_regions(head: nn.Module) -> list[FastRegion]:
     """A flow-matching head's regions (both families' heads have these parts): its VL self-attention
-    blocks, the cross blocks' context keys and values, the DiT blocks; prompt-long inputs, so dynamic."""
+    blocks, the cross blocks' context keys and values, the DiT blocks. Batch and prompt length vary: x (B, L,
+    D) and context (B, S, C); the DiT's x (B, T, D), scale and shift (B, D), kv (B, H, S, d), mask (B, 1, 1, S)."""
+    self_attention, blocks = head.vl_self_attention.transformer_blocks, head.model.transformer_blocks
     return [
-        FastRegion(
-            "vl_self_attention", head.vl_self_attention.transformer_blocks, FastHeadBlock, self_attention_block, True
-        ),
-        FastRegion("context_kv", head.model.cross_blocks(), FastContextKV, context_kv, True),
-        FastRegion("dit", head.model.transformer_blocks, FastHeadBlock, dit_block, True),
+        FastRegion("vl_self_attention", self_attention, FastHeadBlock, self_attention_block, ((0, 1),)),
+        FastRegion("context_kv", head.model.cross_blocks(), FastContextKV, context_kv, ((0, 1),)),
+        FastRegion("dit", blocks, FastHeadBlock, dit_block, ((0,), (0,), (0,), (0, 2), (0, 3))),
     ]

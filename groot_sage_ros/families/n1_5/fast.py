@@ -23,6 +23,7 @@ from torch import nn
 from ...fastpath.fusion import fuse_linears
 from ..base import FastRegion
 from ..common.fast_blocks import (
+    QWEN3_VARYING_DIMS,
     FastQwen3Layer,
     head_regions,
     linear_gelu_tanh,
@@ -58,8 +59,8 @@ def fast_regions(model: GrootN15) -> list[FastRegion]:
     if model.has_backbone:
         eagle = model.backbone.eagle_model
         regions += [
-            FastRegion("vision", eagle.vision_model.vision_model.encoder.layers, FastSiglipLayer, siglip_layer, False),
-            FastRegion("language", eagle.language_model.model.layers, FastQwen3Layer, qwen3_layer, True),
+            FastRegion("vision", eagle.vision_model.vision_model.encoder.layers, FastSiglipLayer, siglip_layer),
+            FastRegion("language", eagle.language_model.model.layers, FastQwen3Layer, qwen3_layer, QWEN3_VARYING_DIMS),
         ]
     if model.has_action_head:
         regions += head_regions(model.action_head)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..base import FastRegion
 from ..common.fast_blocks import (
+    QWEN3_VARYING_DIMS,
     FastQwen3Layer,
     head_regions,
     linear_gelu_tanh,
@@ -57,8 +58,8 @@ def fast_regions(model: GrootN17) -> list[FastRegion]:
     if model.has_backbone:
         backbone = model.backbone
         regions += [
-            FastRegion("vision", backbone.visual.blocks, FastVisionBlock, vision_block, False),
-            FastRegion("language", backbone.language_model.layers, FastQwen3Layer, qwen3_layer, True),
+            FastRegion("vision", backbone.visual.blocks, FastVisionBlock, vision_block),
+            FastRegion("language", backbone.language_model.layers, FastQwen3Layer, qwen3_layer, QWEN3_VARYING_DIMS),
         ]
     if model.has_action_head:
         regions += head_regions(model.action_head)
