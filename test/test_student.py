@@ -405,6 +405,27 @@ def test_sage_node_runs_the_teachers_action_head_on_its_features(trained, tiny_c
         rclpy.try_shutdown()
 
 
+def test_the_compiled_student_serves_the_blocks_arithmetic_at_every_length(trained, tmp_path):
+    """The serving engine compiles the student's blocks as one region (as on CUDA, here on request): its
+    features equal the blocks as built, and a prompt of another length runs on the program already traced."""
+    from torch._dynamo.utils import counters
+
+    from groot_sage_ros.engine import RuntimeConfig
+    from groot_sage_ros.student.engine import StudentEngine
+
+    runtime = RuntimeConfig(compile="on", compile_cache_dir=str(tmp_path / "inductor"))
+    student = StudentEngine.from_checkpoint(trained / "student.safetensors", runtime=runtime)
+    assert student.compiled and len(student._calls) == len(student.model.blocks)
+    student.warmup()
+    assert student.start_report()["start_kind"] in ("cold", "warm")
+    traced = counters["stats"]["unique_graphs"]
+    for instruction in ("pick up the cube", "put every red block into the bowl on the left side of the table"):
+        inputs = student.prepare([([random_image(48, 64, 2)], instruction)])
+        fast, built = student.forward(inputs).features, student.forward_reference(inputs).features
+        torch.testing.assert_close(fast, built, rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == traced
+
+
 def test_mismatched_inputs_are_refused(dataset, trained, tmp_path):
     from groot_sage_ros.offline.student_data import split
 

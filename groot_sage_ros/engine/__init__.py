@@ -60,7 +60,7 @@ def load_engine(
 
         if action_head:
             raise ValueError(f"{checkpoint}: a student checkpoint has no action head")
-        return StudentEngine.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        return StudentEngine.from_checkpoint(checkpoint, device=device, dtype=dtype, runtime=runtime)
     return TeacherEngine.from_pretrained(
         checkpoint,
         device=device,

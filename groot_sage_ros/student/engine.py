@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 from ..api import FeatureResult, ModelInputs, TokenFacts
-from ..engine.runtime import parse_dtype, resolve_device
+from ..engine.runtime import RuntimeConfig, parse_dtype, resolve_device
 from ..families import by_name
+from ..families.base import FastRegion
+from ..fastpath.compile import compile_cache_counts, install_fast_path, use_compile_cache
 from ..fastpath.cuda_graphs import GraphCache
 from .checkpoint import load_student
+from .model import student_block
 
 NO_HEAD = "the student engine has no action head; engine.load_action_head gives the teacher's, for its features"
 
@@ -30,24 +33,36 @@ class StudentEngine:
         device: torch.device,
         dtype: torch.dtype,
         model_id: str,
-        cuda_graphs: bool = True,
+        runtime: RuntimeConfig | None = None,
     ):
         self.model, self.family, self.processor = model, family, processor
         self.device, self.dtype, self.model_id = device, dtype, model_id
-        # The student is small enough that eager PyTorch is bound by kernel launches: on CUDA, batch-1 calls
-        # replay a CUDA graph captured once per (sequence length, cameras) shape.
-        self.cuda_graphs = cuda_graphs and device.type == "cuda"
-        self._graphs = GraphCache(self.model.features, device, warmup_calls=3) if self.cuda_graphs else None
+        self.runtime = runtime = runtime or RuntimeConfig()
+        # The student is small enough that eager PyTorch is bound by kernel launches. As the teacher's layers:
+        # its blocks compiled as one region (norms, residuals and activations fused into fewer kernels; batch
+        # and length dynamic), and on CUDA batch-1 calls replay a CUDA graph per (length, cameras) shape,
+        # the pixels' normalisation included.
+        self.compiled, self.cuda_graphs = runtime.compiles_on(device), runtime.graphs_on(device)
+        self._calls = None
+        if self.compiled:
+            use_compile_cache(runtime.compile_cache_dir)
+            region = FastRegion("student", model.blocks, lambda block: block, student_block, ((0, 1),))
+            self._calls = install_fast_path(model, [region], True, runtime.compile_mode)["student"]
+        self._graphs = GraphCache(self._features, device, warmup_calls=3) if self.cuda_graphs else None
+        self.compile_cache: dict[str, int] = {}
         self.start_seconds = 0.0
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "StudentEngine":
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", dtype: str = "float32", runtime: RuntimeConfig | None = None
+    ) -> "StudentEngine":
         torch_device, torch_dtype = resolve_device(device), parse_dtype(dtype, "dtype")
         model, _ = load_student(path, "cpu")
         model = model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)
         family = by_name(model.cfg.facts.family, f"{path}: tokens.family")
         tokenizer = model.cfg.tokenizer if model.cfg.tokenizer != "qwen-tiktoken" else None
-        return cls(model, family, family.processor(tokenizer=tokenizer), torch_device, torch_dtype, str(path))
+        processor = family.processor(tokenizer=tokenizer)
+        return cls(model, family, processor, torch_device, torch_dtype, str(path), runtime)
 
     @property
     def facts(self) -> TokenFacts:
@@ -66,10 +81,22 @@ class StudentEngine:
         return self._graphs.capture_seconds if self._graphs is not None else 0.0
 
     def start_report(self) -> dict[str, Any]:
-        return {}
+        if not self.compiled:
+            return {}
+        return {
+            "start_kind": "cold" if self.compile_cache.get("misses") else "warm",
+            "compile_cache": self.compile_cache,
+        }
 
     def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:
-        """Nothing to compile; graphs are captured on the first frame of each shape."""
+        """One throw-away call: the blocks compiled (or loaded from the kernel cache) and, on CUDA, the graph
+        of ``instruction``'s length captured before the first frame."""
+        blank = np.full((self.facts.image_size, self.facts.image_size, 3), 127, dtype=np.uint8)
+        self.extract_batch([([blank] * cameras, instruction)] * batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if self.compiled:
+            self.compile_cache = compile_cache_counts()
 
     def action_policy(self, embodiment: str, modes: dict[str, str] | None = None):
         raise ValueError(NO_HEAD)
@@ -83,13 +110,17 @@ class StudentEngine:
     def prepare(self, frame_sets: Sequence[tuple[Sequence[np.ndarray], str]]) -> ModelInputs:
         return self.processor(frame_sets, device=self.device)
 
+    def _features(self, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids, (N, 3, S, S) uint8 frames -> (B, L, D) teacher-unit features: what the graphs replay."""
+        pixels = self.family.pixel_values(images).to(self.dtype)  # (N, 3, S, S)
+        return self.model.features(input_ids, pixels, self._calls)
+
     @torch.inference_mode()
     def forward(self, inputs: ModelInputs) -> FeatureResult:
-        pixels = self.family.pixel_values(inputs.images).to(self.dtype)  # (N, 3, S, S)
         if self.cuda_graphs and inputs.input_ids.shape[0] == 1:
-            features = self._graphs(inputs.input_ids, pixels)
+            features = self._graphs(inputs.input_ids, inputs.images)
         else:
-            features = self.model.features(inputs.input_ids, pixels)  # (B, L, D)
+            features = self._features(inputs.input_ids, inputs.images)  # (B, L, D)
         return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
 
     @torch.inference_mode()
