@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from groot_sage_ros.bench import timed as bench_timed
-from groot_sage_ros.engine import load_action_head, load_engine
+from groot_sage_ros.engine import RuntimeConfig, load_action_head, load_engine
 
 
 def timed(fn, device: torch.device, iters: int) -> dict:
@@ -41,6 +41,11 @@ def pipeline(features_engine, head_engine, frame_set, device: torch.device, iter
     return report
 
 
+def features_alone(engine, frame_set, device: torch.device, iters: int) -> dict:
+    inputs = engine.prepare([frame_set])
+    return timed(lambda: engine.forward(inputs), device, iters)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", required=True)
@@ -52,12 +57,33 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument(
+        "--student-compile",
+        default="auto",
+        choices=("auto", "off"),
+        help="the student's blocks compiled on CUDA (auto, as served) or eager; both with the CUDA graph",
+    )
+    parser.add_argument(
+        "--student-only", action="store_true", help="the student's features alone (no head, no teacher)"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device(args.device)
     frame_set = ([np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)], "pick up the cube")
-    report = {"device": args.device, "dtype": args.dtype}
-    student = load_engine(args.student, device=args.device, dtype=args.dtype)
+    report = {"device": args.device, "dtype": args.dtype, "student_compile": args.student_compile}
+    if device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(device)
+    runtime = RuntimeConfig(compile=args.student_compile)
+    student = load_engine(args.student, device=args.device, dtype=args.dtype, runtime=runtime)
+    student.warmup()
+    if args.student_only:
+        report["student_features"] = features_alone(student, frame_set, device, args.iters)
+        report["student_parameters"] = student.parameter_count
+        print(json.dumps(report, indent=2))
+        if args.out:
+            with open(args.out, "w") as handle:
+                json.dump(report, handle, indent=2)
+        return
     head = load_action_head(args.teacher, device=args.device, dtype=args.dtype)
     report["student_plus_head"] = pipeline(student, head, frame_set, device, args.iters)
     del student, head
