@@ -11,13 +11,18 @@ import torch
 from ..api import FeatureResult, ModelInputs, TokenFacts
 from ..engine.runtime import RuntimeConfig, parse_dtype, resolve_device
 from ..families import by_name
-from ..families.base import FastRegion
-from ..fastpath.compile import compile_cache_counts, install_fast_path, use_compile_cache
+from ..fastpath.compile import MarkVaryingDims, compile_arguments, compile_cache_counts, use_compile_cache
 from ..fastpath.cuda_graphs import GraphCache
 from .checkpoint import load_student
-from .model import student_block
+from .model import SageStudent
 
 NO_HEAD = "the student engine has no action head; engine.load_action_head gives the teacher's, for its features"
+
+
+def student_features(model: SageStudent, input_ids: torch.Tensor, images: torch.Tensor, pixel_values) -> torch.Tensor:
+    """(B, L) ids, (N, 3, S, S) uint8 frames -> (B, L, D) teacher-unit features; ``pixel_values``: the teacher
+    family's normalisation. The function the serving engine compiles and its CUDA graphs replay."""
+    return model.features(input_ids, pixel_values(images).to(model.head.weight.dtype))
 
 
 class StudentEngine:
@@ -38,16 +43,16 @@ class StudentEngine:
         self.model, self.family, self.processor = model, family, processor
         self.device, self.dtype, self.model_id = device, dtype, model_id
         self.runtime = runtime = runtime or RuntimeConfig()
-        # The student is small enough that eager PyTorch is bound by kernel launches. As the teacher's layers:
-        # its blocks compiled as one region (norms, residuals and activations fused into fewer kernels; batch
-        # and length dynamic), and on CUDA batch-1 calls replay a CUDA graph per (length, cameras) shape,
-        # the pixels' normalisation included.
+        # The student is small enough that eager PyTorch is bound by kernel launches (each of its ~150 kernels
+        # takes a few microseconds). So, with the fast path's pieces: the whole call, the pixels' normalisation
+        # included, compiled into fewer kernels (batch and length dynamic), and on CUDA batch-1 calls replay a
+        # CUDA graph per (length, cameras) shape.
         self.compiled, self.cuda_graphs = runtime.compiles_on(device), runtime.graphs_on(device)
-        self._calls = None
+        self._compiled_features = None
         if self.compiled:
             use_compile_cache(runtime.compile_cache_dir)
-            region = FastRegion("student", model.blocks, lambda block: block, student_block, ((0, 1),))
-            self._calls = install_fast_path(model, [region], True, runtime.compile_mode)["student"]
+            compiled = torch.compile(student_features, dynamic=None, **compile_arguments(runtime.compile_mode))
+            self._compiled_features = MarkVaryingDims(compiled, ((0, 1), (0,)))  # ids (B, L), frames (N, ...)
         self._graphs = GraphCache(self._features, device, warmup_calls=3) if self.cuda_graphs else None
         self.compile_cache: dict[str, int] = {}
         self.start_seconds = 0.0
@@ -111,9 +116,9 @@ class StudentEngine:
         return self.processor(frame_sets, device=self.device)
 
     def _features(self, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids, (N, 3, S, S) uint8 frames -> (B, L, D) teacher-unit features: what the graphs replay."""
-        pixels = self.family.pixel_values(images).to(self.dtype)  # (N, 3, S, S)
-        return self.model.features(input_ids, pixels, self._calls)
+        """(B, L) ids, (N, 3, S, S) uint8 frames -> (B, L, D): compiled where the engine compiles."""
+        forward = self._compiled_features or student_features
+        return forward(self.model, input_ids, images, self.family.pixel_values)
 
     @torch.inference_mode()
     def forward(self, inputs: ModelInputs) -> FeatureResult:
@@ -125,10 +130,8 @@ class StudentEngine:
 
     @torch.inference_mode()
     def forward_reference(self, inputs: ModelInputs) -> FeatureResult:
-        pixels = self.family.pixel_values(inputs.images).to(self.dtype)
-        return FeatureResult(
-            self.model.features(inputs.input_ids, pixels), inputs.attention_mask, inputs.layouts, inputs.images
-        )
+        features = student_features(self.model, inputs.input_ids, inputs.images, self.family.pixel_values)
+        return FeatureResult(features, inputs.attention_mask, inputs.layouts, inputs.images)
 
     def extract(self, images: Sequence[np.ndarray], instruction: str) -> FeatureResult:
         return self.forward(self.prepare([(images, instruction)]))

@@ -71,10 +71,9 @@ class SageStudent(nn.Module):
         known = self.vocab[position] == input_ids
         return torch.where(known, position, torch.full_like(position, len(self.vocab)))
 
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention: bool = False, calls=None):
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention: bool = False):
         """(B, L) ids, (N, 3, S, S) normalised frames -> standardised features (B, L, D); with ``attention``,
-        also the last block's attention weights averaged over heads (B, L, L). ``calls``: one callable per
-        block (the serving engine's compiled ``student_block``), or None for the blocks as built."""
+        also the last block's attention weights averaged over heads (B, L, L)."""
         if input_ids.shape[1] > self.cfg.max_len:
             raise ValueError(
                 f"sequence of {input_ids.shape[1]} tokens exceeds the student's max_len {self.cfg.max_len}"
@@ -83,20 +82,13 @@ class SageStudent(nn.Module):
         patches = self.patch_embed(pixel_values.to(x.dtype)).flatten(2).transpose(1, 2)  # (N, T, W)
         x = scatter_image_embeddings(x, patches, input_ids == self.image_token_id)
         x = x + self.pos_embed.weight[: input_ids.shape[1]].unsqueeze(0)
-        calls = calls or self.blocks
-        for call in calls[:-1]:
-            x = call(x)
+        for block in self.blocks[:-1]:
+            x = block(x)
         if attention:
             x, weights = self.blocks[-1](x, weights=True)
             return self.head(self.norm(x)), weights
-        return self.head(self.norm(calls[-1](x)))
+        return self.head(self.norm(self.blocks[-1](x)))
 
-    def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, calls=None) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Predictions in the teacher's units (un-standardised): what the node publishes."""
-        return self(input_ids, pixel_values, calls=calls) * self.feature_std + self.feature_mean
-
-
-def student_block(block: StudentBlock, x: torch.Tensor) -> torch.Tensor:
-    """One block's computation (B, L, W) -> (B, L, W): the function the serving engine compiles once for all
-    blocks (``fastpath.compile``), each passing its own module."""
-    return block(x)
+        return self(input_ids, pixel_values) * self.feature_std + self.feature_mean
