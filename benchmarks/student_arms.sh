@@ -25,6 +25,7 @@ SIZE=${SIZE---full-size}
 LIMIT=${LIMIT:-800}
 SAMPLES=${SAMPLES:-64}
 BATCH=${BATCH:-32}
+ACTION_SAMPLES=${ACTION_SAMPLES:-0}  # > 0: the action term on that many samples of each batch
 W=${W:-/tmp}
 mkdir -p "$OUT"
 g="python3 -m groot_sage_ros.cli"
@@ -40,7 +41,7 @@ common="--device $DEVICE --max-steps $STEPS --batch-size $BATCH --eval-every 500
 for arm in "$@"; do
   case $arm in
     features) objective="" ;;
-    both) objective="--action-weight 1 --teacher $W/full" ;;
+    both) objective="--action-weight 1 --teacher $W/full --action-samples-per-step $ACTION_SAMPLES" ;;
     actions) objective="--mse-weight 0 --cosine-weight 0 --action-weight 1 --teacher $W/full" ;;
     attention) objective="--attention-weight 1" ;;
     probe)
