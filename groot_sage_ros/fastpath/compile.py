@@ -63,11 +63,11 @@ def compile_cache_counts() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class MarkVaryingDims:
-    """A region's compiled function, called after marking the dims of its inputs that vary between calls
-    (``FastRegion.varying_dims``) as dynamic: dynamo traces one program for every batch and length in which
-    the other dims (widths, heads) are constants. ``dynamic=True`` would make every dim a symbol and take about
-    twice as long to trace at each start (measured on the CPU; docs/speed.md). The marks cost a few
-    microseconds a call, and nothing under a CUDA graph."""
+    """A compiled function (a region's; the student's whole call), called after marking the dims of its
+    inputs that vary between calls (``FastRegion.varying_dims``) as dynamic: dynamo traces one program for
+    every batch and length, in which the other dims (widths, heads) are constants. ``dynamic=True`` would make
+    every dim a symbol and take about twice as long to trace at each start (measured on the CPU;
+    docs/speed.md). The marks cost a few microseconds a call, and nothing under a CUDA graph."""
 
     compiled: Callable
     varying_dims: tuple[tuple[int, ...], ...]

@@ -43,10 +43,10 @@ class StudentEngine:
         self.model, self.family, self.processor = model, family, processor
         self.device, self.dtype, self.model_id = device, dtype, model_id
         self.runtime = runtime = runtime or RuntimeConfig()
-        # The student is small enough that eager PyTorch is bound by kernel launches (each of its ~150 kernels
-        # takes a few microseconds). So, with the fast path's pieces: the whole call, the pixels' normalisation
-        # included, compiled into fewer kernels (batch and length dynamic), and on CUDA batch-1 calls replay a
-        # CUDA graph per (length, cameras) shape.
+        # The student is small enough that its time is the number of kernels, a few microseconds each. So,
+        # with the fast path's pieces: the whole call, the pixels' normalisation included, compiled into fewer
+        # kernels (batch and length dynamic), and on CUDA batch-1 calls replay a CUDA graph per (length,
+        # cameras) shape: 0.40 ms against 0.49 eager in the graph on an H100 (docs/offline.md).
         self.compiled, self.cuda_graphs = runtime.compiles_on(device), runtime.graphs_on(device)
         self._compiled_features = None
         if self.compiled:
