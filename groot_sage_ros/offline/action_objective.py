@@ -34,12 +34,14 @@ class ActionObjective:
         if self.samples:  # the first rows: (S, L, D), (S, L)
             student, teacher, mask, image_mask = (x[: self.samples] for x in (student, teacher, mask, image_mask))
         batch, device = student.shape[0], student.device
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        t = torch.rand(batch, generator=generator)  # (B,) flow-matching times
-        actions = torch.randn(batch, self.head.action_horizon, self.head.action_dim, generator=generator)
-        states = torch.zeros(batch, self.head.state_width)
-        states[:, : self.state_width] = torch.rand(batch, self.state_width, generator=generator) * 2 - 1
-        t, actions, states = t.to(device), actions.to(device), states.to(device)
+        # Drawn on the step's device: a copy from host memory would wait for the GPU to finish the queued work
+        # (CUDA syncs the stream before copying from pageable memory), mid-step.
+        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + step)
+        t = torch.rand(batch, generator=generator, device=device)  # (B,) flow-matching times
+        noise_shape = (batch, self.head.action_horizon, self.head.action_dim)
+        actions = torch.randn(noise_shape, generator=generator, device=device)  # (B, H, A)
+        states = torch.zeros(batch, self.head.state_width, device=device)  # (B, S): the embodiment's part drawn
+        states[:, : self.state_width] = torch.rand(batch, self.state_width, generator=generator, device=device) * 2 - 1
         keep = mask.unsqueeze(-1).to(student.dtype)  # (B, L, 1)
         args = (mask, image_mask, actions, t, states, self.embodiment_id, self.fast)
         with torch.no_grad():

@@ -255,13 +255,6 @@ class StudentTraining:
             student_units = pred * model.feature_std + model.feature_mean
             action_loss = self.objective.loss(student_units, teacher_units, mask, image_mask, step)
             loss = loss + cfg.action_weight * action_loss
-        if not torch.isfinite(loss):
-            bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
-            last = self.resume_path if self.resume_path.exists() else "not written yet"
-            raise ValueError(
-                f"loss is {loss.item()} at step {step + 1} (batch from {bags}); stopping, the last "
-                f"good checkpoint is {last}"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -278,6 +271,17 @@ class StudentTraining:
         if world > 1:
             torch.distributed.all_reduce(logged)
         return logged
+
+    def check_finite(self, step: int, data: dict, logged: torch.Tensor) -> None:
+        """After the step (one wait for the GPU per step, here rather than mid-step): a loss that is not finite
+        stops the run on every rank (``logged`` is summed over ranks) before anything of this step is written."""
+        if not torch.isfinite(logged[0]):
+            bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
+            last = self.resume_path if self.resume_path.exists() else "not written yet"
+            raise ValueError(
+                f"loss is {logged[0].item() * self.world} at step {step + 1} (batch from {bags}); stopping, the "
+                f"last good checkpoint is {last}"
+            )
 
     def record(self, done: int, logged: torch.Tensor) -> dict:
         """On rank 0 after step ``done``: the metrics line (with the held-out evaluation when due), the resume
@@ -367,6 +371,7 @@ def train_student(config, out: Path, rank: int, world: int, device: torch.device
         for step, data in zip(range(run.start_step, config.max_steps), batches):
             data_wait += time.monotonic() - tick  # this rank waiting for its loader threads
             logged = run.step(step, data)
+            run.check_finite(step, data, logged)
             if rank == 0:
                 last = run.record(step + 1, logged)
             tick = time.monotonic()
