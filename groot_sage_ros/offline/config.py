@@ -139,8 +139,8 @@ class DistillConfig:
     )
     action_samples_per_step: int = option(
         0,
-        "--action-weight on the first N samples of each batch (per rank) only: the head's passes cost in "
-        "proportion (0: every sample)",
+        "--action-weight on the first N samples of each batch (per rank) only: less of the head's arithmetic "
+        "(0: every sample)",
         COUNT,
     )
     attention_weight: float = option(
