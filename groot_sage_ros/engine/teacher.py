@@ -26,6 +26,7 @@ from ..families.common.flow import Guidance, start_and_strength
 from ..fastpath.compile import (
     compile_cache_counts,
     install_fast_path,
+    start_kind,
     use_compile_cache,
 )
 from ..fastpath.cuda_graphs import GraphCache
@@ -241,7 +242,7 @@ class TeacherEngine:
         came from the on-disk cache ("warm") or were compiled afresh ("cold")."""
         cache = self.compile_cache
         return {
-            "start_kind": "eager" if not self.compiled else "cold" if cache.get("misses") else "warm",
+            "start_kind": start_kind(self.compiled, cache),
             "load_s": round(self.load_seconds, 3),
             "warmup_s": round(self.warmup_seconds, 3),
             "compile_cache_hits": cache.get("hits", 0),

@@ -53,6 +53,12 @@ def compile_arguments(mode: str) -> dict:
     return {"options": {**options, "inductor_choices_class": WidePersistentReductions}}
 
 
+def start_kind(compiled: bool, cache_counts: dict[str, int]) -> str:
+    """How an engine started: "eager" (nothing compiled), "cold" (kernels compiled afresh) or "warm" (all from
+    the on-disk cache), from ``compile_cache_counts`` after its warm-up."""
+    return "eager" if not compiled else "cold" if cache_counts.get("misses") else "warm"
+
+
 def compile_cache_counts() -> dict[str, int]:
     """Compiled graphs served from the on-disk cache (hits) and compiled afresh (misses), this process."""
     from torch._dynamo.utils import counters

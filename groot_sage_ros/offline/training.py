@@ -279,7 +279,7 @@ class StudentTraining:
             bags = sorted({f"{s['bag']}#{s.get('frame_id', '')}" for s in data["sources"]})
             last = self.resume_path if self.resume_path.exists() else "not written yet"
             raise ValueError(
-                f"loss is {logged[0].item() * self.world} at step {step + 1} (batch from {bags}); stopping, the "
+                f"loss is {logged[0].item()} at step {step + 1} (batch from {bags}); stopping, the "
                 f"last good checkpoint is {last}"
             )
 

@@ -11,7 +11,13 @@ import torch
 from ..api import FeatureResult, ModelInputs, TokenFacts
 from ..engine.runtime import RuntimeConfig, parse_dtype, resolve_device
 from ..families import by_name
-from ..fastpath.compile import MarkVaryingDims, compile_arguments, compile_cache_counts, use_compile_cache
+from ..fastpath.compile import (
+    MarkVaryingDims,
+    compile_arguments,
+    compile_cache_counts,
+    start_kind,
+    use_compile_cache,
+)
 from ..fastpath.cuda_graphs import GraphCache
 from .checkpoint import load_student
 from .model import SageStudent
@@ -88,14 +94,13 @@ class StudentEngine:
     def start_report(self) -> dict[str, Any]:
         if not self.compiled:
             return {}
-        return {
-            "start_kind": "cold" if self.compile_cache.get("misses") else "warm",
-            "compile_cache": self.compile_cache,
-        }
+        return {"start_kind": start_kind(True, self.compile_cache), "compile_cache": self.compile_cache}
 
     def warmup(self, cameras: int = 1, instruction: str = "warm up", batch: int = 1) -> None:
-        """One throw-away call: the blocks compiled (or loaded from the kernel cache) and, on CUDA, the graph
-        of ``instruction``'s length captured before the first frame."""
+        """One throw-away call: the call compiled (or loaded from the kernel cache) and, on CUDA, the graph of
+        ``instruction``'s length captured before the first frame. Nothing to do where neither is on."""
+        if not (self.compiled or self.cuda_graphs):
+            return
         blank = np.full((self.facts.image_size, self.facts.image_size, 3), 127, dtype=np.uint8)
         self.extract_batch([([blank] * cameras, instruction)] * batch)
         if self.device.type == "cuda":
