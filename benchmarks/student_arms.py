@@ -19,7 +19,7 @@ from pathlib import Path
 
 ARMS = ("features", "both", "actions", "attention")
 LOG_LINE = re.compile(r"distill: step (\d+)/\d+ .* ([\d.]+) steps/s")
-WROTE = re.compile(r"wrote \S+/s_(\w+)/student.safetensors")
+WROTE = re.compile(r"wrote \S+/s_([\w@.]+)/student.safetensors")
 
 
 def pace(log: Path) -> dict[str, dict]:
@@ -48,7 +48,8 @@ def main() -> int:
     report: dict = {"gpu": args.gpu, "command": "bash benchmarks/student_arms.sh " + " ".join(ARMS), "arms": {}}
     if args.note:
         report["note"] = args.note
-    for arm in ARMS:
+    extra = sorted(p.stem[len("eval_") :] for p in results.glob("eval_*.json"))  # both@W: other action weights
+    for arm in [*ARMS, *(arm for arm in extra if arm not in ARMS)]:
         path = results / f"eval_{arm}.json"
         if not path.is_file():
             report["arms"][arm] = {"ran": False}

@@ -3,7 +3,7 @@
 # the image tokens) from ARC renders, then students at equal steps, each scored by evaluate through the
 # teacher's head (action error ratio, token cosine, batch-1 latency):
 #   features   MSE + cosine
-#   both       features + actions (--action-weight 1)
+#   both       features + actions (--action-weight 1); both@W: --action-weight W
 #   actions    actions only
 #   attention  features + attention transfer (--attention-weight 1)
 # then the downstream probe (distilled vs from scratch vs the teacher's features) and the latency and peak
@@ -41,7 +41,9 @@ common="--device $DEVICE --max-steps $STEPS --batch-size $BATCH --eval-every 500
 for arm in "$@"; do
   case $arm in
     features) objective="" ;;
-    both) objective="--action-weight 1 --teacher $W/full --action-samples-per-step $ACTION_SAMPLES" ;;
+    both|both@*)
+      weight=${arm#both@}; [ "$weight" = both ] && weight=1
+      objective="--action-weight $weight --teacher $W/full --action-samples-per-step $ACTION_SAMPLES" ;;
     actions) objective="--mse-weight 0 --cosine-weight 0 --action-weight 1 --teacher $W/full" ;;
     attention) objective="--attention-weight 1" ;;
     probe)
@@ -54,7 +56,7 @@ for arm in "$@"; do
           --student $W/s_both/student.safetensors --teacher $W/full --device $DEVICE --out $W/student_head_latency.json
       cp $W/student_head_latency.json "$OUT/"
       continue ;;
-    *) echo "unknown stage $arm: expected features, both, actions, attention, probe or latency" >&2; exit 2 ;;
+    *) echo "unknown stage $arm: expected features, both, both@W, actions, attention, probe or latency" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
   [ -f $W/s_$arm/student.safetensors ] || $g distill $W/features --out $W/s_$arm $common $objective

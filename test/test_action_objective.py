@@ -6,7 +6,7 @@ import torch
 
 from groot_sage_ros.engine import RuntimeConfig, load_action_head
 from groot_sage_ros.fastpath.fusion import FusedLinear
-from groot_sage_ros.offline.action_objective import ActionObjective
+from groot_sage_ros.offline.action_objective import CONTEXT_BUCKET, ActionObjective, pad_context
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,23 @@ def test_the_action_term_on_part_of_each_batch_is_that_part_s_term(heads):
     torch.testing.assert_close(loss.detach(), alone.detach())
     assert features.grad[:2].abs().sum() > 0 and features.grad[2].abs().sum() == 0
     assert not torch.isclose(whole.loss(student, teacher, mask, image_mask, step=7), alone, rtol=1e-3, atol=0)
+
+
+def test_pads_past_the_context_bucket_leave_n17_s_objective_unchanged(heads):
+    """The objective pads the context to a multiple of CONTEXT_BUCKET tokens (so that a few CUDA graphs serve
+    every batch); N1.7's head masks pads out, so more pads give the same loss and gradient."""
+    head = heads["gr00t_n1_7"]
+    objective = ActionObjective(head, head.action_policy(None), seed=3)
+    student, teacher, mask, image_mask = batch(head, 2)
+    padded = pad_context(2 * CONTEXT_BUCKET - 5, student, teacher, mask, image_mask)  # 12 -> 22 tokens
+    assert padded[0].shape[1] == 22  # the objective pads it on to 24, the unpadded batch to 16
+    assert not padded[2][:, 12:].any() and not padded[0][:, 12:].any()
+    grads, losses = [], []
+    for features, rest in ((student, (teacher, mask, image_mask)), (padded[0], padded[1:])):
+        features = features.clone().requires_grad_(True)
+        loss = objective.loss(features, *rest, step=4)
+        loss.backward()
+        grads.append(features.grad[:, :12])
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)

@@ -5,7 +5,8 @@ a CUDA graph launches them all at once. A graph replays on the buffers it was ca
 copies its inputs into static buffers, replays, and clones the output (the next replay overwrites it).
 
 All graphs of one cache share one memory pool: calls never overlap and outputs are cloned out at once, so
-a pool the size of the largest graph's working memory serves them all.
+a pool the size of the largest graph's working memory serves them all. ``limit`` caps the graphs kept (the
+training objective's lengths vary with the data): a signature beyond it runs ``fn`` as is.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ from typing import Callable
 
 import torch
 
+Outputs = torch.Tensor | tuple[torch.Tensor, ...]
+
 
 class GraphCache:
-    """``fn(*tensors) -> tensor`` captured on first sight of each (shape, dtype) signature, then replayed."""
+    """``fn(*tensors) -> tensor`` (or a tuple of tensors) captured on first sight of each (shape, dtype)
+    signature, then replayed."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], device: torch.device, warmup_calls: int = 2):
-        self.fn, self.device, self.warmup_calls = fn, device, warmup_calls
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+    def __init__(
+        self, fn: Callable[..., Outputs], device: torch.device, warmup_calls: int = 2, limit: int | None = None
+    ):
+        self.fn, self.device, self.warmup_calls, self.limit = fn, device, warmup_calls, limit
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Outputs]] = {}
         self._pool = None
         self.capture_seconds = 0.0  # warm-up and capture time of every graph so far
 
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> Outputs:
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if key not in self._graphs:
+            if self.limit is not None and len(self._graphs) >= self.limit:
+                return self.fn(*inputs)
             tick = time.perf_counter()
             self._graphs[key] = self._capture(inputs)
             self.capture_seconds += time.perf_counter() - tick
@@ -38,7 +46,7 @@ class GraphCache:
         for static, value in zip(static_inputs, inputs):
             static.copy_(value)
         graph.replay()
-        return static_out.clone()
+        return tuple(t.clone() for t in static_out) if isinstance(static_out, tuple) else static_out.clone()
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]):
         static_inputs = [t.clone() for t in inputs]

@@ -92,6 +92,20 @@ def collate(samples: list[dict], pad_id: int) -> dict:
     return batch
 
 
+TENSORS = ("input_ids", "features", "mask", "frames", "attention")  # a batch's tensors (attention: optional)
+
+
+def pin(batch: dict) -> dict:
+    """The batch's tensors in pinned host memory (on a loader thread): the step's copies to the GPU then
+    run without waiting for the work queued before them."""
+    return {key: value.pin_memory() if key in TENSORS else value for key, value in batch.items()}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device``, each copied once (asynchronously from pinned memory)."""
+    return {key: value.to(device, non_blocking=True) if key in TENSORS else value for key, value in batch.items()}
+
+
 def batch_indices(train: list[int], step: int, batch: int, seed: int) -> list[int]:
     """The global batch of ``step``: epochs are seeded permutations of the training indices."""
     per_epoch = max(1, len(train) // batch)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from ..cpu_threads import set_cpu_threads
 from ..families import by_name
@@ -34,7 +35,7 @@ from ..student.model import SageStudent
 from .action_objective import action_objective
 from .dataset import FeatureDataset
 from .distributed import gather_json
-from .student_data import LOADER_THREADS, batch_indices, collate, split, training_stats
+from .student_data import LOADER_THREADS, batch_indices, collate, pin, split, to_device, training_stats
 
 
 def token_losses(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +55,7 @@ def attention_loss(
     q = to_images / to_images.sum(-1, keepdim=True).clamp(min=1e-12)
     kl = (p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log())).sum(-1)  # (B, L)
     rows = mask & ~image & (teacher.float().sum(-1) > 0)
-    return kl[rows].mean() if rows.any() else kl.sum() * 0
+    return (kl * rows).sum() / rows.sum().clamp(min=1)  # 0 where no text token sees an image
 
 
 def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
@@ -215,7 +216,8 @@ class StudentTraining:
 
         def load(step: int) -> dict:
             indices = batch_indices(self.train, step, cfg.batch_size, cfg.seed)[self.rank :: self.world]
-            return collate([self.dataset[i] for i in indices], pad_id)
+            batch = collate([self.dataset[i] for i in indices], pad_id)
+            return pin(batch) if self.device.type == "cuda" else batch
 
         return prefetch(
             load, iter(range(self.start_step, cfg.max_steps)), workers=LOADER_THREADS, depth=2 * LOADER_THREADS
@@ -223,47 +225,52 @@ class StudentTraining:
 
     def step(self, step: int, data: dict) -> torch.Tensor:
         """One optimiser step on this rank's batch; returns the global batch's (loss, MSE, cosine, action
-        loss), summed over ranks."""
+        loss), summed over ranks. Queued without a wait for the GPU (masked sums, not masked selections; the
+        batch already in pinned memory on CUDA): the host runs ahead while the device computes."""
         cfg, model, device, world = self.config, self.model, self.device, self.world
         lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ids, mask = data["input_ids"].to(device), data["mask"].to(device)  # (B, L)
-        target = (data["features"].to(device).float() - model.feature_mean) / model.feature_std  # (B, L, D)
-        tokens = mask.sum().float()
+        data = to_device(data, device)
+        ids, mask, features = data["input_ids"], data["mask"], data["features"].float()  # (B, L), (B, L, D)
+        target = (features - model.feature_mean) / model.feature_std  # (B, L, D) standardised
+        real = mask.float()  # (B, L)
+        tokens = real.sum()
         if world > 1:
             torch.distributed.all_reduce(tokens)
         pixels = by_name(self.dataset.facts.family).pixel_values
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-        with autocast:
+        with record_function("distill/student_forward"), autocast:
             if cfg.attention_weight:
-                pred, weights = self.trained(ids, pixels(data["frames"].to(device)), attention=True)  # (B, L, L)
+                pred, weights = self.trained(ids, pixels(data["frames"]), attention=True)  # (B, L, L)
             else:
-                pred = self.trained(ids, pixels(data["frames"].to(device)))
+                pred = self.trained(ids, pixels(data["frames"]))
         pred = pred.float()  # (B, L, D) standardised
         mse, cos_loss = token_losses(pred, target)  # (B, L) each
-        loss = (cfg.mse_weight * mse + cfg.cosine_weight * cos_loss)[mask].sum() / tokens * world  # DDP averages
+        loss = ((cfg.mse_weight * mse + cfg.cosine_weight * cos_loss) * real).sum() / tokens * world  # DDP averages
         attention = torch.zeros((), device=device)
         if cfg.attention_weight:  # this rank's samples; DDP averages over ranks
             image_id = self.dataset.facts.image_token_id
-            attention = attention_loss(weights.float(), data["attention"].to(device), ids, mask, image_id)
+            attention = attention_loss(weights.float(), data["attention"], ids, mask, image_id)
             loss = loss + cfg.attention_weight * attention
         action_loss = torch.zeros((), device=device)
         if self.objective is not None:  # this rank's samples; DDP averages over ranks
-            teacher_units = data["features"].to(device).float()
-            image_mask = ids == self.dataset.facts.image_token_id  # (B, L)
-            student_units = pred * model.feature_std + model.feature_mean
-            action_loss = self.objective.loss(student_units, teacher_units, mask, image_mask, step)
+            with record_function("distill/action_objective"):
+                image_mask = ids == self.dataset.facts.image_token_id  # (B, L)
+                student_units = pred * model.feature_std + model.feature_mean
+                action_loss = self.objective.loss(student_units, features, mask, image_mask, step)
             loss = loss + cfg.action_weight * action_loss
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        with record_function("distill/backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("distill/optimizer"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
         logged = torch.stack(
             [
                 loss.detach() / world,
-                mse[mask].sum().detach() / tokens,
-                (1 - cos_loss[mask]).sum().detach() / tokens,
+                (mse * real).sum().detach() / tokens,
+                ((1 - cos_loss) * real).sum().detach() / tokens,
                 action_loss.detach() / world,
                 attention.detach() / world,
             ]
