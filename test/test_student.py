@@ -135,6 +135,49 @@ def test_evaluate_scores_each_model_through_the_teachers_action_head(dataset, tr
         )
 
 
+def test_evaluate_fails_its_action_gate_for_a_student_trained_0_steps(
+    dataset, trained, tiny_checkpoint, tmp_path, capsys
+):
+    """The acceptance gate on the actions (--action-ratio-gate, default 0.25): the trained student's config,
+    statistics and split with its weights as initialised (0 steps) exits 1 with one line naming its ratio
+    and the gate; at a gate set to that student's ratio the trained student passes (its ratio is lower);
+    --action-ratio-gate 0 reports only."""
+    from groot_sage_ros.cli import main
+    from groot_sage_ros.student.checkpoint import save_student
+    from groot_sage_ros.student.model import SageStudent
+
+    model, record = load_student(trained / "student.safetensors")
+    torch.manual_seed(0)
+    fresh = SageStudent(model.cfg)
+    fresh.feature_mean.copy_(model.feature_mean)
+    fresh.feature_std.copy_(model.feature_std)
+    untrained = tmp_path / "untrained" / "student.safetensors"
+    untrained.parent.mkdir()
+    save_student(untrained, fresh, {"eval_groups": record["eval_groups"]}, step=0)
+    runs = iter(range(10))
+
+    def evaluate(student, *options):
+        run = next(runs)
+        argv = ["evaluate", "--student", student, "--dataset", dataset, "--teacher", tiny_checkpoint]
+        argv += ["--teacher-dtype", "float32", "--embodiment", "--action-samples", 4, "--seeds", 1]
+        argv += ["--report-dir", tmp_path / f"report{run}", "--json", tmp_path / f"eval{run}.json", *options]
+        code = main([str(a) for a in argv])
+        return code, capsys.readouterr().err, json.loads((tmp_path / f"eval{run}.json").read_text())
+
+    code, err, report = evaluate(untrained)
+    ratio = report["student"]["action_error_ratio_mean"]
+    assert code == 1 and report["gate"] == {"action_error_ratio": 0.25, "met": False}
+    lines = [line for line in err.splitlines() if "groot-sage evaluate" in line]  # (and the CPU threads line)
+    assert len(lines) == 1 and "Traceback" not in err
+    assert f"action error ratio {ratio:.4f} is above the gate 0.25" in lines[0]
+    assert "not met" in (tmp_path / "report0" / "report.md").read_text()
+    code, err, report = evaluate(trained / "student.safetensors", "--action-ratio-gate", ratio)
+    assert code == 0 and "gate" not in err and report["gate"]["met"]
+    assert report["student"]["action_error_ratio_mean"] < ratio
+    code, err, report = evaluate(untrained, "--action-ratio-gate", 0)
+    assert code == 0 and "gate" not in report
+
+
 def test_action_metrics_are_exact_for_the_teachers_features_and_worse_when_perturbed(dataset, tiny_checkpoint):
     from groot_sage_ros.engine import load_engine
     from groot_sage_ros.offline.action_fidelity import action_fidelity

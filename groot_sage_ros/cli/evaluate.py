@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..offline.config import EvaluateConfig
 from .common import add_options, optional_fields
 
@@ -33,10 +35,24 @@ def run(config: EvaluateConfig) -> int:
             f"{name:22s} token cosine {r['token_cosine_mean']:.4f} (median {r['token_cosine_median']:.4f}), "
             f"token MSE {r['token_mse_mean']:.4f}, pooled cosine {r['pooled_cosine_mean']:.4f}"
         )
+        if "action_error_ratio_mean" in r:
+            print(
+                f"{'':22s} action error ratio {r['action_error_ratio_mean']:.4f} "
+                f"(worst decile {r['action_error_ratio_worst_decile']:.4f})"
+            )
     for name in ("student", "teacher"):
         if name in report:
             print(
                 f"{name:22s} {report[name]['parameters']:,} parameters, "
                 f"batch-1 {report[name]['batch1_ms_median']:.2f} ms"
             )
+    gate = report.get("gate")
+    if gate and not gate["met"]:
+        print(
+            f"groot-sage evaluate: the student's mean action error ratio "
+            f"{report['student']['action_error_ratio_mean']:.4f} is above the gate {gate['action_error_ratio']} "
+            "(--action-ratio-gate; 0: report only)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

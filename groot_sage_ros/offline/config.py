@@ -191,6 +191,12 @@ class EvaluateConfig:
     )
     action_samples: int = option(32, "held-out samples for the action scores", POSITIVE_INT)
     seeds: int = option(3, "noise seeds per action comparison", POSITIVE_INT)
+    action_ratio_gate: float = option(
+        0.25,
+        "with --embodiment: the largest mean action error ratio the student may have (its effect on the "
+        "actions at most this fraction of ignoring the frame's); above it evaluate exits 1 (0: report only)",
+        NON_NEGATIVE_FLOAT,
+    )
     teacher_dtype: str = option("float16", "dtype of the teacher", choices=DTYPES)
     student_dtype: str = option(
         "auto",

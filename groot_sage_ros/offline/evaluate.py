@@ -286,6 +286,9 @@ def evaluate_into(
                 results[name].update(figures)
     report = {k: {m: v for m, v in r.items() if not m.startswith("_")} for k, r in results.items()}
     report["held_out_groups"] = len(set(state["eval_groups"]))
+    if "action_error_ratio_mean" in report["student"] and args.action_ratio_gate:
+        ratio = report["student"]["action_error_ratio_mean"]
+        report["gate"] = {"action_error_ratio": args.action_ratio_gate, "met": ratio <= args.action_ratio_gate}
     write_report(out, report, results)
     if args.json:
         write_user_file(Path(args.json), report)
@@ -332,6 +335,10 @@ def write_report(out: Path, report: dict, results: dict) -> None:
     ]
     if "action_cosine_mean" in report["student"]:
         text += action_section(out, report, results)
+    if "gate" in report:
+        verdict = "met" if report["gate"]["met"] else "**not met**"
+        gate = report["gate"]["action_error_ratio"]
+        text += [f"Gate: the student's mean action error ratio at most {gate}: {verdict}.", ""]
     write_bytes_atomic(out / "report.md", "\n".join(text).encode())
 
 
