@@ -218,3 +218,11 @@ def test_rows_up_to_2048_wide_reduce_in_one_pass_in_compiled_regions():
     options = compile_arguments("max-autotune-no-cudagraphs")["options"]
     assert options["inductor_choices_class"] is WidePersistentReductions and options["max_autotune"]
     assert WidePersistentReductions().uuid()  # inductor's compiled-graph cache needs a key for it
+
+
+def test_a_graph_cache_that_has_captured_nothing_is_still_taken_over_a_fallback():
+    """``cache or fallback`` picks the cache before its first capture (it counts its graphs with len)."""
+    from groot_sage_ros.fastpath.cuda_graphs import GraphCache
+
+    cache = GraphCache(torch.neg, torch.device("cpu"))
+    assert len(cache) == 0 and (cache or torch.abs) is cache

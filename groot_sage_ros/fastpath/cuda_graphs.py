@@ -34,6 +34,9 @@ class GraphCache:
     def __len__(self) -> int:
         return len(self._graphs)
 
+    def __bool__(self) -> bool:  # a cache that has captured nothing yet is still there: `cache or fallback` uses it
+        return True
+
     def __call__(self, *inputs: torch.Tensor) -> Outputs:
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if key not in self._graphs:

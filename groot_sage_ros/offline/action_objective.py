@@ -55,7 +55,7 @@ class ActionObjective:
         if not self.fast:
             return self.velocity_error(student, teacher, mask, image_mask, *draws)
         inputs = (student.detach(), teacher, mask, image_mask, *draws)
-        if self.graphs is None:  # (not "or": an empty cache is falsy)
+        if self.graphs is None:
             value, gradient = self.loss_and_gradient(*inputs)
         else:
             try:
