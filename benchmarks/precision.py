@@ -29,6 +29,7 @@ KEYS = ("backbone_ms_median", "action_head_ms_median", "full_ms_median", "throug
 # --route NAME: (precision, extra bench arguments, {weight dtype: weight_only_gemm.KERNEL_MAX_ROWS})
 ROUTES = {
     "int8_weight_kernel": ("int8_weight", [], {"torch.int8": 2048}),
+    "int8_weight_kernel_head": ("int8_weight", [], {"torch.int8": 64}),  # the DiT's 49-row calls only
     "fp8_scaled_mm_every_call": ("fp8", ["--fp8-min-rows", "0"], {}),
     "fp8_small_calls_dequantised": ("fp8", [], {"torch.float8_e4m3fn": 0}),
 }

@@ -3,7 +3,8 @@
 The shapes are recorded from a full-size random model (``random_engine``, eager, no graphs) at batch 1, the
 rows also times ``--batch-rows`` for the throughput regime. Each call is timed in a CUDA graph
 (``triton.testing.do_bench_cudagraph``) as: fp16 cuBLAS; the old int8 path (dequantise, then cuBLAS); the
-Triton kernel with int8 and with fp8 weights; fp8 activations and weights on ``torch._scaled_mm``. Also
+Triton kernel with int8 and with fp8 weights; fp8 activations and weights on ``torch._scaled_mm`` (with the
+activations' quantisation, eager, and the GEMM alone); the dequantisation compiled as the engine runs it. Also
 checks the kernel against the dequantised weight's product (largest relative error).
 
     python benchmarks/weight_only_gemm.py --out benchmarks/weight_only_gemm_h100.json
@@ -97,9 +98,21 @@ def time_shape(rows: int, out_features: int, in_features: int, wide: bool) -> di
             xq, wf.t(), scale_a=x_scale, scale_b=scalef[None], out_dtype=torch.bfloat16, use_fast_accum=True
         )
 
+    x_scale = (x.abs().amax(-1, keepdim=True).float() / E4M3_MAX).clamp(min=1e-12)
+    xq = (x.float() / x_scale).to(torch.float8_e4m3fn)
+
+    def scaled_mm_gemm_only():  # the activations quantised beforehand: the FP8 GEMM alone
+        return torch._scaled_mm(
+            xq, wf.t(), scale_a=x_scale, scale_b=scalef[None], out_dtype=torch.bfloat16, use_fast_accum=True
+        )
+
+    # int8_weight's route without the kernel, as the engine runs it: traced, the dequantisation one fused kernel
+    dequantise_compiled = torch.compile(lambda: F.linear(x, w8.to(x.dtype) * scale8[:, None]), fullgraph=True)
     timings = {
         "fp16_cublas": lambda: F.linear(x, w),
         "int8_dequantise_cublas": lambda: F.linear(x, w8.to(x.dtype) * scale8[:, None]),
+        "int8_dequantise_compiled": dequantise_compiled,
+        "fp8_scaled_mm_gemm_only": scaled_mm_gemm_only,
         "int8_kernel": lambda: kernel_linear(x, w8, scale8, None),
         "fp8_weight_kernel": lambda: kernel_linear(x, wf, scalef, None),
         "fp8_scaled_mm": scaled_mm,

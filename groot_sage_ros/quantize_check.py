@@ -195,23 +195,29 @@ def run_quantize_check(args, frame_set, state: dict | None) -> tuple[dict, bool]
 
 def auto_keep(measure, precision: str, reference: dict, ranking: list[dict], head_ranking=()) -> dict:
     """The smallest set of Linear layers that, kept at fp16, passes ``precision``'s gates, found in two passes.
-    First whole layers: the backbone's in ``ranking``'s order while the feature gate fails, the head's in
-    ``head_ranking``'s order while the action gate fails (a quantised head moves the actions on its own),
-    then whichever is left. Second, within those layers, each projection quantised again, largest first,
-    where the gates still pass. Returns the names for ``precision_keep_fp16`` (projections, e.g.
+    First whole layers, each time the next of the gate that fails: while the feature gate fails, the backbone's
+    by the feature error each adds alone (``ranking``); while only the action gate fails, the backbone's and the
+    head's together by the action error ratio each adds alone (a quantised head moves the actions on its own,
+    and the layers that move the features most are not those that move the actions most); then whichever is
+    left. Second, within those layers, each projection quantised again, largest first, where the gates still
+    pass. Returns the names for ``precision_keep_fp16`` (projections, e.g.
     ``vision.0.mlp.fc2``), the share of the backbone's (and the head's) Linear weights they hold, the
     layer-level set and its share, and the figures with them kept (``passed`` false when even every layer
     kept misses a gate)."""
     head_sizes = reference.get("head_layers", {})
     sizes = {**reference["layers"], **head_sizes}
-    backbone, head = [row["layer"] for row in ranking], [row["layer"] for row in head_ranking]
+    by_features = [row["layer"] for row in ranking]
+    moving = [row for row in [*ranking, *head_ranking] if "action_error_ratio_mean" in row]
+    by_actions = [row["layer"] for row in sorted(moving, key=lambda row: -row["action_error_ratio_mean"])]
+    everything = by_features + [row["layer"] for row in head_ranking]
     layers, figures = [], compare(reference, measure(precision, keep=[]))
     met = gates_met(precision, figures)
-    while not all(met.values()) and (backbone or head):
-        if backbone and (not met["features"] or not head):
-            layers.append(backbone.pop(0))
-        else:
-            layers.append(head.pop(0))
+    while not all(met.values()):
+        order = by_features if not met["features"] else by_actions
+        left = [layer for layer in order + everything if layer not in layers]
+        if not left:
+            break
+        layers.append(left[0])
         figures = compare(reference, measure(precision, keep=layers))
         met = gates_met(precision, figures)
     keep = list(layers)
@@ -248,13 +254,18 @@ def layer_groups(names) -> list[str]:
 
 def sensitivity(measure, precision: str, reference: dict) -> list[dict]:
     """The backbone's layers, most sensitive first: each quantised alone (every other Linear kept at fp16),
-    with the feature error it adds against fp16 (relative L2, mean token cosine)."""
+    with the feature error it adds against fp16 (relative L2, mean token cosine) and, with the head, the
+    action error ratio it adds (what ``auto_keep`` ranks by while only the action gate fails)."""
     layers = reference["layers"]
+    everything = [*layers, *reference.get("head_layers", {})]  # the head at fp16 too: the layer's own effect
     ranking = []
     for group in layer_groups(layers):
-        others = [name for name in layers if not name.startswith(group + ".")]
-        figures = compare(reference, measure(precision, keep=others, actions=False))
-        ranking.append({"layer": group, "rel_l2": figures["rel_l2"], "token_cosine_mean": figures["token_cosine_mean"]})
+        others = [name for name in everything if not name.startswith(group + ".")]
+        figures = compare(reference, measure(precision, keep=others))
+        row = {"layer": group, "rel_l2": figures["rel_l2"], "token_cosine_mean": figures["token_cosine_mean"]}
+        if "action_error_ratio_mean" in figures:
+            row["action_error_ratio_mean"] = figures["action_error_ratio_mean"]
+        ranking.append(row)
     return sorted(ranking, key=lambda row: -row["rel_l2"])
 
 

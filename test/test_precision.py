@@ -150,6 +150,31 @@ def test_weight_only_kernel_computes_the_dequantised_weights_arithmetic():
     assert done.stdout.count("checked") == 4
 
 
+def test_the_kernels_int8_to_fp16_conversion_is_exact_for_every_int8():
+    """The PTX the GPU kernel widens int8 weights with (``INT8_TO_FP16_PTX``; the CPU interpreter casts
+    instead), run here as the byte and fp16 arithmetic it is: every int8 value, four to a 32-bit register,
+    comes out as the same fp16 number. The GPU benchmark checks the compiled kernel against the reference."""
+    from groot_sage_ros.fastpath import weight_only_gemm as gemm
+
+    values = np.arange(-128, 128, dtype=np.int8)  # 64 registers of 4 bytes, byte i = element i
+    registers = values.view(np.uint32) ^ np.uint32(gemm.SIGN_FLIP)  # xor.b32
+
+    def prmt(a, b, selector):  # prmt.b32: output byte i is byte (selector's nibble i) of {b, a}
+        pool = np.stack([a, np.full_like(a, b)], -1).view(np.uint8).reshape(-1, 8)  # bytes 0-3 a, 4-7 b
+        picks = [(selector >> (4 * i)) & 7 for i in range(4)]
+        return pool[:, picks].copy().view(np.uint32).reshape(-1)
+
+    minus = np.array([gemm.MINUS_1152], dtype=np.uint32).view(np.float16)  # (2,) both 1152
+    halves = [
+        prmt(registers, gemm.HIGH_BYTE_1024, selector).view(np.float16).reshape(-1, 2) - minus  # sub.f16x2
+        for selector in (gemm.LOW_PAIR, gemm.HIGH_PAIR)
+    ]
+    widened = np.concatenate(halves, axis=1).reshape(-1)  # (256,): elements 0-1 from $0, 2-3 from $1
+    assert np.array_equal(widened, values.astype(np.float16))
+    for constant in (gemm.SIGN_FLIP, gemm.HIGH_BYTE_1024, gemm.LOW_PAIR, gemm.HIGH_PAIR, gemm.MINUS_1152):
+        assert f"{constant:#x}" in gemm.INT8_TO_FP16_PTX
+
+
 def check_args(checkpoint, precisions, actions=True):
     return argparse.Namespace(
         checkpoint=str(checkpoint),
@@ -385,3 +410,37 @@ def test_auto_keeps_a_head_layer_when_the_head_moves_the_actions(tiny_copy, monk
     assert auto["passed"] and auto["layers"] == ["dit.1"]
     assert auto["precision_keep_fp16"] == ["dit.1.ff.net.2"]
     assert auto["kept_weight_fraction"] == 0 and 0 < auto["head_kept_weight_fraction"] < 0.2
+
+
+def test_auto_keeps_the_backbone_layer_that_moves_the_actions_when_only_the_action_gate_fails(tiny_copy, monkeypatch):
+    """A planted outlier in one LLM projection, a head whose weights int8 holds exactly, a feature gate every
+    trial passes and an action gate the plain int8 run misses: --auto adds layers by the action error each
+    adds alone (the backbone's and the head's together), so it keeps that LLM layer, not the head's layers
+    (which it used to add first whenever the features passed)."""
+    from test_checkpoint import SHARD1, SHARD2, edit_shard
+
+    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][:, :4] *= 300
+
+    def on_the_int8_grid(tensors):  # each row a multiple of its int8 step: quantising the head changes nothing
+        for name, w in list(tensors.items()):
+            if name.startswith("action_head.") and w.ndim == 2 and w.is_floating_point():
+                step = (w.float().abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
+                tensors[name] = (torch.round(w.float() / step) * step).to(w.dtype)
+
+    edit_shard(tiny_copy, SHARD1, plant)
+    edit_shard(tiny_copy, SHARD2, on_the_int8_grid)
+    monkeypatch.setitem(PRECISIONS, "int8_weight", Precision("int8_weight", Int8WeightLinear.from_linear, 0.5, 0.002))
+    args = check_args(tiny_copy, ["int8_weight"], actions=True)
+    args.auto = True
+    report, passed = run_quantize_check(args, FRAMES[0], None)
+    assert not passed and report["precisions"]["int8_weight"]["met"] == {"features": True, "actions": False}
+    assert all(row["action_error_ratio_mean"] < 1e-6 for row in report["head_sensitivity"])  # the exact head
+    assert report["sensitivity"][0]["layer"] == "language.1" and "action_error_ratio_mean" in report["sensitivity"][0]
+    auto = report["auto"]
+    assert auto["passed"] and auto["layers"] == ["language.1"]
+    assert auto["head_kept_weight_fraction"] == 0
+    assert all(name.startswith("language.1.") for name in auto["precision_keep_fp16"])
