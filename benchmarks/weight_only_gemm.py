@@ -4,7 +4,8 @@ The shapes are recorded from a full-size random model (``random_engine``, eager,
 rows also times ``--batch-rows`` for the throughput regime. Each call is timed in a CUDA graph
 (``triton.testing.do_bench_cudagraph``) as: fp16 cuBLAS; the old int8 path (dequantise, then cuBLAS); the
 Triton kernel with int8 and with fp8 weights; fp8 activations and weights on ``torch._scaled_mm`` (with the
-activations' quantisation, eager, and the GEMM alone); the dequantisation compiled as the engine runs it. Also
+activations' quantisation, eager, and the GEMM alone); the dequantisation compiled as the engine runs it; the
+kernel with fp16 weights (what Triton itself reaches with this kernel, no widening). Also
 checks the kernel against the dequantised weight's product (largest relative error).
 
     python benchmarks/weight_only_gemm.py --out benchmarks/weight_only_gemm_h100.json
@@ -88,6 +89,7 @@ def time_shape(rows: int, out_features: int, in_features: int, wide: bool) -> di
     scale8 = (w.abs().amax(1).float() / 127).clamp(min=1e-12)
     w8 = torch.round(w.float() / scale8[:, None]).clamp(-127, 127).to(torch.int8)
     scale8 = scale8.half()
+    ones = torch.ones(out_features, device="cuda", dtype=torch.float16)
     scalef = (w.abs().amax(1).float() / E4M3_MAX).clamp(min=1e-12)
     wf = (w.float() / scalef[:, None]).to(torch.float8_e4m3fn)
 
@@ -114,6 +116,7 @@ def time_shape(rows: int, out_features: int, in_features: int, wide: bool) -> di
         "int8_dequantise_compiled": dequantise_compiled,
         "fp8_scaled_mm_gemm_only": scaled_mm_gemm_only,
         "int8_kernel": lambda: kernel_linear(x, w8, scale8, None),
+        "fp16_weight_kernel": lambda: kernel_linear(x, w, ones, None),  # Triton's own ceiling on this kernel
         "fp8_weight_kernel": lambda: kernel_linear(x, wf, scalef, None),
         "fp8_scaled_mm": scaled_mm,
     }
