@@ -6,8 +6,9 @@ with planted outlier channels and on one without, and ``--auto`` for each precis
 smallest set of projections kept at fp16 that passes the gates). Speed and memory (``groot-sage bench``,
 batch 1 with the head, back-to-back calls at batch 64, random weights in the released shapes, a fresh process
 each): fp16, int8_weight, fp8 and the two mixes for N1.5, then fp16, int8_weight and fp8 for N1.7. The
-routes inside a precision (int8 through the Triton kernel, fp8's FP8 GEMM for every call) are set with
-``--route NAME`` (``ROUTES``), off by default. Random weights are a proxy: run quantize-check on your own.
+routes inside a precision (int8 through the Triton kernel for every call or for none, fp8's FP8 GEMM for every
+call) are set with ``--route NAME`` (``ROUTES``), off by default. Random weights are a proxy: run
+quantize-check on your own.
 
 Each step writes into the JSON as it ends and is skipped when the JSON already has it, so a run cut off by
 ``--limit-s`` goes on where it stopped when called again with the same ``--out`` and ``--work``.
@@ -29,7 +30,7 @@ KEYS = ("backbone_ms_median", "action_head_ms_median", "full_ms_median", "throug
 # --route NAME: (precision, extra bench arguments, {weight dtype: weight_only_gemm.KERNEL_MAX_ROWS})
 ROUTES = {
     "int8_weight_kernel": ("int8_weight", [], {"torch.int8": 2048}),
-    "int8_weight_kernel_head": ("int8_weight", [], {"torch.int8": 64}),  # the DiT's 49-row calls only
+    "int8_weight_dequantised": ("int8_weight", [], {"torch.int8": 0}),  # the head's calls dequantised too
     "fp8_scaled_mm_every_call": ("fp8", ["--fp8-min-rows", "0"], {}),
     "fp8_small_calls_dequantised": ("fp8", [], {"torch.float8_e4m3fn": 0}),
 }

@@ -13,11 +13,9 @@ second operand (16 rows and up), the layout weight-only kernels use for small ba
 It is a PyTorch custom op (``groot_sage_ros::weight_only_linear``): ``torch.compile`` keeps it as one call,
 CUDA graphs capture it. ``linear`` chooses per call: the kernel for calls of at most ``KERNEL_MAX_ROWS`` rows
 (by weight dtype), else the weight dequantised in traced code and cuBLAS. Off CUDA, or without Triton, the
-op is the reference arithmetic. On the H100 the kernel loses to cuBLAS's fp16 GEMM at every shape a frame set
-makes (a few hundred rows are bound by arithmetic there, and Triton's mixed-input MMA reaches about half of
-cuBLAS's rate), and to int8_weight's fused dequantisation for the backbone: int8_weight keeps it off. fp8
-takes it for the calls under ``fp8_min_rows`` (the action head's), where it beat dequantising and the FP8
-GEMM (docs/jetson.md).
+op is the reference arithmetic. Both precisions send the action head's calls (at most 64 rows at batch 1) through
+the kernel, where it beats dequantising; the backbone's calls (a few hundred rows) dequantise: there the
+kernel loses to cuBLAS's fp16 GEMM, as Triton's own fp16 GEMM of this form does (docs/jetson.md).
 """
 
 from __future__ import annotations
@@ -31,8 +29,12 @@ import torch.nn.functional as F
 
 # Which calls take the Triton kernel, by weight dtype: those of at most this many rows; the others dequantise
 # in traced code (one fused kernel under torch.compile) and multiply with cuBLAS. Measured on the H100
-# (benchmarks/weight_only_gemm_h100.json, precision_h100.json): see docs/jetson.md.
-KERNEL_MAX_ROWS = {torch.int8: 0, torch.float8_e4m3fn: 2**31 - 1}  # fp8: every call under fp8_min_rows
+# (benchmarks/weight_only_gemm_h100.json, precision_auto_h100.json): see docs/jetson.md.
+KERNEL_MAX_ROWS = {torch.int8: 64, torch.float8_e4m3fn: 2**31 - 1}  # fp8: every call under fp8_min_rows
+# The int8 -> fp16 PTX conversion (below) serves calls of at most this many rows (tiles of at most 64 rows, 4
+# warps), where the GPU benchmark found it exact at every shape; in wider calls Triton 3.6 gave wrong products
+# at 2 of 12 shapes on the H100, so those widen by a cast.
+PTX_MAX_ROWS = 64
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -84,9 +86,10 @@ TILES = [
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter: no inline PTX, a plain cast
 
 
-def ptx_widens(weight_dtype: torch.dtype, dtype: torch.dtype) -> bool:
-    """Whether the kernel widens the weights with ``INT8_TO_FP16_PTX``: int8 into fp16, compiled for a GPU."""
-    return weight_dtype == torch.int8 and dtype == torch.float16 and not INTERPRETED
+def ptx_widens(weight_dtype: torch.dtype, dtype: torch.dtype, rows: int) -> bool:
+    """Whether the kernel widens the weights with ``INT8_TO_FP16_PTX``: int8 into fp16, compiled for a GPU, in
+    a call of at most ``PTX_MAX_ROWS`` rows."""
+    return weight_dtype == torch.int8 and dtype == torch.float16 and rows <= PTX_MAX_ROWS and not INTERPRETED
 
 
 @functools.cache
@@ -126,7 +129,8 @@ def triton_kernel(tiles: tuple = tuple(TILES)):
         stride_wn,
         stride_om,
         HAS_BIAS: tl.constexpr,
-        WIDEN_PTX: tl.constexpr,  # INT8_TO_FP16_PTX (int8 weights, fp16 activations, on a GPU), or "": a cast
+        WIDEN_BY_PTX: tl.constexpr,  # int8 weights, fp16 activations, on a GPU: widened by WIDEN_PTX, else cast
+        WIDEN_PTX: tl.constexpr,  # INT8_TO_FP16_PTX
         EVEN_K: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_M: tl.constexpr,
@@ -149,7 +153,7 @@ def triton_kernel(tiles: tuple = tuple(TILES)):
                 k_in = offs_k < K - k * BLOCK_K * SPLIT_K
                 w = tl.load(w_ptrs, mask=n_in & k_in[None, :], other=0.0)
                 x = tl.load(x_ptrs, mask=m_in & k_in[:, None], other=0.0)
-            if WIDEN_PTX:
+            if WIDEN_BY_PTX:
                 w = tl.inline_asm_elementwise(WIDEN_PTX, "=r,=r,r", [w], dtype=tl.float16, is_pure=True, pack=4)
             acc = tl.dot(w.to(x.dtype), x, acc)  # (BN, BM) += (BN, BK) @ (BK, BM), fp32
             w_ptrs += BLOCK_K * SPLIT_K
@@ -211,7 +215,8 @@ def triton_kernel(tiles: tuple = tuple(TILES)):
             weight.stride(0),
             out.stride(0),
             HAS_BIAS=bias is not None,
-            WIDEN_PTX=INT8_TO_FP16_PTX if ptx_widens(weight.dtype, x2.dtype) else "",
+            WIDEN_BY_PTX=ptx_widens(weight.dtype, x2.dtype, rows),
+            WIDEN_PTX=INT8_TO_FP16_PTX,
             **fixed,
         )
         return out if split == 1 else out.to(x2.dtype)
