@@ -173,6 +173,12 @@ def test_the_kernels_int8_to_fp16_conversion_is_exact_for_every_int8():
     assert np.array_equal(widened, values.astype(np.float16))
     for constant in (gemm.SIGN_FLIP, gemm.HIGH_BYTE_1024, gemm.LOW_PAIR, gemm.HIGH_PAIR, gemm.MINUS_1152):
         assert f"{constant:#x}" in gemm.INT8_TO_FP16_PTX
+    # only int8 into fp16, and only in calls of at most PTX_MAX_ROWS rows (wider tiles miscompiled on the GPU)
+    assert gemm.ptx_widens(torch.int8, torch.float16, gemm.PTX_MAX_ROWS) == (not gemm.INTERPRETED)
+    assert not gemm.ptx_widens(torch.int8, torch.float16, gemm.PTX_MAX_ROWS + 1)
+    assert not gemm.ptx_widens(torch.float8_e4m3fn, torch.float16, 1) and not gemm.ptx_widens(
+        torch.int8, torch.bfloat16, 1
+    )
 
 
 def check_args(checkpoint, precisions, actions=True):
