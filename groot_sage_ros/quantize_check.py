@@ -114,13 +114,13 @@ class InPlaceTrials:
             self.originals.append((layer, path, module))
         self.originals += [(model, name, m) for name, m in model.named_modules() if type(m) is nn.Embedding]
 
-    def measure(self, precision: str, keep=(), actions: bool = True) -> dict:
+    def measure(self, precision: str, keep=()) -> dict:
         """The outputs with ``precision`` everywhere but ``keep``, as a fresh load at that precision gives them."""
         frame_set, embodiment, state, seeds = self.inputs
         quantize_layers(self.regions, precision, PrecisionOptions(fp8_min_rows=0), keep)
         quantize_token_tables(self.engine.model, precision)
         try:
-            return outputs(self.engine, frame_set, actions and self.engine.has_action_head, embodiment, state, seeds)
+            return outputs(self.engine, frame_set, self.engine.has_action_head, embodiment, state, seeds)
         finally:
             for root, name, module in self.originals:
                 replace_module(root, name, module)
