@@ -277,18 +277,25 @@ def test_precision_reaches_the_node_and_its_diagnostics(tiny_checkpoint):
         rclpy.try_shutdown()
 
 
-def test_sensitivity_ranks_a_planted_outlier_layer_first(tiny_copy):
-    """One LLM layer's down projection gets a column 100 times the rest: int8 weights with one scale per row
-    lose that layer's other columns, so quantising it alone hurts the features most."""
-    from test_checkpoint import SHARD1, edit_shard
+LLM_DOWN_PROJ = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
 
-    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
+
+def plant_outlier(checkpoint, key: str, columns: int, factor: float) -> None:
+    """The weight ``key`` of the checkpoint's tiny copy with its first ``columns`` columns ``factor`` times as
+    large: an outlier projection that int8 weights with one scale per row feel."""
+    from test_checkpoint import SHARD1, SHARD2, edit_shard
 
     def plant(tensors):
         tensors[key] = tensors[key].clone()
-        tensors[key][:, 0] *= 100
+        tensors[key][:, :columns] *= factor
 
-    edit_shard(tiny_copy, SHARD1, plant)
+    edit_shard(checkpoint, SHARD2 if key.startswith("action_head.") else SHARD1, plant)
+
+
+def test_sensitivity_ranks_a_planted_outlier_layer_first(tiny_copy):
+    """One LLM layer's down projection gets a column 100 times the rest: int8 weights with one scale per row
+    lose that layer's other columns, so quantising it alone hurts the features most."""
+    plant_outlier(tiny_copy, LLM_DOWN_PROJ, 1, 100)
     args = check_args(tiny_copy, ["int8_weight"], actions=False)
     args.sensitivity = True
     report, _ = run_quantize_check(args, FRAMES[0], None)
@@ -324,15 +331,7 @@ def test_keep_fp16_reaches_the_modules_and_an_unknown_name_is_one_line(tiny_chec
 def test_auto_proposes_the_smallest_keep_set_that_passes(tiny_copy, monkeypatch):
     """With a feature gate the plain int8 run misses on a checkpoint with one planted outlier projection,
     --auto keeps the most sensitive layer, then within it that projection alone, at fp16."""
-    from test_checkpoint import SHARD1, edit_shard
-
-    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
-
-    def plant(tensors):
-        tensors[key] = tensors[key].clone()
-        tensors[key][:, :4] *= 300
-
-    edit_shard(tiny_copy, SHARD1, plant)
+    plant_outlier(tiny_copy, LLM_DOWN_PROJ, 4, 300)
     strict = Precision("int8_weight", Int8WeightLinear.from_linear, 0.99995, 0.1)
     monkeypatch.setitem(PRECISIONS, "int8_weight", strict)
     args = check_args(tiny_copy, ["int8_weight"], actions=True)  # the ranking's loads have no head: still works
@@ -397,15 +396,7 @@ def test_a_fused_group_of_mixed_precision_runs_each_layer_at_its_own(tiny_checkp
 def test_auto_keeps_a_head_layer_when_the_head_moves_the_actions(tiny_copy, monkeypatch):
     """A planted outlier in one DiT projection: quantising the head alone misses the action gate while the
     features pass, so --auto ranks the head's layers by the action error each adds and keeps that projection."""
-    from test_checkpoint import SHARD2, edit_shard
-
-    key = "action_head.model.transformer_blocks.1.ff.net.2.weight"
-
-    def plant(tensors):
-        tensors[key] = tensors[key].clone()
-        tensors[key][:, :4] *= 300
-
-    edit_shard(tiny_copy, SHARD2, plant)
+    plant_outlier(tiny_copy, "action_head.model.transformer_blocks.1.ff.net.2.weight", 4, 300)
     monkeypatch.setitem(PRECISIONS, "int8_weight", Precision("int8_weight", Int8WeightLinear.from_linear, 0.995, 0.045))
     args = check_args(tiny_copy, ["int8_weight"], actions=True)
     args.auto = True
@@ -423,13 +414,7 @@ def test_auto_keeps_the_backbone_layer_that_moves_the_actions_when_only_the_acti
     trial passes and an action gate the plain int8 run misses: --auto adds layers by the action error each
     adds alone (the backbone's and the head's together), so it keeps that LLM layer, not the head's layers
     (which it used to add first whenever the features passed)."""
-    from test_checkpoint import SHARD1, SHARD2, edit_shard
-
-    key = "backbone.eagle_model.language_model.model.layers.1.mlp.down_proj.weight"
-
-    def plant(tensors):
-        tensors[key] = tensors[key].clone()
-        tensors[key][:, :4] *= 300
+    from test_checkpoint import SHARD2, edit_shard
 
     def on_the_int8_grid(tensors):  # each row a multiple of its int8 step: quantising the head changes nothing
         for name, w in list(tensors.items()):
@@ -437,7 +422,7 @@ def test_auto_keeps_the_backbone_layer_that_moves_the_actions_when_only_the_acti
                 step = (w.float().abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
                 tensors[name] = (torch.round(w.float() / step) * step).to(w.dtype)
 
-    edit_shard(tiny_copy, SHARD1, plant)
+    plant_outlier(tiny_copy, LLM_DOWN_PROJ, 4, 300)
     edit_shard(tiny_copy, SHARD2, on_the_int8_grid)
     monkeypatch.setitem(PRECISIONS, "int8_weight", Precision("int8_weight", Int8WeightLinear.from_linear, 0.5, 0.002))
     args = check_args(tiny_copy, ["int8_weight"], actions=True)
